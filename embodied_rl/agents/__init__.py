@@ -1,0 +1,1 @@
+"""embodied_rl.agents (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""embodied_rl.datasets (see DESIGN.md)."""

@@ -1,0 +1,96 @@
+"""Task ids, gymnasium registration and ``make``.
+
+Ids: ``tabletop/<family>-v0`` (``reach``, ``push``, ``push-next-to``, ``pick``, ``place``,
+``stack``, ``multitask``) and ``metaworld/<task>`` for the 50 Meta-World v3 tasks
+(e.g. ``metaworld/pick-place-v3``). All are gymnasium ids, so ``gymnasium.make`` works
+too once ``embodied_rl.envs`` is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+
+from embodied_rl.envs.tabletop.tasks import FAMILIES
+
+TABLETOP_VERSION = 0
+BACKENDS: tuple[str, ...] = ("mujoco",)
+
+
+def tabletop_id(family: str) -> str:
+    return f"tabletop/{family.replace('_', '-')}-v{TABLETOP_VERSION}"
+
+
+def _tabletop_ids() -> dict[str, str]:
+    return {tabletop_id(f): f for f in (*FAMILIES, "multitask")}
+
+
+def _metaworld_ids() -> dict[str, str]:
+    from embodied_rl.envs.metaworld import metaworld_tasks
+
+    return {f"metaworld/{task}": task for task in metaworld_tasks()}
+
+
+def list_tasks(suite: str | None = None) -> list[str]:
+    """Every task id, or those of one ``suite`` (``"tabletop"`` or ``"metaworld"``)."""
+    suites = {"tabletop": _tabletop_ids, "metaworld": _metaworld_ids}
+    if suite is not None and suite not in suites:
+        raise ValueError(f"suite={suite!r}; choose one of {sorted(suites)}")
+    chosen = [suite] if suite else list(suites)
+    return [task_id for name in chosen for task_id in suites[name]()]
+
+
+def register_all() -> None:
+    """Register every task id with gymnasium (idempotent)."""
+    for task_id, family in _tabletop_ids().items():
+        if task_id not in gym.registry:
+            gym.register(
+                id=task_id,
+                entry_point="embodied_rl.envs.tabletop.mujoco_env:TabletopEnv",
+                kwargs={"task": family},
+            )
+    for task_id, task in _metaworld_ids().items():
+        if task_id not in gym.registry:
+            gym.register(
+                id=task_id,
+                entry_point="embodied_rl.envs.metaworld:MetaWorldEnv",
+                kwargs={"task": task},
+            )
+
+
+def make(
+    task_id: str,
+    *,
+    obs_mode: str = "state",
+    image_size: int | tuple[int, int] = 64,
+    camera: str | None = None,
+    seed: int | None = None,
+    backend: str = "mujoco",
+    **kwargs: Any,
+) -> gym.Env:
+    """Build a registered task.
+
+    Args:
+        task_id: an id from :func:`list_tasks`, e.g. ``"tabletop/pick-v0"``.
+        obs_mode: ``"state"``, ``"rgb"`` or ``"rgb+state"``.
+        image_size: side (or ``(height, width)``) of image observations.
+        camera: camera of image observations; default ``"front"`` (tabletop) or
+            ``"corner"`` (Meta-World).
+        seed: seeds the first ``reset()`` and the action space.
+        backend: physics engine of the tabletop suite.
+        **kwargs: further options of the environment class (``instruction_mode``,
+            ``split``, ``reward_type``, ``render_mode``, ...).
+    """
+    ids = list_tasks()
+    if task_id not in ids:
+        close = difflib.get_close_matches(task_id, ids, n=3)
+        hint = f"; did you mean {close}?" if close else "; see embodied_rl.envs.list_tasks()"
+        raise ValueError(f"unknown task_id={task_id!r}{hint}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not available; choose one of {BACKENDS}")
+    if camera is not None:
+        kwargs["camera"] = camera
+    register_all()
+    return gym.make(task_id, obs_mode=obs_mode, image_size=image_size, seed=seed, **kwargs)

@@ -1,0 +1,1 @@
+"""embodied_rl.llm (see DESIGN.md)."""

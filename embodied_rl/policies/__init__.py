@@ -1,0 +1,1 @@
+"""embodied_rl.policies (see DESIGN.md)."""

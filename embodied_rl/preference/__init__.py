@@ -1,0 +1,1 @@
+"""embodied_rl.preference (see DESIGN.md)."""
