@@ -176,6 +176,8 @@ class TabletopEnv(gym.Env):
         m, n = self.model, self.config.n_objects
         jnt = lambda name: m.joint(name)  # noqa: E731
         self._obj_qpos = [int(jnt(f"obj{i}_free").qposadr[0]) for i in range(n)]
+        self._obj_pos_index = np.array([[a, a + 1, a + 2] for a in self._obj_qpos])
+        self._obj_pose_index = np.array([list(range(a, a + 7)) for a in self._obj_qpos])
         self._obj_qvel = [int(jnt(f"obj{i}_free").dofadr[0]) for i in range(n)]
         self._ee_qpos = int(jnt("ee_x").qposadr[0])
         self._ee_qvel = int(jnt("ee_x").dofadr[0])
@@ -300,13 +302,14 @@ class TabletopEnv(gym.Env):
                 f"action has shape {a.shape}; this env expects {self.action_space.shape} "
                 f"(dx, dy, dz{', dyaw' if self.config.control_yaw else ''}, gripper)"
             )
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise ValueError(f"action contains NaN or inf: {a}")
-        a = np.clip(a, -1.0, 1.0)
+        a = np.minimum(np.maximum(a, -1.0), 1.0)
         self._apply_action(a)
+        time_before = self.data.time
         mujoco.mj_step(self.model, self.data, nstep=self.config.n_substeps)
         self._elapsed += 1
-        error = self._physics_error()
+        error = self._physics_error(time_before)
         if error is not None:
             logger.warning("physics became unstable: %s; truncating the episode", error)
             info = self._info(success=False)
@@ -327,34 +330,39 @@ class TabletopEnv(gym.Env):
     def _apply_action(self, a: np.ndarray) -> None:
         d = self.data
         ee = d.qpos[self._ee_qpos : self._ee_qpos + 3]
-        target = np.clip(self._target + a[:3] * self.config.max_delta_m, self._ws_low, self._ws_high)
+        target = np.minimum(np.maximum(self._target + a[:3] * self.config.max_delta_m, self._ws_low), self._ws_high)
         lag = target - ee
-        dist = math.sqrt(float(lag @ lag))
+        dist = math.sqrt(lag[0] * lag[0] + lag[1] * lag[1] + lag[2] * lag[2])
         if dist > _MAX_TARGET_LAG_M:  # blocked (e.g. pressing on the table): do not wind up
             target = ee + lag * (_MAX_TARGET_LAG_M / dist)
         self._target = target
         d.ctrl[self._act_xyz] = target
         if self._act_yaw is not None:
-            self._yaw_target = float(np.clip(self._yaw_target + a[3] * 0.1, -math.pi, math.pi))
+            self._yaw_target = min(max(self._yaw_target + float(a[3]) * 0.1, -math.pi), math.pi)
             d.ctrl[self._act_yaw] = self._yaw_target
-        d.ctrl[self._act_fingers] = FINGER_MAX_OPENING * 0.5 * (1.0 - a[-1])
+        d.ctrl[self._act_fingers] = FINGER_MAX_OPENING * 0.5 * (1.0 - float(a[-1]))
 
     def _count_unstable_warnings(self) -> int:
         return sum(int(self.data.warning[w].number) for w in _UNSTABLE_WARNINGS)
 
-    def _physics_error(self) -> str | None:
-        count = self._count_unstable_warnings()
-        if count > self._warnings_seen:
+    def _physics_error(self, time_before: float) -> str | None:
+        # On divergence MuJoCo warns and calls mj_resetData, which rewinds data.time:
+        # comparing clocks is a cheap test; the warning counters say which check fired.
+        expected = time_before + 0.5 * self.config.n_substeps * self.model.opt.timestep
+        if self.data.time < expected:
+            count = self._count_unstable_warnings()
             self._warnings_seen = count
-            return "MuJoCo reported an unstable simulation (bad qpos/qvel/qacc) and reset it"
-        if not (np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()):
+            return (
+                "MuJoCo reported an unstable simulation (bad qpos/qvel/qacc, "
+                f"{count} warnings so far) and reset its state"
+            )
+        if not np.isfinite(self.data.qpos).all():
             return "simulation state contains NaN or inf"
         return None
 
     # ------------------------------------------------------------------ observations
     def _object_positions(self) -> np.ndarray:
-        q = self.data.qpos
-        return np.stack([q[a : a + 3] for a in self._obj_qpos])
+        return self.data.qpos[self._obj_pos_index]  # (n_objects, 3), a copy
 
     def scene_state(self) -> tasks.SceneState:
         """Privileged simulator state, as used by success checks and scripted experts."""
@@ -379,7 +387,7 @@ class TabletopEnv(gym.Env):
     def _state(self, proprio: np.ndarray) -> np.ndarray:
         q = self.data.qpos
         identities, task = self._static_state
-        poses = np.stack([q[a : a + 7] for a in self._obj_qpos])
+        poses = q[self._obj_pose_index]
         fixtures = np.concatenate([self.data.xpos[self._bowl_body], self.data.xpos[self._plate_body]])
         goal = tasks.goal_position(self.spec_, self.scene_state())
         n = self.config.n_objects

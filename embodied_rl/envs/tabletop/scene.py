@@ -91,7 +91,7 @@ def _gripper(control_yaw: bool) -> str:
             rgba="0.25 0.25 0.28 1"/>
       <geom name="mast" type="cylinder" size="0.012 0.12" pos="0 0 0.19" mass="0.05"
             contype="0" conaffinity="0" rgba="0.35 0.35 0.38 1"/>
-      <camera name="wrist" pos="0 -0.07 0.11" xyaxes="1 0 0 0 0.5 0.866" fovy="70"/>
+      <camera name="wrist" pos="0 -0.085 0.13" xyaxes="1 0 0 0 0.749 0.663" fovy="75"/>
       <body name="finger_left" gravcomp="1">
         <joint name="finger_left" type="slide" axis="0 1 0" range="0 {FINGER_MAX_OPENING}" damping="2"/>
         <geom name="finger_left" class="finger" pos="0 0.006 0.027"/>
@@ -145,6 +145,10 @@ def build_mjcf(config: SceneConfig) -> str:
     <global offwidth="{config.offscreen_size}" offheight="{config.offscreen_size}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
+  <asset>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.62 0.7" rgb2="0.15 0.15 0.18"
+             width="32" height="32"/>
+  </asset>
   <default>
     <geom solref="0.01 1" solimp="0.95 0.99 0.001"/>
     <default class="object">
@@ -163,7 +167,7 @@ def build_mjcf(config: SceneConfig) -> str:
     <geom name="floor" type="plane" pos="0 0 -0.75" size="2 2 0.1" rgba="0.45 0.47 0.5 1"/>
     <geom name="table" type="box" pos="0 0 -0.025" size="{tx} {ty} 0.025" rgba="0.62 0.5 0.38 1"
           friction="0.6 0.005 0.0001"/>
-    <camera name="front" pos="0 -0.62 0.46" xyaxes="1 0 0 0 0.6 0.8" fovy="50"/>
+    <camera name="front" pos="0 -0.5 0.42" xyaxes="1 0 0 0 0.614 0.789" fovy="45"/>
     <camera name="top" pos="0 0.02 0.95" xyaxes="1 0 0 0 1 0" fovy="45"/>
     <camera name="side" pos="0.72 0.02 0.42" xyaxes="0 1 0 -0.5 0 0.866" fovy="50"/>
     {_fixtures()}

@@ -157,14 +157,17 @@ def _path_is_clear(spec: TaskSpec, layout: Layout) -> bool:
     others = [p for i, p in enumerate(layout.positions) if i != spec.object_slot]
     fixtures = [layout.bowl_xy, layout.plate_xy]
     if spec.family == "push":
-        end = start + (PUSH_DISTANCE + 0.04) * np.asarray(DIRECTIONS[spec.direction])
+        direction = np.asarray(DIRECTIONS[spec.direction])
+        end = start + (PUSH_DISTANCE + 0.04) * direction
         lo, hi = np.array([-0.3, -0.22]), np.array([0.3, 0.25])
         inside = bool(np.all(end >= lo) and np.all(end <= hi))
-        return inside and _segment_clear(start, end, others + fixtures)
+        # The corridor starts behind the object, where the gripper lowers to push.
+        return inside and _segment_clear(start - 0.06 * direction, end, others + fixtures)
     if spec.family == "push_next_to":
         target = layout.positions[spec.target_slot]
-        obstacles = [p for i, p in enumerate(layout.positions) if i not in (spec.object_slot, spec.target_slot)]
-        # Room behind the object for the gripper to get into position.
+        obstacles = [
+            p for i, p in enumerate(layout.positions) if i not in (spec.object_slot, spec.target_slot)
+        ]
         behind = start - 0.06 * (target - start) / max(np.linalg.norm(target - start), 1e-9)
         return _segment_clear(behind, target, obstacles + fixtures)
     return True
