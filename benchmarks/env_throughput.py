@@ -16,6 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import embodied_rl  # noqa: E402,F401  (chooses the headless GL backend before mujoco loads)
+
+# isort: split
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -69,7 +71,10 @@ def main() -> None:
         ("env, rgb 64x64", {"obs_mode": "rgb", "image_size": 64}),
         ("env, rgb+state 64x64", {"obs_mode": "rgb+state", "image_size": 64}),
         ("env, rgb 128x128", {"obs_mode": "rgb", "image_size": 128}),
-        ("env, rgb 64x64, high render quality", {"obs_mode": "rgb", "image_size": 64, "render_quality": "high"}),
+        (
+            "env, rgb 64x64, high render quality",
+            {"obs_mode": "rgb", "image_size": 64, "render_quality": "high"},
+        ),
     ):
         n = args.steps if "high" not in label else max(200, args.steps // 25)
         rows.append((label, best(lambda kw=kwargs, n=n: env_steps_per_s(args.task, n, **kw))))
@@ -86,7 +91,9 @@ def main() -> None:
     print(text)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(f"Command: `python benchmarks/env_throughput.py --steps {args.steps} --out {args.out}`\n\n")
+            f.write(
+                f"Command: `python benchmarks/env_throughput.py --steps {args.steps} --out {args.out}`\n\n"
+            )
             f.write(text + "\n")
 
 

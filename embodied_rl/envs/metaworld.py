@@ -105,15 +105,25 @@ class MetaWorldEnv(gym.Env):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; choose one of {self.metadata['render_modes']}")
+            raise ValueError(
+                f"render_mode={render_mode!r}; choose one of {self.metadata['render_modes']}"
+            )
         self.task = task
         self.instruction = METAWORLD_INSTRUCTIONS[task]
-        self.obs_mode, self.instruction_mode, self.reward_type = obs_mode, instruction_mode, reward_type
+        self.obs_mode, self.instruction_mode, self.reward_type = (
+            obs_mode,
+            instruction_mode,
+            reward_type,
+        )
         self.render_mode = render_mode
         self.terminate_on_success = terminate_on_success
         inner = ALL_V3_ENVIRONMENTS[task]()
         # Goal-observable, a fresh seeded goal every reset (as Meta-World's MT1 tasks).
         inner._partially_observable = False
+        # The observation bounds are a cached property computed while the goal was hidden;
+        # drop them or step() clips the goal to zeros (Meta-World's own goal-observable
+        # classes do the same).
+        inner.__dict__.pop("sawyer_observation_space", None)
         inner._freeze_rand_vec = False
         inner.seeded_rand_vec = True
         inner._set_task_called = True
@@ -148,9 +158,13 @@ class MetaWorldEnv(gym.Env):
             obs["image"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
             obs["proprio"] = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
         if self.instruction_mode == "text":
-            obs["instruction"] = spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET)
+            obs["instruction"] = spaces.Text(
+                max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET
+            )
         elif self.instruction_mode == "tokens":
-            obs["instruction"] = spaces.Box(0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64)
+            obs["instruction"] = spaces.Box(
+                0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64
+            )
         return spaces.Dict(obs)
 
     def _render_image(self, renderer: FastRenderer) -> np.ndarray:
@@ -188,7 +202,9 @@ class MetaWorldEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         a = np.asarray(action, dtype=np.float32)
         if a.shape != (4,):
-            raise ValueError(f"action has shape {a.shape}; Meta-World expects (4,) (dx, dy, dz, gripper)")
+            raise ValueError(
+                f"action has shape {a.shape}; Meta-World expects (4,) (dx, dy, dz, gripper)"
+            )
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action contains NaN or inf: {a}")
         raw, shaped, _, _, inner_info = self.inner.step(np.clip(a, -1.0, 1.0))
@@ -217,7 +233,9 @@ class MetaWorldEnv(gym.Env):
         if self.render_mode is None:
             return None
         if self._video_renderer is None:
-            self._video_renderer = FastRenderer(self.inner.model, *self.render_size, self.render_quality)
+            self._video_renderer = FastRenderer(
+                self.inner.model, *self.render_size, self.render_quality
+            )
         return self._render_image(self._video_renderer)
 
     def close(self) -> None:

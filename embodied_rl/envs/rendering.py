@@ -151,8 +151,13 @@ class FastRenderer:
             renderer._gl_context.make_current()
             _CURRENT_CONTEXT = self
         mujoco.mjv_updateScene(
-            self._model, data, self._option, self._perturb, self._camera(camera),
-            mujoco.mjtCatBit.mjCAT_ALL, renderer._scene,
+            self._model,
+            data,
+            self._option,
+            self._perturb,
+            self._camera(camera),
+            mujoco.mjtCatBit.mjCAT_ALL,
+            renderer._scene,
         )
         mujoco.mjr_render(self._rect, renderer._scene, renderer._mjr_context)
         mujoco.mjr_readPixels(self._pixels, None, self._rect, renderer._mjr_context)

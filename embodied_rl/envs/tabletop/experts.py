@@ -102,7 +102,11 @@ class TabletopExpert:
         obj = s.object_pos[spec.object_slot]
         if self._phase == "approach":
             if np.linalg.norm(obj[:2] - s.ee_pos[:2]) > XY_TOLERANCE:
-                z = max(s.ee_pos[2], HOVER_Z) if np.linalg.norm(obj[:2] - s.ee_pos[:2]) > 0.02 else s.ee_pos[2]
+                z = (
+                    max(s.ee_pos[2], HOVER_Z)
+                    if np.linalg.norm(obj[:2] - s.ee_pos[:2]) > 0.02
+                    else s.ee_pos[2]
+                )
                 return np.array([obj[0], obj[1], z]), -1.0, 1.0
             grasp_z = obj[2] - GRASP_DEPTH
             if s.ee_pos[2] > grasp_z + 0.004:
@@ -114,8 +118,10 @@ class TabletopExpert:
                 self._phase = "lift"
                 self._grasp_offset = obj - s.ee_pos
             return s.ee_pos.copy(), 1.0, 1.0
-        if self._phase in ("lift", "carry", "lower") and obj[2] < OBJECT_HALF_SIZE + 0.005 and (
-            s.ee_pos[2] > obj[2] + 0.03 or np.linalg.norm(obj[:2] - s.ee_pos[:2]) > 0.03
+        if (
+            self._phase in ("lift", "carry", "lower")
+            and obj[2] < OBJECT_HALF_SIZE + 0.005
+            and (s.ee_pos[2] > obj[2] + 0.03 or np.linalg.norm(obj[:2] - s.ee_pos[:2]) > 0.03)
         ):
             self._phase = "approach"  # dropped it: start over
             return np.array([*s.ee_pos[:2], CARRY_Z]), -1.0, 1.0

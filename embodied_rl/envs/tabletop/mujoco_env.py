@@ -46,7 +46,7 @@ _UNSTABLE_WARNINGS = (
     mujoco.mjtWarning.mjWARN_BADQVEL,
     mujoco.mjtWarning.mjWARN_BADQACC,
 )
-_MAX_TARGET_LAG_M = 0.03  # anti-windup: the commanded position stays this close to the gripper
+_MAX_TARGET_LAG_M = 0.05  # anti-windup: the commanded position stays this close to the gripper
 
 
 def _as_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -147,7 +147,9 @@ class TabletopEnv(gym.Env):
             **config_fields,
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; choose one of {self.metadata['render_modes']}")
+            raise ValueError(
+                f"render_mode={render_mode!r}; choose one of {self.metadata['render_modes']}"
+            )
         self.render_mode = render_mode
         cfg = self.config
         self.model = mujoco.MjModel.from_xml_string(
@@ -181,13 +183,14 @@ class TabletopEnv(gym.Env):
         self._obj_qvel = [int(jnt(f"obj{i}_free").dofadr[0]) for i in range(n)]
         self._ee_qpos = int(jnt("ee_x").qposadr[0])
         self._ee_qvel = int(jnt("ee_x").dofadr[0])
-        assert jnt("ee_y").qposadr[0] == self._ee_qpos + 1 and jnt("ee_z").qposadr[0] == self._ee_qpos + 2
+        assert (
+            jnt("ee_y").qposadr[0] == self._ee_qpos + 1
+            and jnt("ee_z").qposadr[0] == self._ee_qpos + 2
+        )
         self._finger_qpos = int(jnt("finger_left").qposadr[0])
         self._finger_right_qpos = int(jnt("finger_right").qposadr[0])
         self._yaw_qpos = int(jnt("ee_yaw").qposadr[0]) if self.config.control_yaw else None
-        self._geoms = [
-            {shape: m.geom(f"obj{i}_{shape}").id for shape in SHAPES} for i in range(n)
-        ]
+        self._geoms = [{shape: m.geom(f"obj{i}_{shape}").id for shape in SHAPES} for i in range(n)]
         self._bowl_body, self._plate_body = m.body("bowl").id, m.body("plate").id
         self._act_xyz = slice(m.actuator("act_x").id, m.actuator("act_z").id + 1)
         self._act_fingers = m.actuator("act_fingers").id
@@ -205,9 +208,13 @@ class TabletopEnv(gym.Env):
             image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
             for key in self._image_keys:
                 obs[key] = image
-            obs["proprio"] = spaces.Box(-np.inf, np.inf, shape=(self.proprio_dim,), dtype=np.float32)
+            obs["proprio"] = spaces.Box(
+                -np.inf, np.inf, shape=(self.proprio_dim,), dtype=np.float32
+            )
         if cfg.instruction_mode == "text":
-            obs["instruction"] = spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET)
+            obs["instruction"] = spaces.Text(
+                max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET
+            )
         elif cfg.instruction_mode == "tokens":
             obs["instruction"] = spaces.Box(
                 0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64
@@ -241,7 +248,9 @@ class TabletopEnv(gym.Env):
         rng = self.np_random
         families = self.config.families
         family = families[int(rng.integers(len(families)))] if len(families) > 1 else families[0]
-        self.layout, self.spec_ = tasks.sample_episode(rng, family, self.config.split, self.config.n_objects)
+        self.layout, self.spec_ = tasks.sample_episode(
+            rng, family, self.config.split, self.config.n_objects
+        )
         self._apply_layout(self.layout, rng)
         self._horizon = self.config.horizon or tasks.HORIZONS[family]
         self._elapsed = 0
@@ -330,7 +339,9 @@ class TabletopEnv(gym.Env):
     def _apply_action(self, a: np.ndarray) -> None:
         d = self.data
         ee = d.qpos[self._ee_qpos : self._ee_qpos + 3]
-        target = np.minimum(np.maximum(self._target + a[:3] * self.config.max_delta_m, self._ws_low), self._ws_high)
+        target = np.minimum(
+            np.maximum(self._target + a[:3] * self.config.max_delta_m, self._ws_low), self._ws_high
+        )
         lag = target - ee
         dist = math.sqrt(lag[0] * lag[0] + lag[1] * lag[1] + lag[2] * lag[2])
         if dist > _MAX_TARGET_LAG_M:  # blocked (e.g. pressing on the table): do not wind up
@@ -378,7 +389,11 @@ class TabletopEnv(gym.Env):
 
     def _proprio(self) -> np.ndarray:
         q, v = self.data.qpos, self.data.qvel
-        parts = [q[self._ee_qpos : self._ee_qpos + 3], v[self._ee_qvel : self._ee_qvel + 3], q[self._finger_qpos : self._finger_qpos + 1]]
+        parts = [
+            q[self._ee_qpos : self._ee_qpos + 3],
+            v[self._ee_qvel : self._ee_qvel + 3],
+            q[self._finger_qpos : self._finger_qpos + 1],
+        ]
         if self._yaw_qpos is not None:
             yaw = q[self._yaw_qpos]
             parts.append(np.array([math.sin(yaw), math.cos(yaw)]))
@@ -388,11 +403,20 @@ class TabletopEnv(gym.Env):
         q = self.data.qpos
         identities, task = self._static_state
         poses = q[self._obj_pose_index]
-        fixtures = np.concatenate([self.data.xpos[self._bowl_body], self.data.xpos[self._plate_body]])
+        fixtures = np.concatenate(
+            [self.data.xpos[self._bowl_body], self.data.xpos[self._plate_body]]
+        )
         goal = tasks.goal_position(self.spec_, self.scene_state())
         n = self.config.n_objects
         return np.concatenate(
-            [proprio, np.concatenate([poses, identities], axis=1).ravel(), fixtures, task[: 2 * n], goal, task[2 * n :]]
+            [
+                proprio,
+                np.concatenate([poses, identities], axis=1).ravel(),
+                fixtures,
+                task[: 2 * n],
+                goal,
+                task[2 * n :],
+            ]
         ).astype(np.float32)
 
     def _observation(self) -> dict[str, Any]:
@@ -427,7 +451,9 @@ class TabletopEnv(gym.Env):
             return None
         if self._video_renderer is None:
             h, w = self.config.render_size
-            self._video_renderer = FastRenderer(self.model, h, w, self.config.render_quality, (HIDDEN_GROUP,))
+            self._video_renderer = FastRenderer(
+                self.model, h, w, self.config.render_quality, (HIDDEN_GROUP,)
+            )
         return self._video_renderer.render(self.data, self._camera_ids[0])
 
     def close(self) -> None:

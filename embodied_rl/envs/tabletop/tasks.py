@@ -166,7 +166,9 @@ def _path_is_clear(spec: TaskSpec, layout: Layout) -> bool:
     if spec.family == "push_next_to":
         target = layout.positions[spec.target_slot]
         obstacles = [
-            p for i, p in enumerate(layout.positions) if i not in (spec.object_slot, spec.target_slot)
+            p
+            for i, p in enumerate(layout.positions)
+            if i not in (spec.object_slot, spec.target_slot)
         ]
         behind = start - 0.06 * (target - start) / max(np.linalg.norm(target - start), 1e-9)
         return _segment_clear(behind, target, obstacles + fixtures)
@@ -193,7 +195,12 @@ def sample_episode(
             colors[colors.index(color)] = colors[slot]
         colors[slot], shapes[slot] = color, shape
         layout = Layout(
-            tuple(colors), tuple(shapes), layout.positions, layout.yaws, layout.bowl_xy, layout.plate_xy
+            tuple(colors),
+            tuple(shapes),
+            layout.positions,
+            layout.yaws,
+            layout.bowl_xy,
+            layout.plate_xy,
         )
         target = None
         if needs_target:
