@@ -23,11 +23,11 @@ def make_expert(env, noise: float = 0.0, seed: int | None = None) -> Expert:
     every observation mode.
     """
     from embodied_rl.envs.metaworld import MetaWorldEnv, MetaWorldExpert
+    from embodied_rl.envs.tabletop.base import TabletopEnvBase
     from embodied_rl.envs.tabletop.experts import TabletopExpert
-    from embodied_rl.envs.tabletop.mujoco_env import TabletopEnv
 
     base = env.unwrapped
-    if isinstance(base, TabletopEnv):
+    if isinstance(base, TabletopEnvBase):
         return TabletopExpert(base, noise=noise, seed=seed)
     if isinstance(base, MetaWorldEnv):
         return MetaWorldExpert(base, noise=noise, seed=seed)

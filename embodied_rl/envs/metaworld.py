@@ -25,6 +25,7 @@ from embodied_rl.envs.instructions import (
     encode_instruction,
 )
 from embodied_rl.envs.rendering import RENDER_QUALITIES, FastRenderer
+from embodied_rl.envs.tabletop.base import as_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ class MetaWorldEnv(gym.Env):
     ) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-        from embodied_rl.envs.tabletop.mujoco_env import _as_image_size
-
         if task not in ALL_V3_ENVIRONMENTS:
             raise ValueError(f"unknown Meta-World task {task!r}; see metaworld_tasks()")
         for name, value, allowed in (
@@ -135,8 +134,8 @@ class MetaWorldEnv(gym.Env):
         if camera not in cameras:
             raise ValueError(f"camera={camera!r}; Meta-World cameras are {cameras}")
         self._camera = inner.model.camera(camera).id
-        self.image_size = _as_image_size(image_size)
-        self.render_size = _as_image_size(render_size)
+        self.image_size = as_image_size(image_size)
+        self.render_size = as_image_size(render_size)
         self.render_quality = render_quality
         self._obs_renderer: FastRenderer | None = None
         self._video_renderer: FastRenderer | None = None

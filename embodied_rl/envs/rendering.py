@@ -120,22 +120,23 @@ class FastRenderer:
         for group in hidden_groups:
             self._option.geomgroup[group] = 0
         self._perturb = mujoco.MjvPerturb()
-        self._cameras: dict[int, object] = {}
+        self._cameras: dict[int | str, object] = {}
         self._rect = mujoco.MjrRect(0, 0, width, height)
         self._pixels = np.empty((height, width, 3), dtype=np.uint8)
         self.height, self.width = height, width
         _LIVE_RENDERERS.add(self)
 
     def _camera(self, camera: int | str):
-        mujoco = self._mujoco
-        camera_id = camera if isinstance(camera, int) else self._model.camera(camera).id
-        if camera_id not in self._cameras:
+        cam = self._cameras.get(camera)
+        if cam is None:
+            mujoco = self._mujoco
+            camera_id = camera if isinstance(camera, int) else self._model.camera(camera).id
             if not 0 <= camera_id < self._model.ncam:
                 raise ValueError(f"camera id {camera_id} is out of range [0, {self._model.ncam})")
             cam = mujoco.MjvCamera()
             cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, camera_id
-            self._cameras[camera_id] = cam
-        return self._cameras[camera_id]
+            self._cameras[camera] = cam
+        return cam
 
     def render(self, data, camera: int | str) -> np.ndarray:
         """Return the image seen by ``camera`` as uint8 ``(H, W, 3)`` (a fresh array).
