@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from embodied_rl.envs.domain import (
+    ENV_GROUPS,
+    PARAMETERS,
+    check_parameter_names,
+    nominal_parameters,
+)
 from embodied_rl.envs.instructions import (
     CHARSET,
     MAX_INSTRUCTION_CHARS,
@@ -31,6 +38,7 @@ from embodied_rl.envs.tabletop.scene import (
     COLORS,
     EE_HOME,
     FINGER_MAX_OPENING,
+    OBJECT_HALF_SIZE,
     SHAPES,
     WORKSPACE_HIGH,
     WORKSPACE_LOW,
@@ -42,6 +50,15 @@ REWARD_TYPES: tuple[str, ...] = ("sparse", "dense")
 MULTITASK = "multitask"
 MAX_TARGET_LAG_M = 0.05  # anti-windup: the commanded position stays this close to the gripper
 YAW_STEP_RAD = 0.1  # yaw change per step at |action| = 1
+
+
+@dataclass
+class DomainColors:
+    """Per-episode colour offsets drawn from the ``*_color_jitter`` parameters (RGB, added)."""
+
+    objects: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (n_objects, 3)
+    table: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    background: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
 def as_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -157,6 +174,9 @@ class TabletopEnvBase(gym.Env, ABC):
         self._last_obs: dict[str, Any] | None = None
         self._ws_low, self._ws_high = np.array(WORKSPACE_LOW), np.array(WORKSPACE_HIGH)
         self._episode_id = 0
+        self.domain: dict[str, float] = nominal_parameters()
+        self._domain_colors = DomainColors(objects=np.zeros((self.config.n_objects, 3)))
+        self.n_substeps_now = self.config.n_substeps  # physics steps in the current control step
 
     # ------------------------------------------------------------------ backend primitives
     @abstractmethod
@@ -189,6 +209,45 @@ class TabletopEnvBase(gym.Env, ABC):
     @abstractmethod
     def _sim_render(self, camera: str, size: tuple[int, int], video: bool) -> np.ndarray:
         """uint8 ``(H, W, 3)`` image from ``camera`` (``video``: the render() stream)."""
+
+    @abstractmethod
+    def _sim_apply_domain(self, params: Mapping[str, float], colors: DomainColors) -> None:
+        """Apply the ``physics`` and ``visual`` parameters of :mod:`embodied_rl.envs.domain`
+        relative to the scene's nominal values, and set the object colours of ``self.layout``
+        (idempotent; called before every ``_sim_reset`` and whenever ``set_domain`` changes
+        them mid-episode). ``_sim_step`` must run
+        ``self.n_substeps_now`` physics steps."""
+
+    # ------------------------------------------------------------------ domain
+    def set_domain(
+        self, params: Mapping[str, float], rng: np.random.Generator | None = None
+    ) -> None:
+        """Set physics, visual and actuation parameters (others keep their nominal value).
+
+        Takes effect at once (mid-episode too) and persists across resets until changed.
+        ``rng`` draws the colour offsets of the ``*_color_jitter`` parameters.
+        """
+        check_parameter_names(params)
+        sensor = sorted(k for k in params if PARAMETERS[k].group not in ENV_GROUPS)
+        if sensor:
+            raise ValueError(
+                f"{sensor} are sensor parameters: apply them with the DomainRandomization wrapper"
+            )
+        self.domain = {**nominal_parameters(), **{k: float(v) for k, v in params.items()}}
+        rng = rng if rng is not None else self.np_random
+        jitter = lambda name, shape: rng.uniform(-1.0, 1.0, size=shape) * self.domain[name]  # noqa: E731
+        self._domain_colors = DomainColors(
+            objects=jitter("object_color_jitter", (self.config.n_objects, 3)),
+            table=jitter("table_color_jitter", 3),
+            background=jitter("background_color_jitter", 3),
+        )
+        if self.spec_ is not None:
+            self._sim_apply_domain(self.domain, self._domain_colors)
+
+    @property
+    def object_half_size(self) -> float:
+        """Half size of the objects under the current ``object_size_scale``."""
+        return OBJECT_HALF_SIZE * self.domain["object_size_scale"]
 
     # ------------------------------------------------------------------ spaces
     def _make_observation_space(self) -> spaces.Dict:
@@ -245,6 +304,7 @@ class TabletopEnvBase(gym.Env, ABC):
         )
         ee_home = np.array(EE_HOME) + rng.uniform(-0.03, 0.03, size=3)
         self._target, self._yaw_target = ee_home.copy(), 0.0
+        self._sim_apply_domain(self.domain, self._domain_colors)  # physics in place before settling
         self._sim_reset(self.layout, ee_home)
         self._initial_object_pos = self._sim_object_poses()[:, :3].copy()
         self._horizon = self.config.horizon or tasks.HORIZONS[family]
@@ -283,6 +343,10 @@ class TabletopEnvBase(gym.Env, ABC):
         if not np.isfinite(a).all():
             raise ValueError(f"action contains NaN or inf: {a}")
         self._command(np.minimum(np.maximum(a, -1.0), 1.0))
+        jitter = self.domain["control_jitter"]
+        if jitter > 0:  # a late or early control tick: fewer or more physics steps
+            scale = 1.0 + self.np_random.uniform(-jitter, jitter)
+            self.n_substeps_now = max(1, round(self.config.n_substeps * scale))
         error = self._sim_step()
         self._elapsed += 1
         if error is not None:
@@ -304,7 +368,7 @@ class TabletopEnvBase(gym.Env, ABC):
     def _command(self, a: np.ndarray) -> None:
         """Integrate the action into position targets (with anti-windup) and send them."""
         ee = self._sim_ee()[0]
-        target = self._target + a[:3] * self.config.max_delta_m
+        target = self._target + a[:3] * (self.config.max_delta_m * self.domain["control_scale"])
         target = np.minimum(np.maximum(target, self._ws_low), self._ws_high)
         lag = target - ee
         dist = math.sqrt(lag[0] * lag[0] + lag[1] * lag[1] + lag[2] * lag[2])
@@ -331,6 +395,7 @@ class TabletopEnvBase(gym.Env, ABC):
             initial_object_pos=self._initial_object_pos,
             bowl_pos=bowl,
             plate_pos=plate,
+            object_half_size=self.object_half_size,
         )
 
     def _proprio(self) -> np.ndarray:

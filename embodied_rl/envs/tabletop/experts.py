@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from embodied_rl.envs.tabletop import tasks
-from embodied_rl.envs.tabletop.scene import OBJECT_HALF_SIZE
 
 CARRY_Z = 0.12  # m: fingertip height when moving over other objects
 HOVER_Z = 0.07  # m: fingertip height when repositioning for a push
@@ -79,7 +78,7 @@ class TabletopExpert:
         goal = tasks.goal_position(spec, s)
         u = goal[:2] - obj[:2]
         u /= max(np.linalg.norm(u), 1e-9)
-        standoff = OBJECT_HALF_SIZE * 1.42 + PUSHER_HALF_WIDTH + 0.006
+        standoff = s.object_half_size * 1.42 + PUSHER_HALF_WIDTH + 0.006
         behind = obj[:2] - u * standoff
         rel = obj[:2] - s.ee_pos[:2]
         lateral = abs(rel[0] * u[1] - rel[1] * u[0])
@@ -120,7 +119,7 @@ class TabletopExpert:
             return s.ee_pos.copy(), 1.0, 1.0
         if (
             self._phase in ("lift", "carry", "lower")
-            and obj[2] < OBJECT_HALF_SIZE + 0.005
+            and obj[2] < s.object_half_size + 0.005
             and (s.ee_pos[2] > obj[2] + 0.03 or np.linalg.norm(obj[:2] - s.ee_pos[:2]) > 0.03)
         ):
             self._phase = "approach"  # dropped it: start over
@@ -132,10 +131,10 @@ class TabletopExpert:
     def _carry_and_release(self, spec, s, obj):
         if spec.family == "place":
             base = s.bowl_pos if spec.fixture == "bowl" else s.plate_pos
-            drop = np.array([base[0], base[1], 0.006 + OBJECT_HALF_SIZE + 0.012])
+            drop = np.array([base[0], base[1], 0.006 + s.object_half_size + 0.012])
         else:
             below = s.object_pos[spec.target_slot]
-            drop = below + np.array([0.0, 0.0, 2 * OBJECT_HALF_SIZE + 0.006])
+            drop = below + np.array([0.0, 0.0, 2 * s.object_half_size + 0.006])
         # Where the fingertips must be for the held object to sit at `drop`.
         ee_goal = drop - self._grasp_offset
         if self._phase == "lift":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import mujoco
@@ -11,7 +12,7 @@ import numpy as np
 
 from embodied_rl.envs.rendering import FastRenderer
 from embodied_rl.envs.tabletop import tasks
-from embodied_rl.envs.tabletop.base import TabletopConfig, TabletopEnvBase
+from embodied_rl.envs.tabletop.base import DomainColors, TabletopConfig, TabletopEnvBase
 from embodied_rl.envs.tabletop.scene import (
     COLORS,
     FINGER_MAX_OPENING,
@@ -33,6 +34,11 @@ _UNSTABLE_WARNINGS = (
 )
 
 
+def _quat_about_axis(axis: tuple[float, float, float], angle: float) -> np.ndarray:
+    half = 0.5 * angle
+    return np.array([math.cos(half), *(math.sin(half) * np.asarray(axis))])
+
+
 class TabletopEnv(TabletopEnvBase):
     """Language-conditioned tabletop manipulation in MuJoCo (see :class:`TabletopEnvBase`)."""
 
@@ -46,6 +52,7 @@ class TabletopEnv(TabletopEnvBase):
         )
         self.data = mujoco.MjData(self.model)
         self._index_model()
+        self._nominal = self._snapshot_nominal()
         self.control_hz = 1.0 / (cfg.n_substeps * self.model.opt.timestep)
         self._renderers: dict[bool, FastRenderer] = {}
         if cfg.obs_mode != "state":  # create now so a missing GL library fails at construction
@@ -72,6 +79,48 @@ class TabletopEnv(TabletopEnvBase):
         self._act_xyz = slice(m.actuator("act_x").id, m.actuator("act_z").id + 1)
         self._act_fingers = m.actuator("act_fingers").id
         self._act_yaw = m.actuator("act_yaw").id if self.config.control_yaw else None
+        self._obj_bodies = np.array([m.body(f"obj{i}").id for i in range(n)])
+        self._obj_geoms = np.array([gid for geoms in self._geoms for gid in geoms.values()])
+        self._obj_dofs = np.array(
+            [int(m.joint(f"obj{i}_free").dofadr[0]) + k for i in range(n) for k in range(6)]
+        )
+        self._friction_geoms = np.array(
+            [
+                *self._obj_geoms,
+                m.geom("finger_left").id,
+                m.geom("finger_right").id,
+                m.geom("table").id,
+            ]
+        )
+        self._table_geom, self._floor_geom = m.geom("table").id, m.geom("floor").id
+        self._servo_actuators = np.arange(self._act_xyz.start, self._act_xyz.stop)
+        self._key_light = m.light("key").id
+        self._image_cameras = np.array(
+            [m.camera(c).id for c in self.config.camera if c != "wrist"], dtype=int
+        )
+
+    def _snapshot_nominal(self) -> dict[str, np.ndarray]:
+        """Copies of every model field domain randomization scales or offsets."""
+        m = self.model
+        return {
+            "body_mass": m.body_mass.copy(),
+            "body_inertia": m.body_inertia.copy(),
+            "geom_friction": m.geom_friction.copy(),
+            "geom_solref": m.geom_solref.copy(),
+            "geom_size": m.geom_size.copy(),
+            "geom_rbound": m.geom_rbound.copy(),
+            "geom_aabb": m.geom_aabb.copy(),
+            "geom_rgba": m.geom_rgba.copy(),
+            "dof_damping": m.dof_damping.copy(),
+            "actuator_gainprm": m.actuator_gainprm.copy(),
+            "actuator_biasprm": m.actuator_biasprm.copy(),
+            "gravity": m.opt.gravity.copy(),
+            "light_pos": m.light_pos.copy(),
+            "light_diffuse": m.light_diffuse.copy(),
+            "cam_pos": m.cam_pos.copy(),
+            "cam_quat": m.cam_quat.copy(),
+            "cam_fovy": m.cam_fovy.copy(),
+        }
 
     # ------------------------------------------------------------------ primitives
     def _sim_reset(self, layout: tasks.Layout, ee_home: np.ndarray) -> None:
@@ -82,9 +131,11 @@ class TabletopEnv(TabletopEnvBase):
                 active = shape == layout.shapes[i]
                 m.geom_contype[gid] = m.geom_conaffinity[gid] = int(active)
                 m.geom_group[gid] = 0 if active else HIDDEN_GROUP
-                m.geom_rgba[gid, :3] = COLORS[layout.colors[i]]
             adr, yaw = self._obj_pose_index[i, 0], layout.yaws[i]
-            d.qpos[adr : adr + 3] = (*layout.positions[i], OBJECT_HALF_SIZE)
+            d.qpos[adr : adr + 3] = (
+                *layout.positions[i],
+                OBJECT_HALF_SIZE * self.domain["object_size_scale"],
+            )
             d.qpos[adr + 3 : adr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
         m.body_pos[self._bowl_body, :2] = layout.bowl_xy
         m.body_pos[self._plate_body, :2] = layout.plate_xy
@@ -94,6 +145,61 @@ class TabletopEnv(TabletopEnvBase):
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, nstep=2 * self.config.n_substeps)  # let contacts settle
         self._warnings_seen = self._count_unstable_warnings()
+
+    def _sim_apply_domain(self, params: Mapping[str, float], colors: DomainColors) -> None:
+        m, nom = self.model, self._nominal
+        bodies, geoms, dofs = self._obj_bodies, self._obj_geoms, self._obj_dofs
+        m.body_mass[bodies] = nom["body_mass"][bodies] * params["object_mass_scale"]
+        size = params["object_size_scale"]
+        # Inertia scales with mass and with size squared.
+        m.body_inertia[bodies] = nom["body_inertia"][bodies] * params["object_mass_scale"] * size**2
+        fg = self._friction_geoms
+        m.geom_friction[fg, 0] = nom["geom_friction"][fg, 0] * params["friction_scale"]
+        m.geom_solref[geoms, 1] = nom["geom_solref"][geoms, 1] * params["contact_damping_ratio"]
+        m.geom_size[geoms] = nom["geom_size"][geoms] * size
+        m.geom_rbound[geoms] = nom["geom_rbound"][geoms] * size
+        m.geom_aabb[geoms] = nom["geom_aabb"][geoms] * size
+        m.dof_damping[dofs] = nom["dof_damping"][dofs] + params["object_damping"]
+        servo = self._servo_actuators
+        gain = params["actuator_gain_scale"]
+        m.actuator_gainprm[servo, 0] = nom["actuator_gainprm"][servo, 0] * gain
+        m.actuator_biasprm[servo, 1] = nom["actuator_biasprm"][servo, 1] * gain
+        m.opt.gravity[2] = params["gravity_z"]
+        # visuals
+        for i, slot in enumerate(self._geoms):
+            for gid in slot.values():
+                m.geom_rgba[gid, :3] = np.clip(
+                    np.array(COLORS[self.layout.colors[i]]) + colors.objects[i], 0, 1
+                )
+        for gid, offset in (
+            (self._table_geom, colors.table),
+            (self._floor_geom, colors.background),
+        ):
+            m.geom_rgba[gid, :3] = np.clip(nom["geom_rgba"][gid, :3] + offset, 0, 1)
+        light = self._key_light
+        m.light_pos[light] = nom["light_pos"][light] + (
+            params["light_dx"],
+            params["light_dy"],
+            params["light_dz"],
+        )
+        m.light_diffuse[light] = np.clip(
+            nom["light_diffuse"][light] * params["light_intensity_scale"], 0, 1
+        )
+        cams = self._image_cameras
+        m.cam_pos[cams] = nom["cam_pos"][cams] + (
+            params["camera_dx"],
+            params["camera_dy"],
+            params["camera_dz"],
+        )
+        m.cam_fovy[cams] = np.clip(nom["cam_fovy"][cams] + params["camera_fovy_deg"], 5.0, 170.0)
+        pitch = _quat_about_axis((1.0, 0.0, 0.0), math.radians(params["camera_pitch_deg"]))
+        yaw = _quat_about_axis((0.0, 0.0, 1.0), math.radians(params["camera_yaw_deg"]))
+        for cam in cams:
+            q = np.empty(4)
+            mujoco.mju_mulQuat(q, nom["cam_quat"][cam], pitch)  # about the camera's own x axis
+            mujoco.mju_mulQuat(q, yaw, q)  # then about the world z axis
+            m.cam_quat[cam] = q
+        mujoco.mj_forward(m, self.data)
 
     def _sim_set_controls(
         self, ee_target: np.ndarray, yaw_target: float, finger_opening: float
@@ -105,11 +211,11 @@ class TabletopEnv(TabletopEnvBase):
         d.ctrl[self._act_fingers] = finger_opening
 
     def _sim_step(self) -> str | None:
-        time_before = self.data.time
-        mujoco.mj_step(self.model, self.data, nstep=self.config.n_substeps)
+        time_before, n = self.data.time, self.n_substeps_now
+        mujoco.mj_step(self.model, self.data, nstep=n)
         # On divergence MuJoCo warns and calls mj_resetData, which rewinds data.time:
         # comparing clocks is a cheap test; the warning counters say which check fired.
-        if self.data.time < time_before + 0.5 * self.config.n_substeps * self.model.opt.timestep:
+        if self.data.time < time_before + 0.5 * n * self.model.opt.timestep:
             count = self._count_unstable_warnings()
             self._warnings_seen = count
             message = (

@@ -240,13 +240,14 @@ class SceneState:
     initial_object_pos: np.ndarray  # (n_objects, 3) at the start of the episode
     bowl_pos: np.ndarray  # (3,)
     plate_pos: np.ndarray  # (3,)
+    object_half_size: float = OBJECT_HALF_SIZE  # m, under domain randomization of size
 
 
 def goal_position(spec: TaskSpec, s: SceneState) -> np.ndarray:
     """Where the task wants the manipulated object (or, for reach, the fingertips)."""
     obj = s.object_pos[spec.object_slot]
     if spec.family == "reach":
-        return obj + np.array([0.0, 0.0, OBJECT_HALF_SIZE])
+        return obj + np.array([0.0, 0.0, s.object_half_size])
     if spec.family == "push":
         d = np.asarray(DIRECTIONS[spec.direction])
         start = s.initial_object_pos[spec.object_slot]
@@ -257,16 +258,16 @@ def goal_position(spec: TaskSpec, s: SceneState) -> np.ndarray:
         return s.initial_object_pos[spec.object_slot] + np.array([0.0, 0.0, LIFT_HEIGHT + 0.02])
     if spec.family == "place":
         base = s.bowl_pos if spec.fixture == "bowl" else s.plate_pos
-        return base + np.array([0.0, 0.0, OBJECT_HALF_SIZE + 0.006])
+        return base + np.array([0.0, 0.0, s.object_half_size + 0.006])
     if spec.family == "stack":
-        return s.object_pos[spec.target_slot] + np.array([0.0, 0.0, 2 * OBJECT_HALF_SIZE])
+        return s.object_pos[spec.target_slot] + np.array([0.0, 0.0, 2 * s.object_half_size])
     raise ValueError(spec.family)
 
 
 def is_success(spec: TaskSpec, s: SceneState) -> bool:
     """Whether the scene satisfies the instruction."""
     obj = s.object_pos[spec.object_slot]
-    resting = obj[2] < OBJECT_HALF_SIZE + 0.015
+    resting = obj[2] < s.object_half_size + 0.015
     if spec.family == "reach":
         return bool(np.linalg.norm(s.ee_pos - goal_position(spec, s)) < REACH_DISTANCE)
     if spec.family == "push":
@@ -283,14 +284,14 @@ def is_success(spec: TaskSpec, s: SceneState) -> bool:
     if spec.family == "place":
         if spec.fixture == "bowl":
             offset = np.abs(obj[:2] - s.bowl_pos[:2])
-            inside = bool(np.all(offset <= BOWL_INNER_HALF - 0.5 * OBJECT_HALF_SIZE))
+            inside = bool(np.all(offset <= BOWL_INNER_HALF - 0.5 * s.object_half_size))
         else:
             inside = bool(np.linalg.norm(obj[:2] - s.plate_pos[:2]) <= PLATE_RADIUS)
-        return inside and obj[2] < OBJECT_HALF_SIZE + 0.02 and released
+        return inside and obj[2] < s.object_half_size + 0.02 and released
     if spec.family == "stack":
         below = s.object_pos[spec.target_slot]
         aligned = np.linalg.norm(obj[:2] - below[:2]) <= STACK_XY_TOLERANCE
-        on_top = abs(obj[2] - below[2] - 2 * OBJECT_HALF_SIZE) <= 0.01
+        on_top = abs(obj[2] - below[2] - 2 * s.object_half_size) <= 0.01
         return bool(aligned and on_top and released)
     raise ValueError(spec.family)
 
