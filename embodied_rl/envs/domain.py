@@ -38,7 +38,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         lower_limit=0.01,
     ),
     "object_damping": ParameterSpec(
-        0.0, "physics", "N s/m", "viscous damping on every object's free joint", lower_limit=0.0
+        0.0, "physics", "N s/m", "linear viscous damping of every object", lower_limit=0.0
     ),
     "contact_damping_ratio": ParameterSpec(
         1.0,
@@ -78,7 +78,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
         0.0, "visual", "rgb", "max per-channel offset of the table colour", lower_limit=0.0
     ),
     "background_color_jitter": ParameterSpec(
-        0.0, "visual", "rgb", "max per-channel offset of the floor colour", lower_limit=0.0
+        0.0,
+        "visual",
+        "rgb",
+        "max per-channel offset of the floor and backdrop colour",
+        lower_limit=0.0,
     ),
     "light_dx": ParameterSpec(0.0, "visual", "m", "key light position offset along x"),
     "light_dy": ParameterSpec(0.0, "visual", "m", "key light position offset along y"),

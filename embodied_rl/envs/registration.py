@@ -68,6 +68,8 @@ def make(
     camera: str | None = None,
     seed: int | None = None,
     backend: str = "mujoco",
+    randomization: Any = None,
+    adr: Any = None,
     **kwargs: Any,
 ) -> gym.Env:
     """Build a registered task.
@@ -80,6 +82,12 @@ def make(
             ``"corner"`` (Meta-World).
         seed: seeds the first ``reset()`` and the action space.
         backend: physics engine of the tabletop suite.
+        randomization: domain randomization: a preset (``"none"``, ``"light"``, ``"default"``,
+            ``"heavy"``), a YAML path, a dict of overrides (``{"preset": "default",
+            "friction_scale": [0.5, 2.0]}``) or a ``RandomizationConfig``; see
+            :mod:`embodied_rl.envs.randomization`.
+        adr: an :class:`~embodied_rl.envs.randomization.ADR` (or ``True`` for one whose
+            limits are ``randomization``'s ranges) to grow the ranges automatically.
         **kwargs: further options of the environment class (``instruction_mode``,
             ``split``, ``reward_type``, ``render_mode``, ...).
     """
@@ -93,4 +101,23 @@ def make(
     if camera is not None:
         kwargs["camera"] = camera
     register_all()
-    return gym.make(task_id, obs_mode=obs_mode, image_size=image_size, seed=seed, **kwargs)
+    env = gym.make(task_id, obs_mode=obs_mode, image_size=image_size, seed=seed, **kwargs)
+    return _randomize(env, randomization, adr, seed)
+
+
+def _randomize(env: gym.Env, randomization: Any, adr: Any, seed: int | None) -> gym.Env:
+    """Wrap ``env`` in domain randomization when asked to."""
+    from embodied_rl.envs.randomization import ADR, DomainRandomization, resolve_randomization
+
+    config = resolve_randomization(randomization)
+    if adr is True:
+        if config is None or not config.ranges:
+            raise ValueError(
+                "adr=True needs randomization ranges as ADR's limits, e.g. randomization='heavy'"
+            )
+        adr = ADR.from_config(config)
+    elif adr is not None and not isinstance(adr, ADR):
+        raise TypeError(f"adr must be True, None or an ADR instance, got {type(adr).__name__}")
+    if config is None and adr is None:
+        return env
+    return DomainRandomization(env, config, seed=seed, adr=adr)

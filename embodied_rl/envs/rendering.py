@@ -58,7 +58,6 @@ def configure_gl() -> str | None:
 
 _LIVE_RENDERERS: weakref.WeakSet[FastRenderer] = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
-_CURRENT_CONTEXT: FastRenderer | None = None  # whose GL context is current on this thread
 
 
 def _close_live_renderers() -> None:
@@ -112,8 +111,6 @@ class FastRenderer:
                 "choose one."
             ) from error
         _register_exit_hook()
-        global _CURRENT_CONTEXT
-        _CURRENT_CONTEXT = self  # creating a context makes it current
         self._mujoco = mujoco
         self._model = model
         self._option = mujoco.MjvOption()
@@ -141,16 +138,16 @@ class FastRenderer:
     def render(self, data, camera: int | str) -> np.ndarray:
         """Return the image seen by ``camera`` as uint8 ``(H, W, 3)`` (a fresh array).
 
-        Calls MuJoCo's renderer functions directly: ``mujoco.Renderer.render`` adds about
-        0.25 ms per frame (context switch, flag copies), a third of a 64x64 frame on a CPU.
+        Calls MuJoCo's renderer functions directly into a preallocated buffer:
+        ``mujoco.Renderer.render`` adds about 0.25 ms per frame (flag copies, allocation,
+        in-place flip), a third of a 64x64 frame on a CPU.
         """
-        global _CURRENT_CONTEXT
         if self._renderer is None:
             raise RuntimeError("renderer is closed")
         mujoco, renderer = self._mujoco, self._renderer
-        if _CURRENT_CONTEXT is not self and renderer._gl_context is not None:
+        # Always (about 10 us): another renderer, or freeing one, may have switched contexts.
+        if renderer._gl_context is not None:
             renderer._gl_context.make_current()
-            _CURRENT_CONTEXT = self
         mujoco.mjv_updateScene(
             self._model,
             data,
@@ -165,9 +162,6 @@ class FastRenderer:
         return self._pixels[::-1].copy()  # OpenGL rows run bottom-up
 
     def close(self) -> None:
-        global _CURRENT_CONTEXT
-        if _CURRENT_CONTEXT is self:
-            _CURRENT_CONTEXT = None
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

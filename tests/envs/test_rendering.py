@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from embodied_rl.envs.rendering import FastRenderer
@@ -29,3 +30,24 @@ def test_renderer_rejects_bad_sizes_and_quality():
         FastRenderer(model, 0, 64)
     with pytest.raises(ValueError, match="quality"):
         FastRenderer(model, 64, 64, quality="ultra")
+
+
+def test_interleaved_envs_render_the_same_as_alone():
+    """Freeing one env's GL context must not corrupt another env's images."""
+    import gc
+
+    from embodied_rl.envs import make
+
+    def first_image(**kwargs):
+        env = make("tabletop/pick-v0", obs_mode="rgb", image_size=32, **kwargs)
+        image = env.reset(seed=0)[0]["image"]
+        env.close()
+        return image
+
+    alone = first_image()
+    a = make("tabletop/pick-v0", obs_mode="rgb", image_size=32)
+    b = make("tabletop/pick-v0", obs_mode="rgb", image_size=32)
+    a.reset(seed=1)
+    del b  # dropped without close(): its context is freed by garbage collection
+    gc.collect()
+    np.testing.assert_array_equal(a.reset(seed=0)[0]["image"], alone)

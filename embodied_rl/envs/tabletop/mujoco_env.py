@@ -53,6 +53,7 @@ class TabletopEnv(TabletopEnvBase):
         self.data = mujoco.MjData(self.model)
         self._index_model()
         self._nominal = self._snapshot_nominal()
+        self._const_for = (1.0, 1.0)  # (mass, size) scales the model constants were computed for
         self.control_hz = 1.0 / (cfg.n_substeps * self.model.opt.timestep)
         self._renderers: dict[bool, FastRenderer] = {}
         if cfg.obs_mode != "state":  # create now so a missing GL library fails at construction
@@ -81,8 +82,17 @@ class TabletopEnv(TabletopEnvBase):
         self._act_yaw = m.actuator("act_yaw").id if self.config.control_yaw else None
         self._obj_bodies = np.array([m.body(f"obj{i}").id for i in range(n)])
         self._obj_geoms = np.array([gid for geoms in self._geoms for gid in geoms.values()])
+        # Linear dofs only: rotational damping on a 4 cm cube would mostly stop it tipping.
         self._obj_dofs = np.array(
-            [int(m.joint(f"obj{i}_free").dofadr[0]) + k for i in range(n) for k in range(6)]
+            [int(m.joint(f"obj{i}_free").dofadr[0]) + k for i in range(n) for k in range(3)]
+        )
+        # Collision bounding-volume nodes of the object bodies: they must grow with the shapes
+        # or mid-phase collision misses the enlarged geoms.
+        self._obj_bvh = np.concatenate(
+            [
+                np.arange(m.body_bvhadr[b], m.body_bvhadr[b] + m.body_bvhnum[b])
+                for b in self._obj_bodies
+            ]
         )
         self._friction_geoms = np.array(
             [
@@ -92,7 +102,8 @@ class TabletopEnv(TabletopEnvBase):
                 m.geom("table").id,
             ]
         )
-        self._table_geom, self._floor_geom = m.geom("table").id, m.geom("floor").id
+        self._table_geom = m.geom("table").id
+        self._background_geoms = (m.geom("floor").id, m.geom("backdrop").id)
         self._servo_actuators = np.arange(self._act_xyz.start, self._act_xyz.stop)
         self._key_light = m.light("key").id
         self._image_cameras = np.array(
@@ -120,6 +131,7 @@ class TabletopEnv(TabletopEnvBase):
             "cam_pos": m.cam_pos.copy(),
             "cam_quat": m.cam_quat.copy(),
             "cam_fovy": m.cam_fovy.copy(),
+            "bvh_aabb": m.bvh_aabb.copy(),
         }
 
     # ------------------------------------------------------------------ primitives
@@ -159,22 +171,25 @@ class TabletopEnv(TabletopEnvBase):
         m.geom_size[geoms] = nom["geom_size"][geoms] * size
         m.geom_rbound[geoms] = nom["geom_rbound"][geoms] * size
         m.geom_aabb[geoms] = nom["geom_aabb"][geoms] * size
+        m.bvh_aabb[self._obj_bvh] = nom["bvh_aabb"][self._obj_bvh] * size
         m.dof_damping[dofs] = nom["dof_damping"][dofs] + params["object_damping"]
         servo = self._servo_actuators
         gain = params["actuator_gain_scale"]
         m.actuator_gainprm[servo, 0] = nom["actuator_gainprm"][servo, 0] * gain
         m.actuator_biasprm[servo, 1] = nom["actuator_biasprm"][servo, 1] * gain
         m.opt.gravity[2] = params["gravity_z"]
+        physics = tuple(params[k] for k in ("object_mass_scale", "object_size_scale"))
+        if physics != self._const_for:
+            self._recompute_constants()
+            self._const_for = physics
         # visuals
         for i, slot in enumerate(self._geoms):
             for gid in slot.values():
                 m.geom_rgba[gid, :3] = np.clip(
                     np.array(COLORS[self.layout.colors[i]]) + colors.objects[i], 0, 1
                 )
-        for gid, offset in (
-            (self._table_geom, colors.table),
-            (self._floor_geom, colors.background),
-        ):
+        background = [(gid, colors.background) for gid in self._background_geoms]
+        for gid, offset in [(self._table_geom, colors.table), *background]:
             m.geom_rgba[gid, :3] = np.clip(nom["geom_rgba"][gid, :3] + offset, 0, 1)
         light = self._key_light
         m.light_pos[light] = nom["light_pos"][light] + (
@@ -200,6 +215,20 @@ class TabletopEnv(TabletopEnvBase):
             mujoco.mju_mulQuat(q, yaw, q)  # then about the world z axis
             m.cam_quat[cam] = q
         mujoco.mj_forward(m, self.data)
+
+    def _recompute_constants(self) -> None:
+        """mj_setConst after mass or inertia changes (MuJoCo 3.3 keeps using the compiled
+        values otherwise); it overwrites the state with qpos0, so the state is restored."""
+        d = self.data
+        saved = [
+            (name, getattr(d, name).copy())
+            for name in ("qpos", "qvel", "act", "ctrl", "qacc_warmstart")
+        ]
+        time = d.time
+        mujoco.mj_setConst(self.model, d)
+        for name, value in saved:
+            getattr(d, name)[:] = value
+        d.time = time
 
     def _sim_set_controls(
         self, ee_target: np.ndarray, yaw_target: float, finger_opening: float

@@ -145,10 +145,6 @@ def build_mjcf(config: SceneConfig) -> str:
     <global offwidth="{config.offscreen_size}" offheight="{config.offscreen_size}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
-  <asset>
-    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.62 0.7" rgb2="0.15 0.15 0.18"
-             width="32" height="32"/>
-  </asset>
   <default>
     <geom solref="0.01 1" solimp="0.95 0.99 0.001"/>
     <default class="object">
@@ -164,7 +160,9 @@ def build_mjcf(config: SceneConfig) -> str:
   </default>
   <worldbody>
     <light name="key" pos="0.3 -0.5 1.2" dir="-0.2 0.4 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
-    <geom name="floor" type="plane" pos="0 0 -0.75" size="2 2 0.1" rgba="0.45 0.47 0.5 1"/>
+    <geom name="floor" type="plane" pos="0 0 -0.75" size="3 3 0.1" rgba="0.45 0.47 0.5 1"/>
+    <geom name="backdrop" type="box" pos="0 1.6 0.5" size="3 0.01 1.6" rgba="0.62 0.68 0.74 1"
+          contype="0" conaffinity="0"/>
     <geom name="table" type="box" pos="0 0 -0.025" size="{tx} {ty} 0.025" rgba="0.62 0.5 0.38 1"
           friction="0.6 0.005 0.0001"/>
     <camera name="front" pos="0 -0.5 0.42" xyaxes="1 0 0 0 0.614 0.789" fovy="45"/>
