@@ -59,6 +59,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sweep(text: str) -> tuple[str, list[float]]:
+    name, _, values = text.partition("=")
+    try:
+        return name, [float(v) for v in values.split(",") if v]
+    except ValueError:
+        raise ValueError(f"--sweep {text!r}: expected parameter=v1,v2,... with numbers") from None
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from embodied_rl.evaluation.transfer import evaluate_transfer
+
+    sweeps = dict(_parse_sweep(s) for s in args.sweep)
+    report = evaluate_transfer(
+        args.policy,
+        args.source,
+        args.targets,
+        task_id=args.task,
+        episodes=args.episodes,
+        seed=args.seed,
+        workers=args.workers,
+        sweeps=sweeps,
+        out=args.out,
+    )
+    print(report.markdown())
+    print(f"\nwrote {args.out}/transfer.json, transfer.md and plots")
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from embodied_rl.envs import list_tasks
 
@@ -83,6 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--split", default="seen", choices=["seen", "unseen", "all"])
     demo.add_argument("--video-size", type=int, default=256, help="video frame side in pixels")
     demo.set_defaults(func=_demo)
+
+    transfer = sub.add_parser("transfer", help="evaluate a policy on source and target domains")
+    transfer.add_argument(
+        "--policy",
+        default="expert",
+        help="'expert', 'expert:noise=X', 'random' or 'module:factory'",
+    )
+    transfer.add_argument("--task", required=True, help="task id, e.g. tabletop/pick-v0")
+    transfer.add_argument(
+        "--source", default="nominal", help="source domain (default: nominal MuJoCo)"
+    )
+    transfer.add_argument(
+        "--targets",
+        nargs="+",
+        required=True,
+        help="target domains: pybullet, light/default/heavy, param=value pins, joined with '+'",
+    )
+    transfer.add_argument("--episodes", type=int, default=50)
+    transfer.add_argument("--workers", type=int, default=1, help="parallel processes")
+    transfer.add_argument("--seed", type=int, default=0)
+    transfer.add_argument(
+        "--sweep", action="append", default=[], help="parameter=v1,v2,... (repeatable)"
+    )
+    transfer.add_argument("--out", default="outputs/transfer")
+    transfer.set_defaults(func=_transfer)
 
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
