@@ -24,12 +24,18 @@ class TabletopExpert:
     """Scripted expert for :class:`~embodied_rl.envs.tabletop.mujoco_env.TabletopEnv`.
 
     ``noise`` is the standard deviation of Gaussian noise added to each action (before
-    clipping); 0 gives the nominal expert.
+    clipping); 0 gives the nominal expert. ``gain`` is the fraction of the position error
+    corrected per step.
     """
 
-    def __init__(self, env, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self, env, noise: float = 0.0, seed: int | None = None, gain: float = 0.35
+    ) -> None:
         if noise < 0:
             raise ValueError(f"noise={noise} must be >= 0")
+        if not 0 < gain <= 1:
+            raise ValueError(f"gain={gain} must lie in (0, 1]")
+        self.gain = gain
         self.env = env
         self.noise = noise
         self.rng = np.random.default_rng(seed)
@@ -57,7 +63,9 @@ class TabletopExpert:
         else:
             target, grip, speed = self._pick_and_place(spec, s)
         action = np.zeros(self.env.action_space.shape, dtype=np.float32)
-        step = (target - s.ee_pos) / self.env.config.max_delta_m
+        # A fraction of the remaining error per step, not all of it: a deadbeat controller
+        # overshoots and oscillates as soon as actions arrive a step late (latency).
+        step = self.gain * (target - s.ee_pos) / self.env.config.max_delta_m
         norm = float(np.linalg.norm(step))
         action[:3] = step * (speed / norm) if norm > speed else step
         action[-1] = grip
