@@ -87,6 +87,42 @@ def _transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    import json
+
+    from embodied_rl.datasets import collect
+
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    env_kwargs.update(obs_mode=args.obs_mode, image_size=args.image_size)
+    if args.horizon is not None:
+        env_kwargs["horizon"] = args.horizon
+    result = collect(
+        args.env_id,
+        args.tier,
+        episodes=args.episodes,
+        workers=args.workers,
+        randomization=args.randomization,
+        noise=args.noise,
+        out=args.out,
+        dataset_id=args.name,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        reference_episodes=args.reference_episodes,
+        codec=args.codec,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    score = result.normalized_score
+    print(
+        f"{result.dataset_id}: {result.n_episodes} episodes, success {result.success_rate:.0%}, "
+        f"mean return {result.mean_return:.3f}"
+        + (f", normalized score {score:.1f}" if score is not None else "")
+        + f"\nwrote {result.path}"
+    )
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from embodied_rl.envs import list_tasks
 
@@ -136,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("--out", default="outputs/transfer")
     transfer.set_defaults(func=_transfer)
+
+    collect = sub.add_parser("collect", help="collect a Minari dataset of a tier or policy")
+    collect.add_argument("env_id", help="task id, e.g. tabletop/pick-v0")
+    collect.add_argument(
+        "--tier", default="expert", choices=["expert", "medium", "random", "mixed"]
+    )
+    collect.add_argument("--episodes", type=int, default=100)
+    collect.add_argument("--workers", type=int, default=1, help="parallel processes")
+    collect.add_argument(
+        "--out", default=None, help="datasets root (default $MINARI_DATASETS_PATH)"
+    )
+    collect.add_argument("--name", default=None, help="dataset id namespace/name-vN")
+    collect.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
+    collect.add_argument("--noise", type=float, default=None, help="override the expert noise std")
+    collect.add_argument("--randomization", default=None, help="domain randomization preset")
+    collect.add_argument("--obs-mode", default="state", choices=["state", "rgb", "rgb+state"])
+    collect.add_argument("--image-size", type=int, default=64)
+    collect.add_argument("--horizon", type=int, default=None, help="steps before truncation")
+    collect.add_argument("--env-kwargs", default=None, help="JSON dict of further env options")
+    collect.add_argument("--reference-episodes", type=int, default=10)
+    collect.add_argument("--codec", default="gzip", choices=["gzip", "lzf", "none"])
+    collect.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    collect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    collect.set_defaults(func=_collect)
 
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)

@@ -1,0 +1,276 @@
+"""Validate and load Minari-format datasets (ours, or written by minari itself).
+
+``validate_dataset`` checks ``metadata.json`` (required keys, format version, checksum)
+and every episode's keys, row counts, shapes and dtypes without reading the data;
+``load_dataset`` then reads everything once into an :class:`OfflineDataset`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from embodied_rl.datasets.episode import (
+    DatasetChecksumError,
+    DatasetSchemaError,
+    check_episode,
+    is_image_space,
+)
+from embodied_rl.datasets.minari_format import (
+    DATA_DIR,
+    FORMAT_VERSION,
+    MAIN_FILE,
+    METADATA_FILE,
+    dataset_dir,
+    file_checksum,
+)
+from embodied_rl.datasets.offline import OBS_KEY, OfflineDataset
+from embodied_rl.datasets.spaces_json import deserialize_space
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_METADATA: tuple[str, ...] = (
+    "dataset_id",
+    "minari_version",
+    "data_format",
+    "total_episodes",
+    "total_steps",
+    "observation_space",
+    "action_space",
+)
+
+
+def locate(path_or_id: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The ``data/`` directory of a dataset given its path (dataset or data dir) or id."""
+    path = Path(path_or_id)
+    tried = [path / DATA_DIR, path]
+    if not path.is_absolute() and "-v" in path.name:
+        tried.append(dataset_dir(root, str(path_or_id)) / DATA_DIR)
+    for candidate in tried:
+        if (candidate / METADATA_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no Minari dataset at {path_or_id!r}: none of {[str(t) for t in tried]} holds "
+        f"{METADATA_FILE}"
+    )
+
+
+def read_metadata(data_dir: Path) -> dict[str, Any]:
+    """Parse and check ``metadata.json`` (keys, data format, our format version)."""
+    try:
+        meta = json.loads((data_dir / METADATA_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise DatasetSchemaError(
+            f"{data_dir / METADATA_FILE} is not valid JSON: {error}"
+        ) from error
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise DatasetSchemaError(f"{data_dir / METADATA_FILE} is missing {missing}")
+    if meta["data_format"] != "hdf5":
+        raise DatasetSchemaError(
+            f"data_format={meta['data_format']!r}; only 'hdf5' is read (convert with minari)"
+        )
+    ours = meta.get("embodied_rl")
+    if ours is not None:
+        version = ours.get("format_version")
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise DatasetSchemaError(
+                f"format_version={version!r} in {data_dir / METADATA_FILE}; this embodied_rl "
+                f"reads versions 1 to {FORMAT_VERSION} (upgrade embodied_rl for newer datasets)"
+            )
+    return meta
+
+
+def _spaces(meta: dict[str, Any]) -> tuple[spaces.Space, spaces.Space]:
+    return deserialize_space(meta["observation_space"]), deserialize_space(meta["action_space"])
+
+
+def validate_dataset(
+    path_or_id: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    verify_checksum: bool = True,
+) -> dict[str, Any]:
+    """Check a dataset's metadata, checksum and every episode's schema; return the metadata.
+
+    Raises :class:`DatasetSchemaError` (or :class:`DatasetChecksumError`) naming the problem.
+    """
+    data_dir = locate(path_or_id, root)
+    meta = read_metadata(data_dir)
+    main = data_dir / MAIN_FILE
+    if not main.is_file():
+        raise DatasetSchemaError(f"{main} is missing")
+    expected = meta.get("embodied_rl", {}).get("checksum")
+    if verify_checksum and expected is not None:
+        actual = file_checksum(main)
+        if actual != expected:
+            raise DatasetChecksumError(
+                f"{main} hashes to {actual}, but metadata.json records {expected}: the file "
+                "was modified or corrupted after it was written"
+            )
+    obs_space, act_space = _spaces(meta)
+    jpeg = bool(meta.get("jpeg_encoding", True))
+    with h5py.File(main, "r") as f:
+        n_episodes = meta["total_episodes"]
+        names = [f"episode_{i}" for i in range(n_episodes)]
+        missing = [n for n in names if n not in f]
+        if missing or len(f) != n_episodes:
+            raise DatasetSchemaError(
+                f"metadata says {n_episodes} episodes (episode_0..episode_{n_episodes - 1}); "
+                f"the file has {len(f)} groups" + (f", missing {missing[:5]}" if missing else "")
+            )
+        n_steps = sum(check_episode(n, f[n], obs_space, act_space, jpeg) for n in names)
+    if n_steps != meta["total_steps"]:
+        raise DatasetSchemaError(
+            f"metadata says total_steps={meta['total_steps']}; the episodes hold {n_steps}"
+        )
+    return meta
+
+
+def _select_keys(space: spaces.Space, obs_keys: Sequence[str] | None) -> spaces.Space:
+    if obs_keys is None:
+        return space
+    if not isinstance(space, spaces.Dict):
+        raise ValueError(f"obs_keys={list(obs_keys)} needs a Dict observation space; got {space}")
+    unknown = sorted(set(obs_keys) - set(space.spaces))
+    if unknown:
+        raise ValueError(f"obs_keys {unknown} are not in the dataset; it has {list(space.spaces)}")
+    return spaces.Dict({k: space.spaces[k] for k in obs_keys})
+
+
+def _decode_jpeg(encoded: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(bytes(b)))) for b in encoded])
+
+
+class _Reader:
+    """Reads the episodes of one open file into preallocated flat arrays."""
+
+    def __init__(self, f: h5py.File, n_episodes: int, jpeg: bool) -> None:
+        self.groups = [f[f"episode_{i}"] for i in range(n_episodes)]
+        self.lengths = np.array([g["rewards"].shape[0] for g in self.groups], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.jpeg = jpeg
+
+    def read(
+        self, path: str, shape: tuple[int, ...], dtype: Any, extra_row: bool, kind: str = "array"
+    ) -> np.ndarray:
+        """Concatenate dataset ``path`` of every episode (``T + 1`` rows if ``extra_row``).
+
+        ``kind``: ``"array"``, ``"text"`` (UTF-8 strings) or ``"jpeg"`` (encoded frames).
+        """
+        offsets = self.starts + (np.arange(len(self.starts)) if extra_row else 0)
+        rows = zip(self.groups, offsets[:-1], offsets[1:], strict=True)
+        if kind == "text":
+            out = np.empty(offsets[-1], dtype=object)
+            for g, a, b in rows:
+                out[a:b] = g[path].asstr()[()]
+            return out
+        out = np.empty((offsets[-1], *shape), dtype=dtype)
+        for g, a, b in rows:
+            if kind == "jpeg":
+                out[a:b] = _decode_jpeg(g[path][()])
+            else:
+                g[path].read_direct(out, dest_sel=np.s_[a:b])
+        return out
+
+    def read_space(self, path: str, space: spaces.Space, extra_row: bool) -> np.ndarray:
+        kind = "text" if isinstance(space, spaces.Text) else "array"
+        if self.jpeg and is_image_space(space):
+            kind = "jpeg"
+        return self.read(path, space.shape or (), space.dtype, extra_row, kind)
+
+    def infos(self) -> dict[str, np.ndarray]:
+        """Numeric info arrays with ``T + 1`` rows in every episode (others are skipped)."""
+        first = self.groups[0].get("infos")
+        out: dict[str, np.ndarray] = {}
+        for key in first.keys() if isinstance(first, h5py.Group) else []:
+            node = first[key]
+            if not isinstance(node, h5py.Dataset) or node.dtype.kind not in "biuf":
+                continue
+            shape = (*node.shape[1:],)
+            if all(
+                isinstance(g.get(f"infos/{key}"), h5py.Dataset)
+                and g[f"infos/{key}"].shape == (n + 1, *shape)
+                for g, n in zip(self.groups, self.lengths, strict=True)
+            ):
+                out[key] = self.read(f"infos/{key}", shape, node.dtype, extra_row=True)
+            else:
+                logger.debug("skipping info %r: not a (T+1)-row array in every episode", key)
+        return out
+
+    def episode_metadata(self) -> list[dict[str, Any]]:
+        return [_unflatten({k: _plain(v) for k, v in g.attrs.items()}) for g in self.groups]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_dataset(
+    path_or_id: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    verify: bool = True,
+    obs_keys: Sequence[str] | None = None,
+) -> OfflineDataset:
+    """Validate (``verify``: schema and checksum) and load a dataset into flat arrays.
+
+    ``obs_keys`` loads only these observation keys of a Dict space (e.g. skip images).
+    """
+    data_dir = locate(path_or_id, root)
+    meta = validate_dataset(data_dir, verify_checksum=True) if verify else read_metadata(data_dir)
+    obs_space, act_space = _spaces(meta)
+    if isinstance(obs_space, spaces.Tuple) or isinstance(act_space, spaces.Dict | spaces.Tuple):
+        raise DatasetSchemaError(
+            "flat loading supports Box/Discrete actions and Box/Discrete/Text or Dict "
+            f"observations; this dataset has {obs_space} / {act_space}"
+        )
+    obs_space = _select_keys(obs_space, obs_keys)
+    jpeg = bool(meta.get("jpeg_encoding", True))
+    with h5py.File(data_dir / MAIN_FILE, "r") as f:
+        reader = _Reader(f, meta["total_episodes"], jpeg)
+        if isinstance(obs_space, spaces.Dict):
+            obs = {
+                k: reader.read_space(f"observations/{k}", sub, True)
+                for k, sub in obs_space.spaces.items()
+            }
+        else:
+            obs = {OBS_KEY: reader.read_space("observations", obs_space, True)}
+        return OfflineDataset(
+            observations=obs,
+            actions=reader.read_space("actions", act_space, False),
+            rewards=reader.read("rewards", (), np.float64, False),
+            terminations=reader.read("terminations", (), bool, False),
+            truncations=reader.read("truncations", (), bool, False),
+            episode_starts=reader.starts,
+            observation_space=obs_space,
+            action_space=act_space,
+            infos=reader.infos(),
+            episode_metadata=reader.episode_metadata(),
+            metadata=meta,
+        )
