@@ -3,7 +3,8 @@
 Ids: ``tabletop/<family>-v0`` (``reach``, ``push``, ``push-next-to``, ``pick``, ``place``,
 ``stack``, ``multitask``) and ``metaworld/<task>`` for the 50 Meta-World v3 tasks
 (e.g. ``metaworld/pick-place-v3``). All are gymnasium ids, so ``gymnasium.make`` works
-too once ``embodied_rl.envs`` is imported.
+too once ``embodied_rl.envs`` is imported. The tabletop suite also runs on PyBullet:
+``make(task_id, backend="pybullet")``, registered as ``tabletop-pybullet/<family>-v0``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,23 @@ import gymnasium as gym
 from embodied_rl.envs.tabletop.tasks import FAMILIES
 
 TABLETOP_VERSION = 0
-BACKENDS: tuple[str, ...] = ("mujoco",)
+BACKENDS: tuple[str, ...] = ("mujoco", "pybullet")
+_TABLETOP_ENTRY_POINTS = {
+    "mujoco": "embodied_rl.envs.tabletop.mujoco_env:TabletopEnv",
+    "pybullet": "embodied_rl.envs.tabletop.pybullet_env:PyBulletTabletopEnv",
+}
 
 
 def tabletop_id(family: str) -> str:
     return f"tabletop/{family.replace('_', '-')}-v{TABLETOP_VERSION}"
+
+
+def backend_id(task_id: str, backend: str) -> str:
+    """Gymnasium id of tabletop ``task_id`` on ``backend``: MuJoCo keeps ``task_id``, others
+    get their own namespace (``tabletop-pybullet/pick-v0``)."""
+    if backend == "mujoco":
+        return task_id
+    return task_id.replace("tabletop/", f"tabletop-{backend}/", 1)
 
 
 def _tabletop_ids() -> dict[str, str]:
@@ -45,12 +58,13 @@ def list_tasks(suite: str | None = None) -> list[str]:
 def register_all() -> None:
     """Register every task id with gymnasium (idempotent)."""
     for task_id, family in _tabletop_ids().items():
-        if task_id not in gym.registry:
-            gym.register(
-                id=task_id,
-                entry_point="embodied_rl.envs.tabletop.mujoco_env:TabletopEnv",
-                kwargs={"task": family},
-            )
+        for backend, entry_point in _TABLETOP_ENTRY_POINTS.items():
+            if backend_id(task_id, backend) not in gym.registry:
+                gym.register(
+                    id=backend_id(task_id, backend),
+                    entry_point=entry_point,
+                    kwargs={"task": family},
+                )
     for task_id, task in _metaworld_ids().items():
         if task_id not in gym.registry:
             gym.register(
@@ -98,9 +112,14 @@ def make(
         raise ValueError(f"unknown task_id={task_id!r}{hint}")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; choose one of {BACKENDS}")
+    if backend != "mujoco" and task_id not in _tabletop_ids():
+        raise ValueError(
+            f"backend={backend!r} runs the tabletop suite only; {task_id!r} needs backend='mujoco'"
+        )
     if camera is not None:
         kwargs["camera"] = camera
     register_all()
+    task_id = backend_id(task_id, backend)  # each backend registers its own gymnasium ids
     env = gym.make(task_id, obs_mode=obs_mode, image_size=image_size, seed=seed, **kwargs)
     return _randomize(env, randomization, adr, seed)
 
