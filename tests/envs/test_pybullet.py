@@ -11,8 +11,10 @@ from gymnasium.utils.env_checker import check_env
 
 from embodied_rl.envs import make, make_expert
 from embodied_rl.envs.tabletop import tasks
-from embodied_rl.envs.tabletop.pybullet_env import (
-    PyBulletTabletopEnv,
+from embodied_rl.envs.tabletop.pybullet_env import PyBulletTabletopEnv
+from embodied_rl.envs.tabletop.pybullet_scene import (
+    box_mesh,
+    cylinder_mesh,
     restitution_for_damping_ratio,
     servo_gain,
 )
@@ -330,3 +332,16 @@ def test_contact_and_servo_conversions():
     # MuJoCo: kp 1500, joint damping 40, 2 ms steps -> trails a moving target by 40/1500 s.
     assert servo_gain(env._mj, "act_x") == pytest.approx(1500 * 0.002 / 40)
     env.close()
+
+
+@pytest.mark.parametrize(
+    "mesh", [box_mesh(np.array([0.1, 0.2, 0.3])), cylinder_mesh(0.05, 0.003, sides=12)]
+)
+def test_drawn_meshes_wind_outwards_with_unit_normals(mesh):
+    vertices, normals, triangles = mesh
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0)
+    for a, b, c in np.reshape(triangles, (-1, 3)):
+        face = np.cross(vertices[b] - vertices[a], vertices[c] - vertices[a])
+        assert np.linalg.norm(face) > 0
+        # counter-clockwise seen from outside: the winding agrees with the vertex normals
+        assert face @ normals[a] > 0 and face @ normals[b] > 0 and face @ normals[c] > 0

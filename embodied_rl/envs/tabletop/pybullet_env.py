@@ -1,25 +1,18 @@
 """The PyBullet backend of the tabletop suite: the MuJoCo scene rebuilt in Bullet.
 
-The geometry is read from the compiled MJCF of :func:`~embodied_rl.envs.tabletop.scene.build_mjcf`
-(geom sizes, poses, colours and frictions, masses, joint axes, camera poses and fields of view,
-the key light, servo gains), so both backends share one scene description. Each environment
-owns a private PyBullet client in DIRECT mode; images come from the CPU TinyRenderer.
-
-Bullet solves rigid contacts (an LCP by sequential impulses) where MuJoCo uses soft convex
-contacts with elliptic cones, and it multiplies the friction coefficients of the two bodies in
-contact where MuJoCo takes the larger; the coefficients below are chosen so that the pairs that
-matter (object-table, object-finger, object-object) get MuJoCo's values. docs/environments.md,
-"PyBullet twin", lists the remaining differences.
+Each environment owns a private PyBullet client in DIRECT mode and builds its bodies from the
+compiled MJCF (:mod:`~embodied_rl.envs.tabletop.pybullet_scene`); images come from the CPU
+TinyRenderer with MuJoCo's camera poses, fields of view and clipping planes. Observations,
+actions, instructions, rewards and success checks come from :class:`TabletopEnvBase`, so a
+policy trained on one backend runs unchanged on the other. docs/environments.md, "PyBullet
+twin", lists how the two differ.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import mujoco
@@ -28,6 +21,14 @@ import pybullet
 
 from embodied_rl.envs.tabletop import tasks
 from embodied_rl.envs.tabletop.base import DomainColors, TabletopEnvBase
+from embodied_rl.envs.tabletop.pybullet_scene import (
+    BulletClient,
+    SceneBuilder,
+    body_geoms,
+    restitution_for_damping_ratio,
+    rotation,
+    servo_gain,
+)
 from embodied_rl.envs.tabletop.scene import (
     COLORS,
     FINGER_MAX_OPENING,
@@ -40,38 +41,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PyBulletTabletopEnv"]
 
-PLANE_HALF_THICKNESS_M = 0.05  # MuJoCo planes become boxes this thick below their surface
-CARRIAGE_MASS_KG = 0.01  # the x and y carriages of the gantry (MuJoCo has one gripper body)
 FINGER_FORCE_N = 5.0  # squeeze per finger: MuJoCo's finger servo gives ~4 N on a 4 cm object
 YAW_TORQUE_NM = 5.0  # MuJoCo's yaw servo has no force limit; this one is never reached
+# PyBullet's default is 50, Bullet's 10; 20 matches 50's expert success (100 episodes per
+# family, nominal and heavy randomization) at ~1.4x the speed.
+SOLVER_ITERATIONS = 20
+SIZE_QUANTUM_M = 1e-5  # object shapes are cached per size rounded to this
 MAX_DISTANCE_M = 5.0  # a body this far from the table centre has left the scene
 MAX_STEP_M = 0.5  # a body moving this far in one control step (25 m/s) has diverged
-SIZE_QUANTUM_M = 1e-5  # object shapes are cached per size rounded to this
-NEAR_M, FAR_M = 0.01, 20.0  # camera clipping planes
 # TinyRenderer has ambient light plus one directional light; these match the brightness of
 # MuJoCo's headlight (ambient 0.45, diffuse 0.5 along the view) plus key light on the table.
 LIGHT_AMBIENT, LIGHT_DIFFUSE, LIGHT_SPECULAR = 0.6, 0.55, 0.05
 EMPTY_RGB = (0, 0, 0)  # MuJoCo draws empty space black (no skybox); TinyRenderer white
 EMPTY_DEPTH = 0.99999  # normalised depth of pixels that hit nothing
 
-_SHAPE_TYPES = {
-    mujoco.mjtGeom.mjGEOM_BOX: pybullet.GEOM_BOX,
-    mujoco.mjtGeom.mjGEOM_CYLINDER: pybullet.GEOM_CYLINDER,
-    mujoco.mjtGeom.mjGEOM_PLANE: pybullet.GEOM_BOX,
-}
-
-
-def _xyzw(quat_wxyz: Sequence[float]) -> tuple[float, float, float, float]:
-    w, x, y, z = (float(v) for v in quat_wxyz)
-    return (x, y, z, w)
-
-
-def _rotation(quat_wxyz: Sequence[float]) -> np.ndarray:
-    """3x3 rotation matrix of a MuJoCo quaternion."""
-    return np.array(pybullet.getMatrixFromQuaternion(_xyzw(quat_wxyz))).reshape(3, 3)
-
 
 def _axis_rotation(axis: int, angle: float) -> np.ndarray:
+    """3x3 rotation by ``angle`` (rad) about coordinate axis ``axis``."""
     c, s = math.cos(angle), math.sin(angle)
     i, j = [k for k in range(3) if k != axis]
     r = np.eye(3)
@@ -79,72 +65,12 @@ def _axis_rotation(axis: int, angle: float) -> np.ndarray:
     return r
 
 
-def _body_geoms(body) -> list[int]:
-    """Geom ids of a MuJoCo body (a ``model.body(...)`` view)."""
-    return list(range(int(body.geomadr[0]), int(body.geomadr[0] + body.geomnum[0])))
-
-
-def restitution_for_damping_ratio(ratio: float) -> float:
-    """Coefficient of restitution of a spring-damper contact with damping ``ratio``.
-
-    MuJoCo contacts are damped springs; Bullet's are rigid with a restitution coefficient.
-    An underdamped oscillator loses ``exp(-pi zeta / sqrt(1 - zeta^2))`` of its speed per
-    bounce; a critically damped one (MuJoCo's nominal ratio 1) does not bounce.
-    """
-    if ratio >= 1.0:
-        return 0.0
-    return math.exp(-math.pi * ratio / math.sqrt(1.0 - ratio * ratio))
-
-
-def servo_gain(model: mujoco.MjModel, actuator: str) -> float:
-    """Bullet position gain of a joint motor that trails a moving target like MuJoCo's servo.
-
-    A MuJoCo position servo of stiffness ``kp`` on a joint with damping ``b`` trails a target
-    moving at speed ``v`` by ``b v / kp``. Bullet's POSITION_CONTROL motor asks each step for
-    the joint velocity ``gain * error / dt``: a trail of ``v dt / gain``, equal for
-    ``gain = kp dt / b``.
-    """
-    act = model.actuator(actuator)
-    dof = model.jnt_dofadr[model.actuator_trnid[act.id, 0]]
-    return float(act.gainprm[0] * model.opt.timestep / model.dof_damping[dof])
-
-
-class _Client:
-    """PyBullet functions bound to one DIRECT-mode physics client.
-
-    Like ``pybullet_utils.bullet_client.BulletClient`` minus its console output on connect;
-    bound functions are cached, so a call costs what a plain ``pybullet`` call does.
-    """
-
-    id: int = -1  # physics client id; -1 once disconnected
-
-    def __init__(self) -> None:
-        self.id = pybullet.connect(pybullet.DIRECT)
-        self._pid = os.getpid()
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        bound = functools.partial(getattr(pybullet, name), physicsClientId=self.id)
-        setattr(self, name, bound)
-        return bound
-
-    def disconnect(self) -> None:
-        if self.id >= 0 and self._pid == os.getpid():  # a forked child does not own it
-            pybullet.disconnect(physicsClientId=self.id)
-        self.id = -1
-
-    def __del__(self) -> None:
-        if self.id >= 0:
-            with contextlib.suppress(pybullet.error):
-                self.disconnect()
-
-
 class PyBulletTabletopEnv(TabletopEnvBase):
     """Language-conditioned tabletop manipulation in PyBullet (see :class:`TabletopEnvBase`).
 
     Same observations, actions, instructions, cameras and success checks as the MuJoCo
-    backend; ``make(task_id, backend="pybullet")`` builds it.
+    backend; ``make(task_id, backend="pybullet")`` builds it. ``render_quality`` has no
+    effect: TinyRenderer draws without shadows or antialiasing either way.
     """
 
     backend = "pybullet"
@@ -157,24 +83,21 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         )
         self._dt_s = float(self._mj.opt.timestep)
         self.control_hz = 1.0 / (cfg.n_substeps * self._dt_s)
+        # MuJoCo's clipping planes, so near parts of the hand vanish from the wrist camera alike
+        extent = float(self._mj.stat.extent)
+        self._clip_m = (self._mj.vis.map.znear * extent, self._mj.vis.map.zfar * extent)
         self._nominal_gains = {
             name: servo_gain(self._mj, f"act_{name}")
             for name in ("x", "y", "z", "fingers", *(("yaw",) if cfg.control_yaw else ()))
         }
         self._ee_force_n = float(self._mj.actuator("act_x").forcerange[1])
         self._object_mass_kg = float(self._mj.body("obj0").mass[0])
-        self._object_geom = {s: self._mj.geom(f"obj0_{s}") for s in ("block", "cylinder")}
-        # Bullet multiplies the two bodies' coefficients where MuJoCo takes the larger:
-        # objects keep MuJoCo's value and every other body max(its value, the objects'),
-        # so each contact with an object gets MuJoCo's combined friction.
-        self._object_friction = float(self._object_geom["block"].friction[0])
-        # MuJoCo's torsional friction (condim 4) is a length, as is Bullet's spinning
-        # friction; the square root on both bodies multiplies back to MuJoCo's value.
-        self._spin_friction = math.sqrt(float(self._object_geom["block"].friction[1]))
+        self._object_geom = {s: self._mj.geom(f"obj0_{s}").id for s in ("block", "cylinder")}
         self._params: dict[str, float] = dict(self.domain)
         self._colors = self._domain_colors
-        self._p: _Client | None = _Client()
+        self._p: BulletClient | None = BulletClient()
         self.physics_client_id: int = self._p.id  # private to this env
+        self._scene = SceneBuilder(self._p, self._mj)
         self._build_world()
         self._cameras = self._camera_poses(self._params)
 
@@ -186,182 +109,43 @@ class PyBulletTabletopEnv(TabletopEnvBase):
     # ------------------------------------------------------------------ world building
     def _build_world(self) -> None:
         """(Re)create every body but the objects, which ``_sim_reset`` creates per episode."""
-        p, m = self._p, self._mj
+        p, m, scene = self._p, self._mj, self._scene
         p.resetSimulation()
         # Sorted contact pairs make a step independent of the order bodies were created in.
         p.setPhysicsEngineParameter(
-            fixedTimeStep=self._dt_s, numSubSteps=0, deterministicOverlappingPairs=1
+            fixedTimeStep=self._dt_s,
+            numSubSteps=0,
+            numSolverIterations=SOLVER_ITERATIONS,
+            deterministicOverlappingPairs=1,
         )
         self._shape_cache: dict[tuple[str, int], tuple[int, int]] = {}
         self._objects: list[int] = []
         self._object_layout: tasks.Layout | None = None
         self._object_build = (0, 0.0)  # (size key, mass) the object bodies were created with
-        world = m.body("world")
-        self._statics = {  # table, floor, ...: one fixed body per world geom
-            m.geom(g).name: self._static_body([g], m.geom_pos[g], m.geom_quat[g])
-            for g in range(world.geomadr[0], world.geomadr[0] + world.geomnum[0])
-        }
+        # TinyRenderer draws bodies in creation order and shades every fragment that passes
+        # the depth test, so near bodies come first and the floor and backdrop last: built
+        # the other way round, a 64x64 frame takes 1.6x as long.
+        self._gripper = scene.gripper(self.config.control_yaw, gear_force_n=2 * FINGER_FORCE_N)
+        self._all_joints = self._gripper.arm_joints + self._gripper.finger_joints
         self._fixtures = {
-            name: self._static_body(_body_geoms(m.body(name)), m.body(name).pos, (1, 0, 0, 0), True)
+            name: scene.static_body(body_geoms(m.body(name)), m.body(name).pos, (1, 0, 0, 0), True)
             for name in tasks.FIXTURES
         }
         self._fixture_pos = {name: m.body(name).pos.copy() for name in tasks.FIXTURES}
-        self._build_gripper()
-        # Restitution 1 on fixed bodies: Bullet multiplies it with the objects' restitution.
-        for body in (self._statics["table"], *self._fixtures.values()):
-            p.changeDynamics(
-                body,
-                -1,
-                lateralFriction=self._object_friction,
-                spinningFriction=self._spin_friction,
-                restitution=1.0,
-            )
-        table_friction = self._nominal_friction(m.geom("table").id)
+        world = sorted(body_geoms(m.body("world")), key=lambda g: m.geom(g).name != "table")
+        self._statics = {  # table, floor, ...: one fixed body per world geom
+            m.geom(g).name: scene.static_body([g], m.geom_pos[g], m.geom_quat[g], False)
+            for g in world
+        }
         # MuJoCo's friction_scale multiplies objects, fingers and table.
+        finger_friction = scene.friction(body_geoms(m.body("finger_left")))
         self._scaled_friction = [
-            (self._statics["table"], -1, table_friction),
-            *((self._gripper, j, self._finger_friction) for j in self._finger_joints),
+            (self._statics["table"], -1, scene.friction([m.geom("table").id])),
+            *((self._gripper.body, j, finger_friction) for j in self._gripper.finger_joints),
         ]
         self._apply_world_params()
         self._world_broken = False
         self._refresh()
-
-    def _nominal_friction(self, geom_id: int) -> float:
-        return max(float(self._mj.geom_friction[geom_id, 0]), self._object_friction)
-
-    def _shape_lists(self, geom_ids: Sequence[int], scale: float, local: bool) -> dict[str, list]:
-        """Arguments of create{Collision,Visual}ShapeArray for MuJoCo geoms."""
-        m = self._mj
-        out: dict[str, list] = {k: [] for k in ("types", "half", "radii", "lengths", "pos", "orn")}
-        for gid in geom_ids:
-            kind, size = m.geom_type[gid], m.geom_size[gid] * scale
-            if kind not in _SHAPE_TYPES:
-                raise ValueError(
-                    f"geom {m.geom(gid).name!r} has MuJoCo type {mujoco.mjtGeom(kind).name}, "
-                    "which the PyBullet backend does not translate (box, cylinder, plane)"
-                )
-            pos = m.geom_pos[gid].copy() if local else np.zeros(3)
-            half = size.copy()
-            if kind == mujoco.mjtGeom.mjGEOM_PLANE:  # a thick box whose top is the plane
-                half[2] = PLANE_HALF_THICKNESS_M
-                pos[2] -= PLANE_HALF_THICKNESS_M
-            cylinder = kind == mujoco.mjtGeom.mjGEOM_CYLINDER
-            out["types"].append(_SHAPE_TYPES[kind])
-            out["half"].append([0.0, 0.0, 0.0] if cylinder else half.tolist())
-            out["radii"].append(float(size[0]) if cylinder else 0.0)
-            out["lengths"].append(2.0 * float(size[1]) if cylinder else 0.0)
-            out["pos"].append(pos.tolist())
-            out["orn"].append(_xyzw(m.geom_quat[gid]) if local else (0.0, 0.0, 0.0, 1.0))
-        return out
-
-    def _shapes(
-        self, geom_ids: Sequence[int], scale: float = 1.0, local: bool = True
-    ) -> tuple[int, int]:
-        """Collision and visual shape of the given geoms (frames relative to their body when
-        ``local``); geoms that never collide in MuJoCo get a visual shape only."""
-        p, m = self._p, self._mj
-        colliding = [g for g in geom_ids if m.geom_contype[g] or m.geom_conaffinity[g]]
-        collision = -1
-        if colliding:
-            s = self._shape_lists(colliding, scale, local)
-            collision = p.createCollisionShapeArray(
-                s["types"],
-                halfExtents=s["half"],
-                radii=s["radii"],
-                lengths=s["lengths"],
-                collisionFramePositions=s["pos"],
-                collisionFrameOrientations=s["orn"],
-            )
-        s = self._shape_lists(geom_ids, scale, local)
-        visual = p.createVisualShapeArray(
-            s["types"],
-            halfExtents=s["half"],
-            radii=s["radii"],
-            lengths=s["lengths"],
-            visualFramePositions=s["pos"],
-            visualFrameOrientations=s["orn"],
-        )
-        return collision, visual
-
-    def _static_body(
-        self, geom_ids: list[int], pos: Sequence[float], quat: Sequence[float], local: bool = False
-    ) -> int:
-        """A fixed body of MuJoCo geoms, coloured like the first of them."""
-        collision, visual = self._shapes(geom_ids, local=local)
-        body = self._p.createMultiBody(
-            0.0, collision, visual, list(pos), _xyzw(quat), useMaximalCoordinates=True
-        )
-        self._p.changeVisualShape(body, -1, rgbaColor=self._mj.geom_rgba[geom_ids[0]].tolist())
-        return body
-
-    def _build_gripper(self) -> None:
-        """The gantry as one multibody: a fixed base, prismatic x, y, z carriages (then a yaw
-        hinge), the hand (palm and mast) on the last of them and two prismatic fingers."""
-        p, m = self._p, self._mj
-        arm = ["ee_x", "ee_y", "ee_z", *(["ee_yaw"] if self.config.control_yaw else [])]
-        # (joint, MuJoCo body the link carries or None for a bare carriage, 1-based parent)
-        chain = [(name, "gripper" if k == len(arm) - 1 else None, k) for k, name in enumerate(arm)]
-        chain += [(finger, finger, len(arm)) for finger in ("finger_left", "finger_right")]
-        links = [self._link(joint, body, parent) for joint, body, parent in chain]
-        self._gripper = p.createMultiBody(
-            0.0,
-            -1,
-            -1,
-            m.body("gripper").pos.tolist(),
-            **{key: [link[key] for link in links] for key in links[0]},
-        )
-        self._arm_joints = list(range(len(arm)))  # x, y, z[, yaw]
-        self._finger_joints = [len(arm), len(arm) + 1]  # left, right
-        self._all_joints = self._arm_joints + self._finger_joints
-        p.changeDynamics(self._gripper, -1, linearDamping=0.0, angularDamping=0.0)
-        for link, (_, body, _) in enumerate(chain):
-            if body is None:
-                continue
-            geoms = _body_geoms(m.body(body))
-            p.changeDynamics(
-                self._gripper,
-                link,
-                lateralFriction=max(self._nominal_friction(g) for g in geoms),
-                spinningFriction=self._spin_friction,
-            )
-            p.changeVisualShape(self._gripper, link, rgbaColor=m.geom_rgba[geoms[0]].tolist())
-        self._finger_friction = self._nominal_friction(m.geom("finger_left").id)
-        for link in self._finger_joints:
-            p.changeDynamics(
-                self._gripper, link, jointLowerLimit=0.0, jointUpperLimit=FINGER_MAX_OPENING
-            )
-        # MuJoCo couples the fingers with an equality constraint; a gear (ratio -1 between
-        # the two opening joints) does it here.
-        gear = p.createConstraint(
-            self._gripper,
-            self._finger_joints[0],
-            self._gripper,
-            self._finger_joints[1],
-            pybullet.JOINT_GEAR,
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 0.0],
-            [0.0, 0.0, 0.0],
-        )
-        p.changeConstraint(gear, gearRatio=-1.0, erp=0.2, maxForce=2 * FINGER_FORCE_N)
-
-    def _link(self, joint: str, body: str | None, parent: int) -> dict[str, Any]:
-        """createMultiBody's per-link arguments for a MuJoCo joint and the body it moves."""
-        m = self._mj
-        collision, visual = self._shapes(_body_geoms(m.body(body))) if body else (-1, -1)
-        hinge = m.joint(joint).type[0] == mujoco.mjtJoint.mjJNT_HINGE
-        return {
-            "linkMasses": float(m.body(body).mass[0]) if body else CARRIAGE_MASS_KG,
-            "linkCollisionShapeIndices": collision,
-            "linkVisualShapeIndices": visual,
-            # The arm joints all sit at the gripper's origin; fingers at their body's offset.
-            "linkPositions": m.body(body).pos.tolist() if body and parent else [0.0] * 3,
-            "linkOrientations": [0.0, 0.0, 0.0, 1.0],
-            "linkInertialFramePositions": [0.0, 0.0, 0.0],
-            "linkInertialFrameOrientations": [0.0, 0.0, 0.0, 1.0],
-            "linkParentIndices": parent,
-            "linkJointTypes": pybullet.JOINT_REVOLUTE if hinge else pybullet.JOINT_PRISMATIC,
-            "linkJointAxis": m.joint(joint).axis.tolist(),
-        }
 
     # ------------------------------------------------------------------ objects
     def _object_shape(self, shape: str, size_key: int) -> tuple[int, int]:
@@ -369,9 +153,9 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         (cached, so randomized sizes create a bounded number of shapes)."""
         key = (shape, size_key)
         if key not in self._shape_cache:
-            geom = self._object_geom[shape]
-            scale = size_key * SIZE_QUANTUM_M / float(geom.size[0])
-            self._shape_cache[key] = self._shapes([geom.id], scale)
+            gid = self._object_geom[shape]
+            scale = size_key * SIZE_QUANTUM_M / float(self._mj.geom_size[gid, 0])
+            self._shape_cache[key] = self._scene.shapes([gid], scale)
         return self._shape_cache[key]
 
     def _spawn_objects(self, layout: tasks.Layout, states: list[tuple] | None = None) -> None:
@@ -413,8 +197,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
             p.changeDynamics(
                 body,
                 -1,
-                lateralFriction=self._object_friction * math.sqrt(params["friction_scale"]),
-                spinningFriction=self._spin_friction,
+                lateralFriction=self._scene.object_friction * math.sqrt(params["friction_scale"]),
                 restitution=restitution_for_damping_ratio(params["contact_damping_ratio"]),
                 linearDamping=damping,
                 angularDamping=0.0,
@@ -492,7 +275,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         poses = {}
         for cid in range(m.ncam):
             cam = m.camera(cid)
-            pos, rot, fovy = cam.pos.copy(), _rotation(cam.quat), float(cam.fovy[0])
+            pos, rot, fovy = cam.pos.copy(), rotation(cam.quat), float(cam.fovy[0])
             on_hand = int(cam.bodyid[0]) != 0
             if not on_hand:
                 pos, rot = pos + offset, yaw @ rot @ pitch
@@ -515,7 +298,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         for joint, q in zip(
             self._all_joints, [*home, FINGER_MAX_OPENING, FINGER_MAX_OPENING], strict=True
         ):
-            p.resetJointState(self._gripper, joint, q, 0.0)
+            p.resetJointState(self._gripper.body, joint, q, 0.0)
         self._sim_set_controls(ee_home, 0.0, FINGER_MAX_OPENING)
         for _ in range(2 * self.config.n_substeps):  # let contacts settle
             p.stepSimulation()
@@ -524,14 +307,14 @@ class PyBulletTabletopEnv(TabletopEnvBase):
     def _sim_set_controls(
         self, ee_target: np.ndarray, yaw_target: float, finger_opening: float
     ) -> None:
-        p, gripper = self._p, self._gripper
+        p, gripper = self._p, self._gripper.body
         targets = [float(ee_target[0]), float(ee_target[1]), float(ee_target[2])]
         if self.config.control_yaw:
             targets.append(float(yaw_target))
         n = len(targets)
         p.setJointMotorControlArray(
             gripper,
-            self._arm_joints,
+            self._gripper.arm_joints,
             pybullet.POSITION_CONTROL,
             targetPositions=targets,
             targetVelocities=[0.0] * n,
@@ -542,7 +325,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         gain = self._nominal_gains["fingers"]
         p.setJointMotorControlArray(
             gripper,
-            self._finger_joints,
+            self._gripper.finger_joints,
             pybullet.POSITION_CONTROL,
             targetPositions=[finger_opening, finger_opening],
             targetVelocities=[0.0, 0.0],
@@ -566,12 +349,12 @@ class PyBulletTabletopEnv(TabletopEnvBase):
     def _refresh(self) -> None:
         """Read the gripper joints and object poses once per step (the getters reuse them)."""
         p = self._p
-        states = p.getJointStates(self._gripper, self._all_joints)
+        states = p.getJointStates(self._gripper.body, self._all_joints)
         q = np.array([s[0] for s in states])
         v = np.array([s[1] for s in states])
         self._ee_pos, self._ee_vel = q[:3], v[:3]
         self._yaw = float(q[3]) if self.config.control_yaw else 0.0
-        self._opening = float(q[self._finger_joints[0]])
+        self._opening = float(q[self._gripper.finger_joints[0]])
         poses = np.empty((len(self._objects), 7))
         for i, body in enumerate(self._objects):
             pos, (x, y, z, w) = p.getBasePositionAndOrientation(body)
@@ -614,7 +397,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
         view = pybullet.computeViewMatrix(
             pos.tolist(), (pos - rot[:, 2]).tolist(), rot[:, 1].tolist()
         )
-        projection = pybullet.computeProjectionMatrixFOV(fovy, width / height, NEAR_M, FAR_M)
+        projection = pybullet.computeProjectionMatrixFOV(fovy, width / height, *self._clip_m)
         _, _, rgba, depth, _ = self._p.getCameraImage(
             width,
             height,
@@ -625,7 +408,7 @@ class PyBulletTabletopEnv(TabletopEnvBase):
             lightAmbientCoeff=LIGHT_AMBIENT,
             lightDiffuseCoeff=self._light_diffuse,
             lightSpecularCoeff=LIGHT_SPECULAR,
-            shadow=int(self.config.render_quality == "high"),
+            shadow=0,  # TinyRenderer's shadow map darkens and streaks the scene; no "high"
             renderer=pybullet.ER_TINY_RENDERER,
             flags=pybullet.ER_NO_SEGMENTATION_MASK,
         )
