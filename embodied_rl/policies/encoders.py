@@ -60,6 +60,19 @@ def _last_conv_channels(module: nn.Module) -> int:
     return convs[-1].out_channels
 
 
+def _backbone(model_class, config, pretrained_path: str | None) -> nn.Module:
+    """A transformers model from a local ``save_pretrained`` directory, else from ``config``."""
+    if pretrained_path is not None:
+        if not (Path(pretrained_path) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no saved {model_class.__name__} at {pretrained_path} (config.json missing)"
+            )
+        return model_class.from_pretrained(pretrained_path, local_files_only=True)
+    if config is None:
+        raise ValueError(f"{model_class.__name__} needs a config or a pretrained_path")
+    return model_class(config)
+
+
 class FiLMEfficientNet(nn.Module):
     """EfficientNet (transformers' classes) with FiLM after every MBConv block, then a 1x1 conv.
 
@@ -76,20 +89,13 @@ class FiLMEfficientNet(nn.Module):
     ):
         super().__init__()
         from transformers import EfficientNetModel
+        from transformers.models.efficientnet.modeling_efficientnet import round_filters
 
-        if pretrained_path is not None:
-            self.backbone = EfficientNetModel.from_pretrained(
-                pretrained_path, local_files_only=True
-            )
-        elif backbone_config is not None:
-            from transformers.models.efficientnet.modeling_efficientnet import round_filters
-
+        if backbone_config is not None:
             # transformers sizes the top conv as round_filters(1280) but its batch norm as
             # hidden_dim (default 2560, B7's): they must agree, e.g. 1536 for B3.
             backbone_config.hidden_dim = round_filters(backbone_config, 1280)
-            self.backbone = EfficientNetModel(backbone_config)
-        else:
-            raise ValueError("FiLMEfficientNet needs backbone_config or pretrained_path")
+        self.backbone = _backbone(EfficientNetModel, backbone_config, pretrained_path)
         self.backbone.pooler = nn.Identity()  # unused; keeps its parameters out of the optimiser
         blocks = self.backbone.encoder.blocks
         self.films = nn.ModuleList(FiLM(cond_dim, _last_conv_channels(b)) for b in blocks)
@@ -118,12 +124,7 @@ class FiLMCLIPVision(nn.Module):
         super().__init__()
         from transformers import CLIPVisionModel
 
-        if pretrained_path is not None:
-            self.backbone = CLIPVisionModel.from_pretrained(pretrained_path, local_files_only=True)
-        elif backbone_config is not None:
-            self.backbone = CLIPVisionModel(backbone_config)
-        else:
-            raise ValueError("FiLMCLIPVision needs backbone_config or pretrained_path")
+        self.backbone = _backbone(CLIPVisionModel, backbone_config, pretrained_path)
         width = self.backbone.config.hidden_size
         self.films = nn.ModuleList(FiLM(cond_dim, width) for _ in self.backbone.encoder.layers)
         self.out = nn.Conv2d(width, out_channels, kernel_size=1)

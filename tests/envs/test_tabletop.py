@@ -9,6 +9,7 @@ from embodied_rl.envs import list_tasks, make, make_expert
 from embodied_rl.envs.instructions import VOCABULARY, decode_instruction
 from embodied_rl.envs.tabletop import tasks
 from embodied_rl.envs.tabletop.scene import COLORS, SHAPES
+from embodied_rl.evaluation.rollout import run_episodes
 
 TABLETOP = [t for t in list_tasks("tabletop")]
 
@@ -256,32 +257,20 @@ def test_state_encodes_the_task_and_object_identities():
 @pytest.mark.parametrize("task_id", [t for t in TABLETOP if "multitask" not in t])
 def test_expert_solves_the_family(task_id):
     """Guard for the >= 95% figure (100 episodes per family in benchmarks/results)."""
-    env = make(task_id, seed=0)
-    expert = make_expert(env)
-    successes = 0
-    for seed in range(10):
-        obs, _ = env.reset(seed=1000 + seed)
-        while True:
-            obs, _, terminated, truncated, info = env.step(expert.act(obs))
-            if terminated or truncated:
-                break
-        successes += info["success"]
-    assert successes >= 9
+    assert sum(expert_wins(make(task_id, seed=0), 10, seed=1000)) >= 9
+
+
+def expert_wins(env, n_episodes: int, seed: int = 0, **expert_kwargs) -> list[bool]:
+    """Success of each of ``n_episodes`` expert episodes with seeds ``seed, seed + 1, ...``."""
+    results = run_episodes(
+        env, make_expert(env, **expert_kwargs), n_episodes, seed=seed, progress=False
+    )
+    return [r.success for r in results]
 
 
 def test_noisy_expert_is_worse_but_reproducible():
     def success_rate(noise, seed):
-        env = make("tabletop/place-v0", seed=0)
-        expert = make_expert(env, noise=noise, seed=seed)
-        wins = []
-        for episode in range(8):
-            obs, _ = env.reset(seed=episode)
-            while True:
-                obs, _, terminated, truncated, info = env.step(expert.act(obs))
-                if terminated or truncated:
-                    break
-            wins.append(info["success"])
-        return wins
+        return expert_wins(make("tabletop/place-v0", seed=0), 8, noise=noise, seed=seed)
 
     assert success_rate(1.0, seed=3) == success_rate(1.0, seed=3)
     assert sum(success_rate(1.0, seed=3)) < sum(success_rate(0.0, seed=3))
@@ -292,13 +281,4 @@ def test_expert_tolerates_two_steps_of_action_latency(task_id):
     """The expert corrects a fraction of its error per step, so delayed actions do not make
     it oscillate (a deadbeat controller fails every episode here)."""
     env = make(task_id, randomization={"action_latency_steps": [2, 2]}, seed=0)
-    expert = make_expert(env)
-    wins = 0
-    for seed in range(5):
-        obs, _ = env.reset(seed=seed)
-        while True:
-            obs, _, terminated, truncated, info = env.step(expert.act(obs))
-            if terminated or truncated:
-                break
-        wins += info["success"]
-    assert wins >= 4
+    assert sum(expert_wins(env, 5)) >= 4
