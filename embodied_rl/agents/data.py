@@ -1,0 +1,67 @@
+"""The batches agents train on: transitions (+ Monte-Carlo returns, + frame histories).
+
+:class:`AgentSampler` is a :class:`~embodied_rl.datasets.TransitionSampler` that remembers
+the indices of its last batch and adds, on request, the discounted Monte-Carlo return of
+each transition (Cal-QL) and the frame history ending at it (VLA policies), both gathered
+at the same indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from embodied_rl.agents.losses import discounted_returns
+from embodied_rl.datasets import OfflineDataset
+from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig, TransitionSampler
+
+
+class _HistoryAt(HistorySampler):
+    """A history sampler whose windows end at indices given by the caller."""
+
+    indices: np.ndarray
+
+    def _indices(self, high: int) -> np.ndarray:
+        return self.indices
+
+
+class AgentSampler(TransitionSampler):
+    """Transitions; ``mc_return=True`` adds ``mc_return`` ``(B,)``; ``history=k`` adds
+    ``history`` (observation windows ``(B, k, ...)``) and ``history_mask`` ``(B, k)``."""
+
+    def __init__(
+        self,
+        data: OfflineDataset | Sequence[OfflineDataset],
+        gamma: float = 0.99,
+        config: SamplerConfig | None = None,
+        mc_return: bool = False,
+        history: int | None = None,
+    ) -> None:
+        super().__init__(data, n_step=1, gamma=gamma, config=config)
+        self.last_indices = np.empty(0, dtype=np.int64)
+        self.mc_return = (
+            discounted_returns(self.data.rewards, self.data.episode_starts, gamma)
+            if mc_return
+            else None
+        )
+        self.history = None
+        if history is not None:
+            self.history = _HistoryAt(self.data, history, self.config)
+
+    def _indices(self, high: int) -> np.ndarray:
+        self.last_indices = super()._indices(high)
+        return self.last_indices
+
+    def sample(self) -> dict[str, Any]:
+        batch = super().sample()
+        i = self.last_indices
+        if self.mc_return is not None:
+            batch["mc_return"] = torch.from_numpy(self.mc_return.take(i))
+        if self.history is not None:
+            self.history.indices = i
+            window = self.history.sample()
+            batch["history"], batch["history_mask"] = window["obs"], window["mask"]
+        return batch

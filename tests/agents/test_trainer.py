@@ -1,0 +1,114 @@
+"""The shared loop: NaN handling, atomic checkpoints, metrics files, learning on real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from embodied_rl.agents import NonFiniteLossError, TrainerConfig, load_agent, train
+from embodied_rl.agents import checkpoint as checkpoint_module
+from embodied_rl.agents.checkpoint import latest_checkpoint, save_checkpoint
+from embodied_rl.agents.trainer import Trainer, default_policy, make_sampler, seed_everything
+
+QUIET = {"progress": False, "tensorboard": False, "eval_episodes": 0, "batch_size": 16}
+
+
+class PoisonAfter:
+    """Wraps a sampler: rewards become NaN from call ``n`` on."""
+
+    def __init__(self, sampler, n: int) -> None:
+        self.sampler, self.n, self.calls = sampler, n, 0
+        self.rng, self._block = sampler.rng, sampler._block
+
+    def sample(self):
+        batch = self.sampler.sample()
+        self.calls += 1
+        if self.calls > self.n:
+            batch["reward"] = torch.full_like(batch["reward"], float("nan"))
+        return batch
+
+
+def test_nan_loss_names_loss_and_step_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
+    from embodied_rl.agents import make_agent
+
+    seed_everything(0)
+    agent = make_agent("iql", default_policy("iql", tiny_data, hidden=(16,)))
+    sampler = PoisonAfter(make_sampler(agent, tiny_data, 16), n=7)
+    config = TrainerConfig(steps=20, checkpoint_every=5, log_every=5, **QUIET)
+    with pytest.raises(NonFiniteLossError, match=r"'critic_loss' is nan at step 7") as info:
+        Trainer(agent, sampler, config, tmp_path).fit()
+    assert "step_000000005" in str(info.value.__cause__)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_000000005"
+    restored = load_agent(tmp_path / "checkpoints")
+    assert restored.step == 5
+    assert all(torch.isfinite(p).all() for p in restored.critic.parameters())
+
+
+def test_crash_mid_write_keeps_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from embodied_rl.agents import make_agent
+
+    agent = make_agent("bc", default_policy("bc", tiny_data, hidden=(16,)))
+    sampler = make_sampler(agent, tiny_data, 16)
+    agent.update(sampler.sample())
+    first = save_checkpoint(agent, tmp_path)
+    before = (first / "model.safetensors").read_bytes()
+    agent.update(sampler.sample())
+
+    calls = []
+
+    def crash_on_second_file(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # model written, optimizer write crashes
+            raise OSError("disk full")
+        return real_save(tensors, path, *args, **kwargs)
+
+    real_save = checkpoint_module.save_file
+    monkeypatch.setattr(checkpoint_module, "save_file", crash_on_second_file)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(agent, tmp_path)
+    assert latest_checkpoint(tmp_path) == first
+    assert (first / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", first.name]  # no debris
+    assert load_agent(tmp_path).step == 1
+
+
+def test_fit_writes_metrics_checkpoints_and_prunes(tiny_data, tmp_path):
+    config = TrainerConfig(steps=12, log_every=4, checkpoint_every=4, keep_checkpoints=2, **QUIET)
+    agent, _ = train("bc", tiny_data, tmp_path, trainer_config=config)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,name,value,wall_s"
+    assert [r.split(",")[0] for r in rows[1:]] == ["4", "8", "12"]
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert kept == ["step_000000008", "step_000000012"]
+    state = json.loads((tmp_path / "checkpoints" / kept[-1] / "state.json").read_text())
+    assert state["step"] == 12 and {"python", "numpy", "torch", "sampler"} <= set(state["rng"])
+
+
+def test_trainer_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="steps=0"):
+        TrainerConfig(steps=0)
+
+
+def test_bc_on_expert_reach_beats_the_untrained_policy(tmp_path):
+    """A short BC run on a small expert dataset raises the normalized score."""
+    from embodied_rl.agents.trainer import env_factory, evaluate
+    from embodied_rl.datasets import collect, load_dataset
+
+    result = collect(
+        "tabletop/reach-v0", "expert", episodes=12, out=tmp_path / "data",
+        dataset_id="tests/reach-expert-v0", reference_episodes=3, progress=False,
+    )  # fmt: skip
+    data = load_dataset(result.path, obs_keys=["state"])
+    seed_everything(0)
+    untrained = default_policy("bc", data, hidden=(64, 64))
+    env = env_factory(data)()
+    before = evaluate(untrained, env, 6, seed=100, reference=data)["eval/normalized_score"]
+    config = TrainerConfig(
+        steps=600, batch_size=64, log_every=100, eval_every=0, eval_episodes=6,
+        checkpoint_every=0, progress=False, tensorboard=False,
+    )  # fmt: skip
+    _, after = train("bc", data, tmp_path / "run", trainer_config=config, policy=untrained)
+    env.close()
+    assert after["eval/normalized_score"] >= before + 30, (before, after)
