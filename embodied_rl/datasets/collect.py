@@ -106,9 +106,9 @@ class CollectResult:
 
     @property
     def normalized_score(self) -> float | None:
-        if self.ref_min_score is None or self.ref_max_score is None:
-            return None
         refs = (self.ref_min_score, self.ref_max_score)
+        if None in refs or not refs[1] > refs[0]:  # no references, or expert <= random
+            return None
         return float(normalized_score(self.mean_return, refs))
 
 
@@ -208,7 +208,7 @@ class _Collection:
         write_text_atomic(self.partial / "collect.json", json.dumps(identity, indent=1))
 
     def _pending(self) -> list[tuple[str, int]]:
-        done = {int(p.stem.split("_")[1]) for p in self.spec.episodes_dir.glob("episode_*.hdf5")}
+        done = {_file_index(p) for p in self.spec.episodes_dir.glob("episode_*.hdf5")}
         tasks = [("data", i) for i in range(self.config.episodes) if i not in done]
         if not (self.partial / "reference.json").exists():
             n = self.config.reference_episodes
@@ -275,10 +275,10 @@ class _Collection:
         executor = ProcessPoolExecutor(
             self.config.workers, mp_context=context, initializer=init_worker, initargs=(self.spec,)
         )
-        futures: dict[Future, tuple[str, int]] = {
-            executor.submit(run_in_worker, role, index): (role, index) for role, index in tasks
-        }
+        futures: dict[Future, tuple[str, int]] = {}
         try:
+            for role, index in tasks:
+                futures[executor.submit(run_in_worker, role, index)] = (role, index)
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -315,7 +315,11 @@ class _Collection:
         write_text_atomic(path, json.dumps(refs, indent=1))
 
     def _finalize(self, interrupted: bool) -> CollectResult:
-        files = sorted(self.spec.episodes_dir.glob("episode_*.hdf5"))
+        files = [
+            path
+            for path in sorted(self.spec.episodes_dir.glob("episode_*.hdf5"))
+            if _file_index(path) < self.config.episodes  # a resume may ask for fewer
+        ]
         ref_path = self.partial / "reference.json"
         refs = json.loads(ref_path.read_text()) if ref_path.exists() else None
         if not files:
@@ -370,6 +374,10 @@ class _Collection:
                 score = normalized_score(np.mean(returns), pair)
                 ours["summary"]["normalized_score"] = float(score)
         return meta
+
+
+def _file_index(path: Path) -> int:
+    return int(path.stem.split("_")[1])
 
 
 def _spec_json(env) -> str | None:

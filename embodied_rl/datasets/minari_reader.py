@@ -94,17 +94,7 @@ def _spaces(meta: dict[str, Any]) -> tuple[spaces.Space, spaces.Space]:
     return deserialize_space(meta["observation_space"]), deserialize_space(meta["action_space"])
 
 
-def validate_dataset(
-    path_or_id: str | os.PathLike,
-    root: str | os.PathLike | None = None,
-    verify_checksum: bool = True,
-) -> dict[str, Any]:
-    """Check a dataset's metadata, checksum and every episode's schema; return the metadata.
-
-    Raises :class:`DatasetSchemaError` (or :class:`DatasetChecksumError`) naming the problem.
-    """
-    data_dir = locate(path_or_id, root)
-    meta = read_metadata(data_dir)
+def _check_file(data_dir: Path, meta: dict[str, Any], verify_checksum: bool) -> Path:
     main = data_dir / MAIN_FILE
     if not main.is_file():
         raise DatasetSchemaError(f"{main} is missing")
@@ -116,22 +106,53 @@ def validate_dataset(
                 f"{main} hashes to {actual}, but metadata.json records {expected}: the file "
                 "was modified or corrupted after it was written"
             )
-    obs_space, act_space = _spaces(meta)
-    jpeg = bool(meta.get("jpeg_encoding", True))
-    with h5py.File(main, "r") as f:
-        n_episodes = meta["total_episodes"]
-        names = [f"episode_{i}" for i in range(n_episodes)]
-        missing = [n for n in names if n not in f]
-        if missing or len(f) != n_episodes:
-            raise DatasetSchemaError(
-                f"metadata says {n_episodes} episodes (episode_0..episode_{n_episodes - 1}); "
-                f"the file has {len(f)} groups" + (f", missing {missing[:5]}" if missing else "")
-            )
-        n_steps = sum(check_episode(n, f[n], obs_space, act_space, jpeg) for n in names)
-    if n_steps != meta["total_steps"]:
+    return main
+
+
+def _resolve(group: h5py.Group) -> dict[str, Any]:
+    """A group's tree as nested dicts of datasets: one HDF5 lookup per object, reused by
+    the schema check and the reads."""
+    return {k: _resolve(v) if isinstance(v, h5py.Group) else v for k, v in group.items()}
+
+
+def _scan(f: h5py.File, meta: dict[str, Any], check: bool) -> list[tuple[h5py.Group, dict]]:
+    """Every episode's group and resolved tree, schema-checked when ``check``."""
+    n_episodes = meta["total_episodes"]
+    names = [f"episode_{i}" for i in range(n_episodes)]
+    missing = [n for n in names if n not in f]
+    if missing or len(f) != n_episodes:
         raise DatasetSchemaError(
-            f"metadata says total_steps={meta['total_steps']}; the episodes hold {n_steps}"
+            f"metadata says {n_episodes} episodes (episode_0..episode_{n_episodes - 1}); "
+            f"the file has {len(f)} groups" + (f", missing {missing[:5]}" if missing else "")
         )
+    episodes = [(f[n], _resolve(f[n])) for n in names]
+    if check:
+        obs_space, act_space = _spaces(meta)
+        jpeg = bool(meta.get("jpeg_encoding", True))
+        n_steps = sum(
+            check_episode(n, tree, obs_space, act_space, jpeg)
+            for n, (_, tree) in zip(names, episodes, strict=True)
+        )
+        if n_steps != meta["total_steps"]:
+            raise DatasetSchemaError(
+                f"metadata says total_steps={meta['total_steps']}; the episodes hold {n_steps}"
+            )
+    return episodes
+
+
+def validate_dataset(
+    path_or_id: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    verify_checksum: bool = True,
+) -> dict[str, Any]:
+    """Check a dataset's metadata, checksum and every episode's schema; return the metadata.
+
+    Raises :class:`DatasetSchemaError` (or :class:`DatasetChecksumError`) naming the problem.
+    """
+    data_dir = locate(path_or_id, root)
+    meta = read_metadata(data_dir)
+    with h5py.File(_check_file(data_dir, meta, verify_checksum), "r") as f:
+        _scan(f, meta, check=True)
     return meta
 
 
@@ -152,12 +173,19 @@ def _decode_jpeg(encoded: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(bytes(b)))) for b in encoded])
 
 
+def _node(tree: dict[str, Any], path: str) -> Any:
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
 class _Reader:
     """Reads the episodes of one open file into preallocated flat arrays."""
 
-    def __init__(self, f: h5py.File, n_episodes: int, jpeg: bool) -> None:
-        self.groups = [f[f"episode_{i}"] for i in range(n_episodes)]
-        self.lengths = np.array([g["rewards"].shape[0] for g in self.groups], dtype=np.int64)
+    def __init__(self, episodes: list[tuple[h5py.Group, dict]], jpeg: bool) -> None:
+        self.groups = [g for g, _ in episodes]
+        self.trees = [tree for _, tree in episodes]
+        self.lengths = np.array([t["rewards"].shape[0] for t in self.trees], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)])
         self.jpeg = jpeg
 
@@ -169,18 +197,18 @@ class _Reader:
         ``kind``: ``"array"``, ``"text"`` (UTF-8 strings) or ``"jpeg"`` (encoded frames).
         """
         offsets = self.starts + (np.arange(len(self.starts)) if extra_row else 0)
-        rows = zip(self.groups, offsets[:-1], offsets[1:], strict=True)
+        rows = zip(self.trees, offsets[:-1], offsets[1:], strict=True)
         if kind == "text":
             out = np.empty(offsets[-1], dtype=object)
-            for g, a, b in rows:
-                out[a:b] = g[path].asstr()[()]
+            for tree, a, b in rows:
+                out[a:b] = _node(tree, path).asstr()[()]
             return out
         out = np.empty((offsets[-1], *shape), dtype=dtype)
-        for g, a, b in rows:
+        for tree, a, b in rows:
             if kind == "jpeg":
-                out[a:b] = _decode_jpeg(g[path][()])
-            else:
-                g[path].read_direct(out, dest_sel=np.s_[a:b])
+                out[a:b] = _decode_jpeg(_node(tree, path)[()])
+            else:  # straight into the (contiguous) rows: no temporary, no selection objects
+                _node(tree, path).id.read(h5py.h5s.ALL, h5py.h5s.ALL, out[a:b])
         return out
 
     def read_space(self, path: str, space: spaces.Space, extra_row: bool) -> np.ndarray:
@@ -191,17 +219,16 @@ class _Reader:
 
     def infos(self) -> dict[str, np.ndarray]:
         """Numeric info arrays with ``T + 1`` rows in every episode (others are skipped)."""
-        first = self.groups[0].get("infos")
+        first = self.trees[0].get("infos", {})
         out: dict[str, np.ndarray] = {}
-        for key in first.keys() if isinstance(first, h5py.Group) else []:
-            node = first[key]
+        for key, node in first.items() if isinstance(first, dict) else []:
             if not isinstance(node, h5py.Dataset) or node.dtype.kind not in "biuf":
                 continue
-            shape = (*node.shape[1:],)
+            shape = tuple(node.shape[1:])
             if all(
-                isinstance(g.get(f"infos/{key}"), h5py.Dataset)
-                and g[f"infos/{key}"].shape == (n + 1, *shape)
-                for g, n in zip(self.groups, self.lengths, strict=True)
+                isinstance(t.get("infos", {}).get(key), h5py.Dataset)
+                and t["infos"][key].shape == (n + 1, *shape)
+                for t, n in zip(self.trees, self.lengths, strict=True)
             ):
                 out[key] = self.read(f"infos/{key}", shape, node.dtype, extra_row=True)
             else:
@@ -243,7 +270,8 @@ def load_dataset(
     ``obs_keys`` loads only these observation keys of a Dict space (e.g. skip images).
     """
     data_dir = locate(path_or_id, root)
-    meta = validate_dataset(data_dir, verify_checksum=True) if verify else read_metadata(data_dir)
+    meta = read_metadata(data_dir)
+    main = _check_file(data_dir, meta, verify_checksum=verify)
     obs_space, act_space = _spaces(meta)
     if isinstance(obs_space, spaces.Tuple) or isinstance(act_space, spaces.Dict | spaces.Tuple):
         raise DatasetSchemaError(
@@ -252,8 +280,8 @@ def load_dataset(
         )
     obs_space = _select_keys(obs_space, obs_keys)
     jpeg = bool(meta.get("jpeg_encoding", True))
-    with h5py.File(data_dir / MAIN_FILE, "r") as f:
-        reader = _Reader(f, meta["total_episodes"], jpeg)
+    with h5py.File(main, "r") as f:
+        reader = _Reader(_scan(f, meta, check=verify), jpeg)
         if isinstance(obs_space, spaces.Dict):
             obs = {
                 k: reader.read_space(f"observations/{k}", sub, True)

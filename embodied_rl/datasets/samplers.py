@@ -54,11 +54,25 @@ class _Sampler:
         self.obs = {k: self.data.observations[k] for k in keys}
         self.actions = np.ascontiguousarray(self.data.actions)
         self.rewards = self.data.rewards.astype(np.float32)
+        self._block = np.empty(0, dtype=np.int64)
+        self.dict_obs = self.data.dict_obs
+
+    def _indices(self, high: int) -> np.ndarray:
+        """``batch_size`` uniform integers in ``[0, high)``, drawn 64 batches at a time (the
+        generator's per-call overhead would otherwise cost as much as the gathering)."""
+        batch = self.config.batch_size
+        if len(self._block) < batch:
+            self._block = self.rng.integers(0, high, 64 * batch)
+        out, self._block = self._block[:batch], self._block[batch:]
+        return out
 
     def _gather_obs(self, rows: np.ndarray) -> Any:
         """Observations at ``rows`` (any shape) as tensors (text keys as nested lists)."""
-        out = {k: _to_torch(_take(v, rows)) for k, v in self.obs.items()}
-        return out if self.data.dict_obs else out[OBS_KEY]
+        return self._pack({k: _take(v, rows) for k, v in self.obs.items()})
+
+    def _pack(self, arrays: dict[str, np.ndarray]) -> Any:
+        out = {k: _to_torch(v) for k, v in arrays.items()}
+        return out if self.dict_obs else out[OBS_KEY]
 
     def sample(self) -> Batch:
         raise NotImplementedError
@@ -118,12 +132,15 @@ class TransitionSampler(_Sampler):
     def sample(self) -> Batch:
         """``obs``, ``action`` ``(B, A)``, ``reward`` ``(B,)``, ``next_obs``, ``discount``
         ``(B,)``, ``terminated`` ``(B,)`` bool."""
-        i = self.rng.integers(0, self.data.n_transitions, self.config.batch_size)
+        i = self._indices(self.data.n_transitions)
+        rows = np.concatenate([self.obs_row.take(i), self.next_obs_row.take(i)])
+        obs = {k: _take(v, rows) for k, v in self.obs.items()}  # obs and next_obs at once
+        b = len(i)
         return {
-            "obs": self._gather_obs(self.obs_row.take(i)),
+            "obs": self._pack({k: v[:b] for k, v in obs.items()}),
             "action": torch.from_numpy(self.actions.take(i, axis=0)),
             "reward": torch.from_numpy(self.n_step_reward.take(i)),
-            "next_obs": self._gather_obs(self.next_obs_row.take(i)),
+            "next_obs": self._pack({k: v[b:] for k, v in obs.items()}),
             "discount": torch.from_numpy(self.discount.take(i)),
             "terminated": torch.from_numpy(self.terminated.take(i)),
         }
@@ -158,7 +175,7 @@ class HistorySampler(_Sampler):
     def sample(self) -> Batch:
         """``obs`` ``(B, k, ...)``, ``action`` ``(B, k, A)``, ``reward``/``return_to_go``
         ``(B, k)``, ``timestep`` ``(B, k)`` int64, ``mask`` ``(B, k)`` bool."""
-        i = self.rng.integers(0, self.data.n_transitions, self.config.batch_size)
+        i = self._indices(self.data.n_transitions)
         pos = self.step.take(i)[:, None] + self.offsets  # (B, k) step within the episode
         mask = pos >= 0
         shift = np.maximum(pos, 0) - pos[:, -1:]  # (B, k) <= 0: clamped to the first step
@@ -199,7 +216,7 @@ class SegmentSampler(_Sampler):
     def sample(self) -> Batch:
         """``obs`` ``(B, L, ...)``, ``action`` ``(B, L, A)``, ``reward`` ``(B, L)``,
         ``segment_return`` ``(B,)``, ``episode`` ``(B,)`` and ``start`` ``(B,)`` step."""
-        start = self.starts.take(self.rng.integers(0, len(self.starts), self.config.batch_size))
+        start = self.starts.take(self._indices(len(self.starts)))
         transition = start[:, None] + self.window  # (B, L)
         rewards = self.rewards.take(transition)
         return {

@@ -6,6 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -122,7 +127,8 @@ def test_crashing_worker_surfaces_traceback_and_keeps_episodes(tmp_path):
             dataset_id="demo/crash-v0", env_kwargs=STATE, reference_episodes=0, progress=False,
         )  # fmt: skip
     message = str(error.value)
-    assert "RuntimeError: boom in episode 3" in message and "Traceback" in message
+    assert re.search(r"RuntimeError: boom in episode [34]", message)  # whichever came first
+    assert "Traceback" in message and 'test_collect.py", line' in message
     assert "3 completed episodes were saved" in message
     data = load_dataset("demo/crash-v0", tmp_path)
     assert [m["seed"] for m in data.episode_metadata] == [0, 1, 2]
@@ -183,3 +189,32 @@ def test_erl_collect_command(tmp_path, capsys):
     meta = json.loads((tmp_path / "cli/reach-random-v0/data/metadata.json").read_text())
     assert meta["embodied_rl"]["collection"]["tier"] == "random"
     assert meta["total_steps"] == 20
+
+
+CTRL_C_SCRIPT = """
+import sys
+from embodied_rl.datasets import collect
+
+if __name__ == "__main__":
+    collect("tabletop/reach-v0", "medium", episodes=400, workers=2, out=sys.argv[1],
+            dataset_id="demo/ctrl-c-v0", env_kwargs={"horizon": 20}, reference_episodes=0,
+            progress=False)
+"""
+
+
+def test_ctrl_c_with_workers_saves_a_valid_dataset(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(CTRL_C_SCRIPT)
+    episodes_dir = tmp_path / "demo" / ".ctrl-c-v0.partial" / "episodes"
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(episodes_dir.glob("episode_*.hdf5"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and b"KeyboardInterrupt" in stderr
+    data = load_dataset("demo/ctrl-c-v0", tmp_path)
+    assert 4 <= data.n_episodes < 400 and data.metadata["embodied_rl"]["interrupted"]
+    assert [m["seed"] for m in data.episode_metadata] == sorted(
+        m["seed"] for m in data.episode_metadata
+    )
