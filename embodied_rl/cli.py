@@ -131,6 +131,30 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from embodied_rl.agents import TrainerConfig, agent_class, train
+    from embodied_rl.agents.base import config_from_dict
+    from embodied_rl.datasets import load_dataset
+
+    cls = agent_class(args.algo)
+    path = Path(args.config) if args.config else Path("configs/agents") / f"{args.algo}.yaml"
+    overrides = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    if args.config and not path.is_file():
+        raise FileNotFoundError(f"--config {args.config} does not exist")
+    config = config_from_dict(cls.config_class, overrides, str(path))
+    trainer = TrainerConfig(
+        steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every, log_every=min(1000, args.steps),
+    )  # fmt: skip
+    data = load_dataset(args.dataset, obs_keys=["state"])
+    _, result = train(args.algo, data, args.out, config, trainer)
+    print(f"{args.algo}: {result}\nwrote {args.out}/metrics.csv and {args.out}/checkpoints")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -197,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
     collect.set_defaults(func=_collect)
+
+    train = sub.add_parser("train", help="train an offline agent (bc, iql, cql, calql, dt)")
+    train.add_argument("--algo", required=True, help="agent name, e.g. iql")
+    train.add_argument("--dataset", required=True, help="dataset path or id")
+    train.add_argument("--steps", type=int, default=10_000)
+    train.add_argument("--out", default="runs/offline")
+    train.add_argument(
+        "--config", default=None, help="YAML overrides (default configs/agents/<algo>.yaml)"
+    )
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-every", type=int, default=0, help="0: evaluate after the last step")
+    train.add_argument("--eval-episodes", type=int, default=10)
+    train.add_argument("--checkpoint-every", type=int, default=5_000)
+    train.set_defaults(func=_train)
 
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
