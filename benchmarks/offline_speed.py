@@ -102,7 +102,9 @@ def main() -> int:
             mine = ours(algo, data, args.steps, args.warmup)
             other = theirs(args.d3rlpy_python, npz, algo, args.steps, args.warmup, args.threads)
             table.append((algo, mine, other))
-            print(f"{algo}: ours {mine:.1f} steps/s, d3rlpy {other:.1f} steps/s, x{mine / other:.2f}")
+            print(
+                f"{algo}: ours {mine:.1f} steps/s, d3rlpy {other:.1f} steps/s, x{mine / other:.2f}"
+            )
     command = "python " + " ".join(sys.argv)
     lines = [
         f"Command: `{command}`",

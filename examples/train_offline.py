@@ -1,6 +1,6 @@
 """Collect a small mixed-quality reach dataset, train IQL on it, evaluate and reload.
 
-    python examples/train_offline.py
+python examples/train_offline.py
 """
 
 from __future__ import annotations

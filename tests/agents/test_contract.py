@@ -116,7 +116,9 @@ def test_loading_another_architecture_names_the_keys(tiny_data, tmp_path):
     other = make_agent(
         "iql", default_policy("iql", tiny_data, hidden=(32, 32)), IQLConfig(hidden=(16, 16))
     )
-    with pytest.raises(ValueError, match=r"\[critic\].*weights\.0.*\(2, 32, 32\) vs model \(2, 16, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"\[critic\].*weights\.0.*\(2, 32, 32\) vs model \(2, 16, 16\)"
+    ):
         load_checkpoint(other, tmp_path)
     bigger = make_agent(
         "iql", default_policy("iql", tiny_data, hidden=(32, 32, 32)), IQLConfig(hidden=(32, 32))
