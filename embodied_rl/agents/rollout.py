@@ -1,0 +1,160 @@
+"""Vectorized environments and the preallocated rollout buffer PPO fills and trains from.
+
+Vector environments reset finished episodes in one of two ways (gymnasium 1.x
+``autoreset_mode``): ``SAME_STEP`` returns the next episode's first observation at once and the
+final one in ``info["final_obs"]`` (what :func:`make_vec_env` builds; SB3 works this way), and
+``NEXT_STEP`` (gymnasium's default) returns the final observation and resets on the following
+``step()``, whose action is ignored. The buffer handles both: in ``NEXT_STEP`` mode that reset
+step is stored but marked invalid, so it never enters a loss or an advantage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import Tensor
+
+BOX_KEY = "state"  # a plain Box observation is stored (and given to the policy) under this key
+VECTORIZATION = ("sync", "async")
+
+
+def make_vec_env(
+    env: str | Callable[[], gym.Env],
+    n_envs: int = 1,
+    vectorization: str = "sync",
+    **make_kwargs: Any,
+) -> VectorEnv:
+    """``n_envs`` copies of ``env`` (a task id or a factory) in a gymnasium vector env.
+
+    Tabletop ids go through :func:`embodied_rl.envs.make` (so ``randomization=...`` and
+    ``adr=...`` work), other ids through ``gymnasium.make``. Episodes autoreset in
+    ``SAME_STEP`` mode. An ``ADR`` instance is shared by every copy in ``"sync"`` mode;
+    ``"async"`` runs each copy in its own process, where one shared ADR cannot live.
+    """
+    if vectorization not in VECTORIZATION:
+        raise ValueError(f"vectorization={vectorization!r}; choose one of {VECTORIZATION}")
+    if n_envs < 1:
+        raise ValueError(f"n_envs={n_envs} must be >= 1")
+    if vectorization == "async" and make_kwargs.get("adr") not in (None, False):
+        raise ValueError(
+            "adr with vectorization='async' would give every process its own copy of the ADR "
+            "state; use vectorization='sync' to grow one shared set of ranges"
+        )
+    if callable(env):
+        factories = [env] * n_envs
+    elif env.startswith("tabletop/") or env.startswith("metaworld/"):
+        from embodied_rl.envs import make
+
+        factories = [lambda: make(env, **make_kwargs)] * n_envs
+    else:
+        factories = [lambda: gym.make(env, **make_kwargs)] * n_envs
+    cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
+    return cls(factories, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def autoreset_mode(envs: VectorEnv) -> AutoresetMode:
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    mode = AutoresetMode(mode) if isinstance(mode, str) else mode
+    if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+        raise ValueError(
+            f"autoreset_mode={mode}; PPO needs SAME_STEP or NEXT_STEP (make_vec_env builds SAME_STEP)"
+        )
+    return mode
+
+
+def _obs_keys(space: spaces.Space) -> dict[str, spaces.Space]:
+    if isinstance(space, spaces.Dict):
+        return dict(space.spaces)
+    if isinstance(space, spaces.Box):
+        return {BOX_KEY: space}
+    raise TypeError(f"observation space {space} is not a Box or a Dict of Box and Text spaces")
+
+
+def obs_to_torch(obs: Any, space: spaces.Space) -> dict[str, Tensor | np.ndarray]:
+    """A batched vector-env observation as ``{key: (n_envs, ...) tensor}``; text stays strings.
+
+    Float observations become float32; uint8 images stay uint8.
+    """
+    obs = obs if isinstance(space, spaces.Dict) else {BOX_KEY: obs}
+    out: dict[str, Tensor | np.ndarray] = {}
+    for key, sub in _obs_keys(space).items():
+        if isinstance(sub, spaces.Text):
+            out[key] = np.asarray(obs[key], dtype=object)
+        else:
+            value = torch.from_numpy(np.asarray(obs[key]))
+            out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def stack_obs(observations: list[Any], space: spaces.Space) -> Any:
+    """Single-env observations (e.g. ``info["final_obs"]`` entries) as one batched observation."""
+    if not isinstance(space, spaces.Dict):
+        return np.stack(observations)
+    return {
+        key: [o[key] for o in observations]
+        if isinstance(sub, spaces.Text)
+        else np.stack([o[key] for o in observations])
+        for key, sub in space.spaces.items()
+    }
+
+
+class RolloutBuffer:
+    """``n_steps x n_envs`` transitions in preallocated numpy arrays (text in object arrays).
+
+    Each step writes numpy rows (cheap); ``tensors()`` gives zero-copy torch views for the update.
+    """
+
+    def __init__(self, obs_space: spaces.Space, action_dim: int, n_steps: int, n_envs: int):
+        self.n_steps, self.n_envs = n_steps, n_envs
+        shape = (n_steps, n_envs)
+        self.obs: dict[str, np.ndarray] = {}
+        for key, sub in _obs_keys(obs_space).items():
+            if isinstance(sub, spaces.Text):
+                self.obs[key] = np.empty(shape, dtype=object)
+            elif isinstance(sub, spaces.Box):
+                dtype = np.uint8 if sub.dtype == np.uint8 else np.float32
+                self.obs[key] = np.zeros((*shape, *sub.shape), dtype=dtype)
+            else:
+                raise TypeError(f"observation {key!r} has space {sub}; PPO stores Box and Text")
+        self.actions = np.zeros((*shape, action_dim), dtype=np.float32)
+        self.log_probs, self.values, self.rewards, self.kl, self.final_values = (
+            np.zeros(shape, dtype=np.float32) for _ in range(5)
+        )
+        self.terminated, self.truncated, self.valid = (
+            np.zeros(shape, dtype=bool) for _ in range(3)
+        )
+        self.advantages = np.zeros(shape, dtype=np.float32)
+        self.returns = np.zeros(shape, dtype=np.float32)
+
+    def store_obs(self, t: int, obs: Any) -> None:
+        """Write the raw vector-env observation of step ``t``."""
+        if not isinstance(obs, dict):
+            obs = {BOX_KEY: obs}
+        for key, rows in self.obs.items():
+            rows[t] = obs[key]
+
+    def flat(self) -> dict[str, Tensor | np.ndarray]:
+        """Every stored field with ``(n_steps * n_envs, ...)`` rows, as torch views where numeric."""
+        out: dict[str, Tensor | np.ndarray] = {}
+        for key, value in self.obs.items():
+            flat = value.reshape(-1, *value.shape[2:])
+            out[key] = flat if value.dtype == object else torch.from_numpy(flat)
+        for name in ("actions", "log_probs", "values", "advantages", "returns"):
+            value = getattr(self, name)
+            out[name] = torch.from_numpy(value.reshape(-1, *value.shape[2:]))
+        return out
+
+
+def take(flat: dict[str, Tensor | np.ndarray], index: Tensor) -> dict[str, Any]:
+    """Rows ``index`` of every field of :meth:`RolloutBuffer.flat` (text as a list of strings)."""
+    rows = index.numpy()
+    return {
+        key: value[rows].tolist() if isinstance(value, np.ndarray) else value[index]
+        for key, value in flat.items()
+    }
