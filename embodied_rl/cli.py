@@ -155,6 +155,36 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ppo(args: argparse.Namespace) -> int:
+    import torch
+
+    from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy, load_config
+    from embodied_rl.agents.rollout import make_vec_env
+
+    path = Path(args.config or "configs/agents/ppo.yaml")
+    if args.config and not path.is_file():
+        raise FileNotFoundError(f"--config {args.config} does not exist")
+    config = load_config(path, seed=args.seed) if path.is_file() else PPOConfig(seed=args.seed)
+    env_kwargs = {}
+    if args.task.startswith("tabletop/"):
+        env_kwargs = {"randomization": args.randomization, "adr": args.adr or None}
+        env_kwargs["reward_type"] = args.reward_type
+    elif args.randomization or args.adr:
+        raise ValueError(f"--randomization/--adr apply to tabletop tasks, not {args.task!r}")
+    envs = make_vec_env(args.task, args.n_envs, args.vectorization, **env_kwargs)
+    torch.manual_seed(args.seed)
+    agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
+    metrics = agent.learn(args.steps, progress=not args.no_progress)
+    agent.save(Path(args.out) / "agent")
+    envs.close()
+    print(
+        f"ppo {args.task}: {agent.num_steps} steps, {metrics['steps_per_s']:.0f} steps/s, "
+        f"mean return (last 100 episodes) {metrics['episode_return']:.2f}\n"
+        f"wrote {args.out}/metrics.csv and {args.out}/agent"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -236,6 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=int, default=10)
     train.add_argument("--checkpoint-every", type=int, default=5_000)
     train.set_defaults(func=_train)
+
+    ppo = sub.add_parser("ppo", help="train PPO online on a task (state observations)")
+    ppo.add_argument("--task", required=True, help="tabletop/reach-v0, Hopper-v5, ...")
+    ppo.add_argument("--steps", type=int, default=100_000, help="environment steps")
+    ppo.add_argument("--out", default="runs/ppo")
+    ppo.add_argument(
+        "--config", default=None, help="YAML overrides (default configs/agents/ppo.yaml)"
+    )
+    ppo.add_argument("--n-envs", type=int, default=1)
+    ppo.add_argument("--vectorization", default="sync", choices=["sync", "async"])
+    ppo.add_argument("--randomization", default=None, help="tabletop: none/light/default/heavy")
+    ppo.add_argument("--adr", action="store_true", help="tabletop: grow the ranges with ADR")
+    ppo.add_argument("--reward-type", default="dense", choices=["dense", "sparse"])
+    ppo.add_argument("--head", default="gaussian", choices=["gaussian", "tokens"])
+    ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ppo.set_defaults(func=_ppo)
 
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)

@@ -247,6 +247,27 @@ def head_output(policy: Policy, batch: dict[str, Any]) -> Tensor:
     return policy.head(_head_input(policy.features(batch)))
 
 
+def default_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
+    """SB3's PPO network (separate 64-64 tanh actor and critic) for ``envs``' state observation
+    (a Box, or the ``state`` entry of a Dict) and Box actions."""
+    space = envs.single_observation_space
+    state = space["state"] if isinstance(space, spaces.Dict) and "state" in space.spaces else space
+    if not isinstance(state, spaces.Box) or len(state.shape) != 1:
+        raise ValueError(
+            f"default_policy needs a flat Box state observation, got {space}; "
+            "build a VLA or CNN policy with value_head=True for images"
+        )
+    actions = envs.single_action_space
+    return actor_critic.ActorCriticPolicy(
+        actor_critic.ActorCriticConfig(
+            obs_dim=state.shape[0],
+            action_low=tuple(map(float, actions.low)),
+            action_high=tuple(map(float, actions.high)),
+            head=head,
+        )
+    )
+
+
 # ---------------------------------------------------------------------------- metrics
 class MetricsLog:
     """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports."""

@@ -301,3 +301,18 @@ def test_rejects_a_policy_without_value_or_with_wrong_actions():
     )
     with pytest.raises(ValueError, match="3-D"):
         PPO(three_d, point_envs())
+
+
+def test_cli_trains_on_a_randomized_tabletop_task(tmp_path, capsys):
+    from embodied_rl.cli import main
+
+    config = tmp_path / "ppo.yaml"
+    config.write_text("n_steps: 32\nbatch_size: 32\nn_epochs: 1\n")
+    out = tmp_path / "run"
+    argv = ["ppo", "--task", "tabletop/reach-v0", "--steps", "64", "--config", str(config)]
+    argv += ["--randomization", "light", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "64 steps" in capsys.readouterr().out
+    assert (out / "metrics.csv").is_file() and (
+        out / "agent" / "policy" / "model.safetensors"
+    ).is_file()
