@@ -19,11 +19,12 @@ from embodied_rl.agents.ppo import (
     PPOConfig,
     clipped_surrogate_loss,
     gae,
+    head_and_value,
     kl_penalty,
     load_config,
     value_loss,
 )
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.rollout import make_vec_env, take
 from embodied_rl.policies import MLPConfig, MLPPolicy
 from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
 
@@ -171,6 +172,20 @@ def test_numpy_acting_matches_the_torch_policy():
     torch_mean, torch_value = policy.forward_with_value({"state": obs})
     np.testing.assert_allclose(mean, torch_mean.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(value, torch_value.detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["gaussian", "tokens"])
+def test_stored_log_probs_and_values_match_the_policy(head):
+    """The first minibatch of an update starts at ratio 1: acting (numpy for the Gaussian MLP,
+    torch for tokens) and training compute the same log-probabilities and values."""
+    agent = PPO(point_policy(head=head), point_envs(), SMALL)
+    agent.collect_rollout()
+    batch = take(agent.buffer.flat(), torch.arange(2 * SMALL.n_steps))
+    with torch.no_grad():
+        out, values = head_and_value(agent.policy, batch)
+        log_probs = agent.head.log_prob(out, batch["actions"])
+    torch.testing.assert_close(log_probs, batch["log_probs"], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(values, batch["values"], atol=1e-5, rtol=1e-5)
 
 
 def test_truncated_steps_bootstrap_from_the_final_observation():
