@@ -5,11 +5,15 @@ Issue #5 targets on one core: >= 1,000,000 state transitions/s in batches of 256
 
 - State data: synthetic but shaped like ``tabletop/*`` state datasets (90-d float32 state,
   4-d actions, sparse rewards, 100-step episodes), written through our Minari writer.
-- Image data: collected with the pick expert at 64x64 (this also times collection with 1
-  and 2 workers).
+- Image data: 64x64 frames collected with the pick expert, written ``--image-copies`` times
+  into one dataset so that it is far larger than the CPU caches.
 - Baseline: ``minari.load_dataset(id).iterate_episodes()`` with each episode turned into
   torch tensors by vectorized slicing (transitions; history windows via
   ``sliding_window_view``): the plain loop a user writes without our samplers.
+- Collection: episodes/s of ``collect`` with 1 and 2 workers; the start-up (spawning the
+  workers, building environments) is measured apart with a 2-episode run.
+
+torch and minari are imported inside functions: spawned workers re-import this script.
 
     python benchmarks/dataset_sampling.py --out benchmarks/results/dataset_sampling.md
 """
@@ -30,46 +34,35 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import embodied_rl  # noqa: E402,F401  (headless GL before mujoco)
 
 # isort: split
-import minari  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from embodied_rl.datasets import (  # noqa: E402
-    Episode,
-    HistorySampler,
-    SamplerConfig,
-    TransitionSampler,
-    collect,
-    load_dataset,
-    write_dataset,
-)
+from embodied_rl.datasets import Episode, collect, load_dataset, write_dataset  # noqa: E402
 
-STATE_DIM, ACTION_DIM = 90, 4
+STATE_DIM, ACTION_DIM, LENGTH = 90, 4, 100
 
 
-def synthetic_state_episodes(n_episodes: int, length: int, seed: int = 0):
+def synthetic_state_episodes(n_episodes: int, seed: int = 0):
     """Random-walk states, smooth actions, a success reward at the end of 60% of episodes."""
     rng = np.random.default_rng(seed)
     for e in range(n_episodes):
-        state = np.cumsum(rng.normal(0, 0.01, (length + 1, STATE_DIM)), axis=0, dtype=np.float32)
-        success = rng.random() < 0.6
-        flags, none = np.zeros(length, dtype=bool), np.zeros(length, dtype=bool)
-        flags[-1] = True
-        rewards = np.zeros(length)
+        state = np.cumsum(rng.normal(0, 0.01, (LENGTH + 1, STATE_DIM)), axis=0, dtype=np.float32)
+        success = bool(rng.random() < 0.6)
+        last, none = np.zeros(LENGTH, dtype=bool), np.zeros(LENGTH, dtype=bool)
+        last[-1] = True
+        rewards = np.zeros(LENGTH)
         rewards[-1] = float(success)
         yield Episode(
             observations={"state": state},
-            actions=np.clip(rng.normal(0, 0.5, (length, ACTION_DIM)), -1, 1).astype(np.float32),
+            actions=np.clip(rng.normal(0, 0.5, (LENGTH, ACTION_DIM)), -1, 1).astype(np.float32),
             rewards=rewards,
-            terminations=flags if success else none,
-            truncations=none if success else flags,
-            metadata={"seed": e, "success": bool(success)},
+            terminations=last if success else none,
+            truncations=none if success else last,
+            metadata={"seed": e, "success": success},
         )
 
 
-def timed(fn, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` calls."""
+def best_time(fn, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -80,143 +73,172 @@ def timed(fn, repeats: int = 3) -> float:
 
 def sampler_rate(sampler, n_batches: int, items_per_batch: int) -> float:
     sampler.sample()  # warm-up
-    seconds = timed(lambda: [sampler.sample() for _ in range(n_batches)])
-    return n_batches * items_per_batch / seconds
+    return (
+        n_batches
+        * items_per_batch
+        / best_time(lambda: [sampler.sample() for _ in range(n_batches)])
+    )
 
 
-def minari_transitions_rate(dataset_id: str) -> float:
+def minari_rate(dataset_id: str, to_items) -> float:
+    """Items/s of one pass of ``iterate_episodes`` (after a warm-up pass)."""
+    import minari
+
     dataset = minari.load_dataset(dataset_id)
-
-    def loop() -> int:
-        n = 0
-        for ep in dataset.iterate_episodes():
-            obs = ep.observations["state"]
-            batch = (
-                torch.from_numpy(obs[:-1]),
-                torch.from_numpy(ep.actions),
-                torch.from_numpy(ep.rewards.astype(np.float32)),
-                torch.from_numpy(obs[1:]),
-                torch.from_numpy(ep.terminations),
-            )
-            n += len(batch[2])
-        return n
-
+    loop = lambda: sum(to_items(ep) for ep in dataset.iterate_episodes())  # noqa: E731
     n = loop()
-    return n / timed(loop, repeats=1)
+    return n / best_time(loop, repeats=1)
 
 
-def minari_history_rate(dataset_id: str, history: int) -> float:
-    dataset = minari.load_dataset(dataset_id)
+def transitions_of(ep) -> int:
+    import torch
 
-    def loop() -> int:
-        n = 0
-        for ep in dataset.iterate_episodes():
-            frames = ep.observations["image"][:-1]  # (T, H, W, 3)
-            padded = np.concatenate([np.repeat(frames[:1], history - 1, axis=0), frames])
-            windows = np.lib.stride_tricks.sliding_window_view(padded, history, axis=0)
-            windows = np.ascontiguousarray(np.moveaxis(windows, -1, 1))  # (T, k, H, W, 3)
-            steps = np.arange(len(frames))[:, None] + np.arange(-(history - 1), 1)
-            batch = (torch.from_numpy(windows), torch.from_numpy(steps >= 0))
-            n += batch[0].shape[0] * history
-        return n
-
-    n = loop()
-    return n / timed(loop, repeats=1)
+    obs = ep.observations["state"]
+    batch = (
+        torch.from_numpy(obs[:-1]),
+        torch.from_numpy(ep.actions),
+        torch.from_numpy(ep.rewards.astype(np.float32)),
+        torch.from_numpy(obs[1:]),
+        torch.from_numpy(ep.terminations),
+    )
+    return len(batch[2])
 
 
-def collection_rate(root: Path, workers: int, episodes: int, obs_mode: str) -> tuple[float, str]:
-    dataset_id = f"bench/pick-{obs_mode.replace('+', '-')}-w{workers}-v0"
+def histories_of(history: int):
+    import torch
+
+    def frames_of(ep) -> int:
+        frames = ep.observations["image"][:-1]  # (T, H, W, 3)
+        padded = np.concatenate([np.repeat(frames[:1], history - 1, axis=0), frames])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, history, axis=0)
+        windows = np.ascontiguousarray(np.moveaxis(windows, -1, 1))  # (T, k, H, W, 3)
+        steps = np.arange(len(frames))[:, None] + np.arange(-(history - 1), 1)
+        batch = (torch.from_numpy(windows), torch.from_numpy(steps >= 0))
+        return batch[0].shape[0] * history
+
+    return frames_of
+
+
+def collection_seconds(root: Path, workers: int, episodes: int, obs_mode: str) -> float:
     start = time.perf_counter()
-    result = collect(
+    collect(
         "tabletop/pick-v0", "expert", episodes=episodes, workers=workers, out=root,
-        dataset_id=dataset_id, env_kwargs={"obs_mode": obs_mode, "image_size": 64},
-        reference_episodes=0, progress=False,
+        dataset_id=f"bench/pick-{obs_mode}-w{workers}-n{episodes}-v0",
+        env_kwargs={"obs_mode": obs_mode, "image_size": 64}, reference_episodes=0,
+        progress=False,
     )  # fmt: skip
-    return result.n_episodes / (time.perf_counter() - start), dataset_id
+    return time.perf_counter() - start
+
+
+def state_rows(root: Path, n_transitions: int) -> tuple[list[tuple], str]:
+    from embodied_rl.datasets import SamplerConfig, TransitionSampler
+
+    start = time.perf_counter()
+    space = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)})
+    action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+    episodes = synthetic_state_episodes(n_transitions // LENGTH)
+    write_dataset(root, "bench/state-v0", episodes, space, action_space)
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    data = load_dataset("bench/state-v0")
+    load_s = time.perf_counter() - start
+    theirs = minari_rate("bench/state-v0", transitions_of)
+    rows = []
+    for n_step in (1, 3):
+        sampler = TransitionSampler(data, n_step=n_step, config=SamplerConfig(batch_size=256))
+        ours = sampler_rate(sampler, 2000, 256)
+        label = f"state transitions, batch 256, {n_step}-step returns ({data.n_transitions:,} transitions)"
+        rows.append((label, ours, theirs))
+    return rows, f"State dataset: write {write_s:.1f} s, validate + checksum + load {load_s:.1f} s."
+
+
+def image_rows(root: Path, episodes: int, copies: int, history: int) -> tuple[list[tuple], str]:
+    from embodied_rl.datasets import HistorySampler, SamplerConfig
+
+    collect(
+        "tabletop/pick-v0", "expert", episodes=episodes, out=root, dataset_id="bench/frames-v0",
+        env_kwargs={"obs_mode": "rgb", "image_size": 64}, reference_episodes=0, progress=False,
+    )  # fmt: skip
+    source = load_dataset("bench/frames-v0")
+    many = [ep for _ in range(copies) for ep in source.episodes()]
+    write_dataset(root, "bench/frames-big-v0", many, source.observation_space, source.action_space)
+    start = time.perf_counter()
+    data = load_dataset("bench/frames-big-v0", obs_keys=["image"])
+    load_s = time.perf_counter() - start
+    frames = data.observations["image"]
+    sampler = HistorySampler(data, history=history, config=SamplerConfig(batch_size=64))
+    ours = sampler_rate(sampler, 300, 64 * history)
+    theirs = minari_rate("bench/frames-big-v0", histories_of(history))
+    disk_mb = (root / "bench/frames-big-v0/data/main_data.hdf5").stat().st_size / 1e6
+    label = f"64x64 frames, history {history}, batch 64 ({len(frames):,} frames)"
+    note = (
+        f"Image dataset: {source.n_episodes} collected episodes written {copies} times; "
+        f"{disk_mb:.0f} MB on disk for {frames.nbytes / 1e6:.0f} MB of raw frames (gzip level 4); "
+        f"validate + checksum + load {load_s:.1f} s."
+    )
+    return [(label, ours, theirs)], note
+
+
+def collection_rows(root: Path, episodes: int) -> list[tuple]:
+    rows = []
+    for obs_mode in ("state", "rgb"):
+        for workers in (1, 2):
+            total = collection_seconds(root, workers, episodes, obs_mode)
+            startup = collection_seconds(root, workers, workers, obs_mode)
+            steady = (episodes - workers) / max(total - startup, 1e-9)
+            rows.append((obs_mode, workers, episodes / total, steady, startup))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--transitions", type=int, default=1_000_000)
     parser.add_argument("--image-episodes", type=int, default=150)
+    parser.add_argument("--image-copies", type=int, default=12)
     parser.add_argument("--history", type=int, default=6)
+    parser.add_argument("--collect-episodes", type=int, default=300)
     parser.add_argument("--out", default=None, help="also write the report to this Markdown file")
     args = parser.parse_args()
+    import minari
+    import torch
+
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="erl-bench-"))
     os.environ["MINARI_DATASETS_PATH"] = str(root)
-    rows: list[tuple[str, str, str, str]] = []
     try:
-        length = 100
-        start = time.perf_counter()
-        episodes = synthetic_state_episodes(args.transitions // length, length)
-        space = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)})
-        action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
-        write_dataset(root, "bench/state-v0", episodes, space, action_space)
-        write_s = time.perf_counter() - start
-        start = time.perf_counter()
-        state = load_dataset("bench/state-v0")
-        load_s = time.perf_counter() - start
-        ours = sampler_rate(
-            TransitionSampler(state, config=SamplerConfig(batch_size=256)), 2000, 256
-        )
-        ours_n3 = sampler_rate(
-            TransitionSampler(state, n_step=3, config=SamplerConfig(batch_size=256)), 2000, 256
-        )
-        theirs = minari_transitions_rate("bench/state-v0")
-        n = state.n_transitions
-        rows += [
-            (f"state transitions, batch 256 ({n:,} transitions)", f"{ours:,.0f}", f"{theirs:,.0f}", f"{ours / theirs:.1f}x"),
-            ("state transitions, batch 256, 3-step returns", f"{ours_n3:,.0f}", f"{theirs:,.0f}", f"{ours_n3 / theirs:.1f}x"),
-        ]  # fmt: skip
-        state_note = f"write {write_s:.1f} s, validate + load {load_s:.1f} s"
-
-        collect_rows = []
-        for obs_mode in ("state", "rgb"):
-            for workers in (1, 2):
-                rate, image_id = collection_rate(root, workers, args.image_episodes, obs_mode)
-                collect_rows.append((obs_mode, workers, rate))
-        start = time.perf_counter()
-        images = load_dataset(image_id, obs_keys=["image"])
-        image_load_s = time.perf_counter() - start
-        k = args.history
-        hist = HistorySampler(images, history=k, config=SamplerConfig(batch_size=64))
-        ours_frames = sampler_rate(hist, 300, 64 * k)
-        theirs_frames = minari_history_rate(image_id, k)
-        n_frames = len(images.observations["image"])
-        rows.append(
-            (f"64x64 frames, history {k}, batch 64 ({n_frames:,} frames)", f"{ours_frames:,.0f}", f"{theirs_frames:,.0f}", f"{ours_frames / theirs_frames:.1f}x")
-        )  # fmt: skip
-        size_mb = sum(p.stat().st_size for p in (root / image_id).rglob("*.hdf5")) / 1e6
-        raw_mb = images.observations["image"].nbytes / 1e6
+        rows, state_note = state_rows(root, args.transitions)
+        more, image_note = image_rows(root, args.image_episodes, args.image_copies, args.history)
+        collected = collection_rows(root, args.collect_episodes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
     lines = [
-        f"1 thread, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"minari {minari.__version__}; best of 3 timed runs (minari loop: one pass after a "
-        "warm-up pass).",
+        f"1 thread for sampling, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores shared with other jobs (load average "
+        f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, minari "
+        f"{minari.__version__}; best of 3 timed runs (minari loop: one pass after a warm-up pass).",
         "",
         "| items | ours items/s | minari loop items/s | ratio |",
         "|---|---:|---:|---:|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        *(f"| {a} | {b:,.0f} | {c:,.0f} | {b / c:.1f}x |" for a, b, c in rows + more),
         "",
-        f"State dataset: {state_note}. Image dataset: validate + load of the image key "
-        f"{image_load_s:.1f} s; {size_mb:.1f} MB on disk for {raw_mb:.1f} MB of raw frames (gzip 4).",
+        state_note,
+        image_note,
         "",
-        f"Collection, `tabletop/pick-v0` expert, {args.image_episodes} episodes, 64x64 images "
-        "in rgb mode (process start-up and dataset assembly included):",
+        f"Collection, `tabletop/pick-v0` expert (~30 steps per episode), {args.collect_episodes} "
+        "episodes, 64x64 images in rgb mode; start-up = a run of one episode per worker "
+        "(spawning workers, imports, environments, assembling the dataset):",
         "",
-        "| obs mode | workers | episodes/s |",
-        "|---|---:|---:|",
-        *(f"| {m} | {w} | {r:.1f} |" for m, w, r in collect_rows),
+        "| obs mode | workers | episodes/s overall | episodes/s after start-up | start-up s |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {m} | {w} | {r:.1f} | {s:.1f} | {u:.1f} |" for m, w, r, s, u in collected),
     ]
     text = "\n".join(lines)
     print(text)
     if args.out:
         command = (
             f"python benchmarks/dataset_sampling.py --transitions {args.transitions} "
-            f"--image-episodes {args.image_episodes} --history {args.history} --out {args.out}"
+            f"--image-episodes {args.image_episodes} --image-copies {args.image_copies} "
+            f"--history {args.history} --collect-episodes {args.collect_episodes} --out {args.out}"
         )
         Path(args.out).write_text(f"Command: `{command}`\n\n{text}\n")
 

@@ -56,12 +56,16 @@ def main() -> None:
     )
     print("  instruction[0]:", batch["obs"]["instruction"][0])
 
-    history = HistorySampler(datasets, history=6, config=SamplerConfig(obs_keys=("image",)))
+    history = HistorySampler(
+        datasets, history=6, config=SamplerConfig(batch_size=32, obs_keys=("image",))
+    )
     batch = history.sample()
     print("history frames:", tuple(batch["obs"]["image"].shape), batch["obs"]["image"].dtype)
     print("  padded positions:", int((~batch["mask"]).sum()))
 
-    segments = SegmentSampler(datasets, length=32, config=SamplerConfig(obs_keys=("state",)))
+    segments = SegmentSampler(
+        datasets, length=32, config=SamplerConfig(batch_size=32, obs_keys=("state",))
+    )
     batch = segments.sample()
     print("segments:", tuple(batch["obs"]["state"].shape), "returns", batch["segment_return"][:4])
 

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -279,13 +279,10 @@ class _Collection:
         try:
             for role, index in tasks:
                 futures[executor.submit(run_in_worker, role, index)] = (role, index)
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    if future.exception() is not None:
-                        raise _worker_error(futures[future], future.exception())
-                    self._record(future.result(), bar)
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    raise _worker_error(futures[future], future.exception())
+                self._record(future.result(), bar)
         finally:  # let running episodes finish (they are saved), drop the queued ones
             executor.shutdown(wait=True, cancel_futures=True)
             for future, (role, index) in futures.items():

@@ -13,6 +13,7 @@ All three samplers precompute their index arrays once, then draw a batch with on
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ class SamplerConfig:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
 
 
-class _Sampler:
+class _Sampler(ABC):
     """Shared state: the flat dataset, the key selection and the random generator."""
 
     def __init__(self, data: OfflineDataset | Sequence[OfflineDataset], config: SamplerConfig):
@@ -74,8 +75,9 @@ class _Sampler:
         out = {k: _to_torch(v) for k, v in arrays.items()}
         return out if self.dict_obs else out[OBS_KEY]
 
+    @abstractmethod
     def sample(self) -> Batch:
-        raise NotImplementedError
+        """One batch of tensors (see the subclass for its keys and shapes)."""
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -128,12 +130,13 @@ class TransitionSampler(_Sampler):
         self.terminated = terminated
         self.obs_row = d.obs_index
         self.next_obs_row = d.obs_index + m
+        self._row_pairs = np.stack([self.obs_row, self.next_obs_row])  # (2, N): one take
 
     def sample(self) -> Batch:
         """``obs``, ``action`` ``(B, A)``, ``reward`` ``(B,)``, ``next_obs``, ``discount``
         ``(B,)``, ``terminated`` ``(B,)`` bool."""
         i = self._indices(self.data.n_transitions)
-        rows = np.concatenate([self.obs_row.take(i), self.next_obs_row.take(i)])
+        rows = self._row_pairs.take(i, axis=1).ravel()  # (2B,) obs rows then next_obs rows
         obs = {k: _take(v, rows) for k, v in self.obs.items()}  # obs and next_obs at once
         b = len(i)
         return {

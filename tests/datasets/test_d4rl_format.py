@@ -110,3 +110,12 @@ def test_imported_d4rl_saves_as_minari(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         ours.observations["observation"], data.observations["observation"]
     )
+
+
+def test_import_warns_about_inconsistent_next_observations(tmp_path, caplog):
+    arrays = _d4rl_file(tmp_path / "native.hdf5")
+    with h5py.File(tmp_path / "native.hdf5", "a") as f:
+        f["next_observations"][1] = arrays["next_observations"][1] + 1.0  # inside episode 0
+    with caplog.at_level(logging.WARNING):
+        import_d4rl(tmp_path / "native.hdf5")
+    assert "differ from the following observations at 1 rows" in caplog.text

@@ -61,6 +61,9 @@ def test_minari_reads_collected_dataset(collected, monkeypatch):
         assert episode.observations["image"].dtype == np.uint8
     (meta,) = theirs.storage.get_episode_metadata([1])
     assert meta["seed"] == 1 and meta["task"] == "reach" and "success" in meta
+    env = theirs.recover_environment()  # env_spec is stored: minari rebuilds the environment
+    assert env.observation_space == theirs.observation_space
+    env.close()
     # minari's own normalized score uses the reference returns we stored (a fraction of 1)
     expert = theirs.storage.metadata["ref_max_score"]
     assert minari.get_normalized_score(theirs, np.array([expert]))[0] == pytest.approx(1.0)
