@@ -13,7 +13,6 @@ al. 2019, arXiv:1909.08593; Ouyang et al. 2022), with a fixed or adaptive beta.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import math
@@ -33,7 +32,17 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from embodied_rl.agents.rollout import RolloutBuffer, autoreset_mode, obs_to_torch, stack_obs, take
+from embodied_rl.agents.rollout import (
+    MetricsLog,
+    RolloutBuffer,
+    autoreset_mode,
+    head_and_value,
+    head_output,
+    obs_to_torch,
+    policy_batch,
+    stack_obs,
+    take,
+)
 from embodied_rl.policies import actor_critic  # noqa: F401  (registers "actor_critic" for load_policy)
 from embodied_rl.policies.base import Policy, load_policy
 
@@ -217,36 +226,6 @@ class AdaptiveKLController:
         self.coef *= 1.0 + error * n_steps / self.horizon
 
 
-# ---------------------------------------------------------------------------- policy glue
-def policy_batch(policy: Policy, obs: dict[str, Any]) -> dict[str, Any]:
-    """Environment observations ``{key: (B, ...)}`` as the policy's batch: the VLA gets a
-    one-frame history ``images (B, 1, H, W, 3)`` and ``instructions``; others take ``obs`` as is."""
-    if policy.policy_type != "vla":
-        return obs
-    if "image" not in obs or "instruction" not in obs:
-        raise ValueError(
-            f"the VLA policy needs 'image' and text 'instruction' observations, got {sorted(obs)}; "
-            "make the env with obs_mode='rgb' (or 'rgb+state') and instruction_mode='text'"
-        )
-    return {"images": obs["image"].unsqueeze(1), "instructions": list(obs["instruction"])}
-
-
-def _head_input(features: Tensor) -> Tensor:
-    return features[:, -1] if features.dim() == 3 else features  # (B, T, W): the current frame
-
-
-def head_and_value(policy: Policy, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-    """Head output and value ``(B,)``, sharing the trunk where the policy has one."""
-    if hasattr(policy, "forward_with_value"):
-        return policy.forward_with_value(batch)
-    features = _head_input(policy.features(batch))
-    return policy.head(features), policy.value_head(features).squeeze(-1)
-
-
-def head_output(policy: Policy, batch: dict[str, Any]) -> Tensor:
-    return policy.head(_head_input(policy.features(batch)))
-
-
 def default_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
     """SB3's PPO network (separate 64-64 tanh actor and critic) for ``envs``' state observation
     (a Box, or the ``state`` entry of a Dict) and Box actions."""
@@ -266,42 +245,6 @@ def default_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
             head=head,
         )
     )
-
-
-# ---------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports."""
-
-    def __init__(self, directory: str | os.PathLike | None):
-        self.directory = Path(directory) if directory is not None else None
-        self._file = self._csv = self._tb = None
-        if self.directory is None:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.directory / "tb"))
-        except ImportError:
-            logger.debug("tensorboard is not installed; metrics go to CSV only")
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        if self.directory is None:
-            return
-        if self._csv is None:
-            self._file = open(self.directory / "metrics.csv", "w", newline="")  # noqa: SIM115
-            self._csv = csv.DictWriter(self._file, fieldnames=["step", *metrics])
-            self._csv.writeheader()
-        self._csv.writerow({"step": step, **metrics})
-        self._file.flush()
-        if self._tb is not None:
-            for name, value in metrics.items():
-                self._tb.add_scalar(f"ppo/{name}", value, step)
-
-    def close(self) -> None:
-        for handle in (self._file, self._tb):
-            if handle is not None:
-                handle.close()
 
 
 # ---------------------------------------------------------------------------- the agent

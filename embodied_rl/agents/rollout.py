@@ -1,4 +1,5 @@
-"""Vectorized environments and the preallocated rollout buffer PPO fills and trains from.
+"""Vectorized environments, the preallocated rollout buffer PPO fills and trains from, the glue
+that feeds observations to any policy, and the per-rollout metrics log.
 
 Vector environments reset finished episodes in one of two ways (gymnasium 1.x
 ``autoreset_mode``): ``SAME_STEP`` returns the next episode's first observation at once and the
@@ -10,7 +11,11 @@ step is stored but marked invalid, so it never enters a loss or an advantage.
 
 from __future__ import annotations
 
+import csv
+import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -19,6 +24,10 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
+
+from embodied_rl.policies.base import Policy
+
+logger = logging.getLogger(__name__)
 
 BOX_KEY = "state"  # a plain Box observation is stored (and given to the policy) under this key
 VECTORIZATION = ("sync", "async")
@@ -158,3 +167,69 @@ def take(flat: dict[str, Tensor | np.ndarray], index: Tensor) -> dict[str, Any]:
         key: value[rows].tolist() if isinstance(value, np.ndarray) else value[index]
         for key, value in flat.items()
     }
+
+
+# ---------------------------------------------------------------------------- policy glue
+def policy_batch(policy: Policy, obs: dict[str, Any]) -> dict[str, Any]:
+    """Environment observations ``{key: (B, ...)}`` as the policy's batch: the VLA gets a
+    one-frame history ``images (B, 1, H, W, 3)`` and ``instructions``; others take ``obs`` as is."""
+    if policy.policy_type != "vla":
+        return obs
+    if "image" not in obs or "instruction" not in obs:
+        raise ValueError(
+            f"the VLA policy needs 'image' and text 'instruction' observations, got {sorted(obs)}; "
+            "make the env with obs_mode='rgb' (or 'rgb+state') and instruction_mode='text'"
+        )
+    return {"images": obs["image"].unsqueeze(1), "instructions": list(obs["instruction"])}
+
+
+def _head_input(features: Tensor) -> Tensor:
+    return features[:, -1] if features.dim() == 3 else features  # (B, T, W): the current frame
+
+
+def head_and_value(policy: Policy, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """Head output and value ``(B,)``, sharing the trunk where the policy has one."""
+    if hasattr(policy, "forward_with_value"):
+        return policy.forward_with_value(batch)
+    features = _head_input(policy.features(batch))
+    return policy.head(features), policy.value_head(features).squeeze(-1)
+
+
+def head_output(policy: Policy, batch: dict[str, Any]) -> Tensor:
+    return policy.head(_head_input(policy.features(batch)))
+
+
+# ---------------------------------------------------------------------------- metrics
+class MetricsLog:
+    """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports."""
+
+    def __init__(self, directory: str | os.PathLike | None):
+        self.directory = Path(directory) if directory is not None else None
+        self._file = self._csv = self._tb = None
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.directory / "tb"))
+        except ImportError:
+            logger.debug("tensorboard is not installed; metrics go to CSV only")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.directory is None:
+            return
+        if self._csv is None:
+            self._file = open(self.directory / "metrics.csv", "w", newline="")  # noqa: SIM115
+            self._csv = csv.DictWriter(self._file, fieldnames=["step", *metrics])
+            self._csv.writeheader()
+        self._csv.writerow({"step": step, **metrics})
+        self._file.flush()
+        if self._tb is not None:
+            for name, value in metrics.items():
+                self._tb.add_scalar(f"ppo/{name}", value, step)
+
+    def close(self) -> None:
+        for handle in (self._file, self._tb):
+            if handle is not None:
+                handle.close()
