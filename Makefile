@@ -31,9 +31,17 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/erl demo --out outputs/demo
 
+## Benchmarks write benchmarks/results/*.md; run them on a quiet machine (one at a time).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_throughput.py --out benchmarks/results/env_throughput.md
 	$(BIN)/python benchmarks/expert_success.py --out benchmarks/results/expert_success.md
+	$(BIN)/python benchmarks/expert_success_pybullet.py --out benchmarks/results/backend_twin.md
+	$(BIN)/python benchmarks/transfer_experts.py --episodes 30 --workers 2 --out benchmarks/results/transfer_experts.md
+	$(BIN)/python benchmarks/dataset_sampling.py --out benchmarks/results/dataset_sampling.md
+	$(BIN)/python benchmarks/vla_speed.py --out benchmarks/results/vla_speed.md
+	$(BIN)/python benchmarks/ppo_vs_sb3.py --out benchmarks/results/ppo_vs_sb3.md
+# offline_speed.py and offline_learning.py compare with d3rlpy, which lives in its own venv:
+# see docs/agents.md.
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs
