@@ -371,9 +371,9 @@ class PPO:
         self._snapshot()
         for t in range(buf.n_steps):
             action, log_prob, value, kl = self._act(self._obs)
+            buf.store_obs(t, self._obs)  # before step(): a copy=False vector env reuses its array
             env_action = np.clip(action, self.action_low, self.action_high)
             obs, reward, terminated, truncated, info = self.envs.step(env_action)
-            buf.store_obs(t, self._obs)
             buf.actions[t], buf.log_probs[t], buf.values[t], buf.kl[t] = action, log_prob, value, kl
             buf.rewards[t], buf.terminated[t], buf.truncated[t] = reward, terminated, truncated
             buf.valid[t] = ~self._was_ended
@@ -423,6 +423,7 @@ class PPO:
     def update(self) -> dict[str, float]:
         """``n_epochs`` passes of minibatch gradient steps over the buffer; returns metrics."""
         buf, c = self.buffer, self.config
+        self._install_flat_grad()
         flat = buf.flat()
         index = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
         stats: list[Tensor] = []
@@ -448,6 +449,21 @@ class PPO:
         metrics["n_minibatches"] = float(len(stats))
         return metrics
 
+    def _install_flat_grad(self) -> None:
+        """Make every ``param.grad`` a view into one flat buffer, so that zeroing and clipping the
+        gradient are one tensor op each instead of a Python loop over parameters (backward adds
+        into existing ``.grad`` tensors in place, so the views stay)."""
+        first = self.params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in self.params):
+            raise ValueError("PPO needs every trainable parameter on one device with one dtype")
+        self._flat_grad = torch.zeros(
+            sum(p.numel() for p in self.params), dtype=first.dtype, device=first.device
+        )
+        offset = 0
+        for p in self.params:
+            p.grad = self._flat_grad[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+
     def _minibatch_step(self, mb: dict[str, Any]) -> Tensor:
         c = self.config
         out, values = head_and_value(self.policy, policy_batch(self.policy, mb))
@@ -461,9 +477,10 @@ class PPO:
         )
         v_loss = value_loss(values, mb["returns"], mb["values"], c.clip_range_vf)
         loss = policy_loss - c.ent_coef * entropy + c.vf_coef * v_loss
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
+        self._flat_grad.zero_()
+        loss.backward()  # accumulates in place into the views of _flat_grad
+        norm = torch.linalg.vector_norm(self._flat_grad)
+        self._flat_grad.mul_((c.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))  # global clip
         self.optimizer.step()
         with torch.no_grad():
             log_ratio = log_probs - mb["log_probs"]

@@ -43,7 +43,8 @@ def make_vec_env(
 
     Tabletop ids go through :func:`embodied_rl.envs.make` (so ``randomization=...`` and
     ``adr=...`` work), other ids through ``gymnasium.make``. Episodes autoreset in
-    ``SAME_STEP`` mode. An ``ADR`` instance is shared by every copy in ``"sync"`` mode;
+    ``SAME_STEP`` mode; observations are returned without a copy (the next ``step()`` overwrites
+    them). An ``ADR`` instance is shared by every copy in ``"sync"`` mode;
     ``"async"`` runs each copy in its own process, where one shared ADR cannot live.
     """
     if vectorization not in VECTORIZATION:
@@ -60,11 +61,26 @@ def make_vec_env(
     elif env.startswith("tabletop/") or env.startswith("metaworld/"):
         from embodied_rl.envs import make
 
+        if make_kwargs.get("adr") is True:  # one ADR for every copy, not one each
+            make_kwargs["adr"] = _shared_adr(make_kwargs.get("randomization"))
         factories = [lambda: make(env, **make_kwargs)] * n_envs
     else:
         factories = [lambda: gym.make(env, **make_kwargs)] * n_envs
     cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
-    return cls(factories, autoreset_mode=AutoresetMode.SAME_STEP)
+    # copy=False: PPO copies each observation into its buffer anyway
+    return cls(factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+
+
+def _shared_adr(randomization: Any) -> Any:
+    from embodied_rl.envs.randomization import ADR, resolve_randomization
+
+    config = resolve_randomization(randomization)
+    if config is None or not config.ranges:
+        raise ValueError(
+            f"adr=True needs randomization ranges as ADR's limits (randomization={randomization!r}); "
+            "e.g. randomization='heavy'"
+        )
+    return ADR.from_config(config)
 
 
 def autoreset_mode(envs: VectorEnv) -> AutoresetMode:

@@ -331,3 +331,12 @@ def test_cli_trains_on_a_randomized_tabletop_task(tmp_path, capsys):
     assert (out / "metrics.csv").is_file() and (
         out / "agent" / "policy" / "model.safetensors"
     ).is_file()
+
+
+def test_adr_is_shared_by_every_copy_and_rejected_for_async():
+    envs = make_vec_env("tabletop/reach-v0", n_envs=2, randomization="default", adr=True)
+    adrs = [env.get_wrapper_attr("adr") for env in envs.envs]
+    envs.close()
+    assert adrs[0] is not None and adrs[0] is adrs[1]
+    with pytest.raises(ValueError, match="async"):
+        make_vec_env("tabletop/reach-v0", vectorization="async", randomization="default", adr=True)
