@@ -468,7 +468,8 @@ class PPO:
         c = self.config
         out, values = head_and_value(self.policy, policy_batch(self.policy, mb))
         log_probs = self.head.log_prob(out, mb["actions"])
-        entropy = self.head.entropy(out).mean()
+        with torch.set_grad_enabled(c.ent_coef > 0):  # no graph for a zero-weight bonus
+            entropy = self.head.entropy(out).mean()
         advantages = mb["advantages"]
         if c.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -476,7 +477,9 @@ class PPO:
             log_probs, mb["log_probs"], advantages, c.clip_range
         )
         v_loss = value_loss(values, mb["returns"], mb["values"], c.clip_range_vf)
-        loss = policy_loss - c.ent_coef * entropy + c.vf_coef * v_loss
+        loss = policy_loss + c.vf_coef * v_loss
+        if c.ent_coef > 0:
+            loss = loss - c.ent_coef * entropy
         self._flat_grad.zero_()
         loss.backward()  # accumulates in place into the views of _flat_grad
         norm = torch.linalg.vector_norm(self._flat_grad)
