@@ -66,9 +66,15 @@ def make_vec_env(
         factories = [lambda: make(env, **make_kwargs)] * n_envs
     else:
         factories = [lambda: gym.make(env, **make_kwargs)] * n_envs
-    cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
     # copy=False: PPO copies each observation into its buffer anyway
-    return cls(factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+    if vectorization == "sync":
+        return SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+    # gymnasium 1.4's shared memory returns Text observations as "aaaa..." (checked): use pipes
+    text = isinstance(env, str) and make_kwargs.get("instruction_mode", "text") == "text"
+    text = text and (env.startswith("tabletop/") or env.startswith("metaworld/"))
+    return AsyncVectorEnv(
+        factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False, shared_memory=not text
+    )
 
 
 def _shared_adr(randomization: Any) -> Any:

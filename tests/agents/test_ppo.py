@@ -18,6 +18,7 @@ from embodied_rl.agents.ppo import (
     FixedKLController,
     PPOConfig,
     clipped_surrogate_loss,
+    default_policy,
     gae,
     head_and_value,
     kl_penalty,
@@ -340,3 +341,12 @@ def test_adr_is_shared_by_every_copy_and_rejected_for_async():
     assert adrs[0] is not None and adrs[0] is adrs[1]
     with pytest.raises(ValueError, match="async"):
         make_vec_env("tabletop/reach-v0", vectorization="async", randomization="default", adr=True)
+
+
+def test_async_vector_env_keeps_instruction_text():
+    envs = make_vec_env("tabletop/reach-v0", n_envs=2, vectorization="async", horizon=8)
+    agent = PPO(default_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
+    agent.learn(32)
+    envs.close()
+    instruction = agent.buffer.obs["instruction"][0, 0]
+    assert " " in instruction and not set(instruction) <= {"a"}
