@@ -6,6 +6,7 @@ safetensors + JSON and ``load_policy(dir)`` rebuilds it.
 """
 
 from embodied_rl.policies.action_tokenizer import ActionTokenizer, action_token_loss
+from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
 from embodied_rl.policies.base import Policy, load_policy, make_policy, register_policy
 from embodied_rl.policies.mlp import CNNConfig, CNNPolicy, MLPConfig, MLPPolicy
 from embodied_rl.policies.vla import VLA_PRESETS, VLAConfig, VLAPolicy, vla_preset
@@ -13,6 +14,8 @@ from embodied_rl.policies.vla import VLA_PRESETS, VLAConfig, VLAPolicy, vla_pres
 __all__ = [
     "VLA_PRESETS",
     "ActionTokenizer",
+    "ActorCriticConfig",
+    "ActorCriticPolicy",
     "CNNConfig",
     "CNNPolicy",
     "MLPConfig",
