@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from embodied_rl.agents.base import Agent, agent_class, config_from_dict
-from embodied_rl.policies.base import _POLICIES, load_weights
+from embodied_rl.policies.base import _POLICIES, check_state_match, load_weights
 from embodied_rl.utils.io import write_text_atomic
 
 FORMAT_VERSION = 1
@@ -158,19 +158,7 @@ def _load_module(module: nn.Module, tensors: dict[str, Tensor], name: str, sourc
     if hasattr(module, "trainable_state_dict"):
         load_weights(module, tensors, source=f"{source} [{name}]")
         return
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [
-        f"{k}: saved {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(tensors))
-        if tensors[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{source} [{name}] does not match this architecture: missing {missing[:10]}, "
-            f"unexpected {unexpected[:10]}, shape mismatches {mismatched[:10]}"
-        )
+    check_state_match(module.state_dict(), tensors, f"{source} [{name}]")
     module.load_state_dict(tensors)
 
 

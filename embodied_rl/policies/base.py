@@ -145,9 +145,8 @@ def load_policy(directory: str | os.PathLike, map_location: str = "cpu") -> Poli
     return policy
 
 
-def load_weights(policy: Policy, tensors: dict[str, Tensor], source: str = "weights") -> None:
-    """Load ``tensors`` into ``policy``, naming missing, unexpected and mis-shaped keys."""
-    expected = policy.trainable_state_dict()
+def check_state_match(expected: dict[str, Tensor], tensors: dict[str, Tensor], source: str) -> None:
+    """Raise a ``ValueError`` naming missing, unexpected and mis-shaped keys, if any."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     mismatched = [
@@ -160,6 +159,11 @@ def load_weights(policy: Policy, tensors: dict[str, Tensor], source: str = "weig
             f"{source} does not match this architecture: missing {missing[:10]}, "
             f"unexpected {unexpected[:10]}, shape mismatches {mismatched[:10]}"
         )
+
+
+def load_weights(policy: Policy, tensors: dict[str, Tensor], source: str = "weights") -> None:
+    """Load ``tensors`` into ``policy``, naming missing, unexpected and mis-shaped keys."""
+    check_state_match(policy.trainable_state_dict(), tensors, source)
     policy.load_state_dict(tensors, strict=False)
 
 
