@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from embodied_rl.agents.base import Agent, agent_class, config_from_dict
-from embodied_rl.policies.base import _POLICIES, check_state_match, load_weights
+from embodied_rl.policies.base import check_state_match, load_weights, policy_class
 from embodied_rl.utils.io import write_text_atomic
 
 FORMAT_VERSION = 1
@@ -220,10 +220,10 @@ def load_agent(path: str | os.PathLike) -> Agent:
         raise ValueError(
             f"{path} has checkpoint format {meta['format_version']} > {FORMAT_VERSION}"
         )
-    policy_type = meta["policy"]["type"]
-    if policy_type not in _POLICIES:
-        raise ValueError(f"{path}: unknown policy type {policy_type!r}; known {sorted(_POLICIES)}")
-    policy_cls = _POLICIES[policy_type]
+    try:
+        policy_cls = policy_class(meta["policy"]["type"])
+    except KeyError as error:
+        raise ValueError(f"{path}: {error.args[0]}") from None
     policy = policy_cls(
         config_from_dict(policy_cls.config_class, meta["policy"]["config"], str(path))
     )

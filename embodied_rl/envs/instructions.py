@@ -159,6 +159,17 @@ def encode_instruction(text: str, max_tokens: int = MAX_INSTRUCTION_TOKENS) -> n
     return out
 
 
+def instruction_space(mode: str):
+    """The observation space of the instruction for ``instruction_mode``; None for ``"none"``."""
+    from gymnasium import spaces
+
+    if mode == "text":
+        return spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET)
+    if mode == "tokens":
+        return spaces.Box(0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64)
+    return None
+
+
 def decode_instruction(ids: np.ndarray) -> str:
     """Inverse of :func:`encode_instruction` up to case and punctuation."""
     return " ".join(VOCABULARY[int(i)] for i in ids if int(i) != PAD_ID)

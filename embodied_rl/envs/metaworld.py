@@ -17,20 +17,15 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied_rl.envs.instructions import (
-    CHARSET,
-    MAX_INSTRUCTION_CHARS,
-    MAX_INSTRUCTION_TOKENS,
     METAWORLD_INSTRUCTIONS,
-    VOCABULARY,
     encode_instruction,
+    instruction_space,
 )
 from embodied_rl.envs.rendering import RENDER_QUALITIES, FastRenderer
-from embodied_rl.envs.tabletop.base import as_image_size
+from embodied_rl.envs.tabletop.base import INSTRUCTION_MODES, OBS_MODES, as_image_size
 
 logger = logging.getLogger(__name__)
 
-OBS_MODES: tuple[str, ...] = ("state", "rgb", "rgb+state")
-INSTRUCTION_MODES: tuple[str, ...] = ("text", "tokens", "none")
 _POLICY_ALIASES = {"peg-insertion-side-v3": "peg-insert-side-v3"}
 
 
@@ -156,14 +151,8 @@ class MetaWorldEnv(gym.Env):
         if self.obs_mode != "state":
             obs["image"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
             obs["proprio"] = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
-        if self.instruction_mode == "text":
-            obs["instruction"] = spaces.Text(
-                max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET
-            )
-        elif self.instruction_mode == "tokens":
-            obs["instruction"] = spaces.Box(
-                0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64
-            )
+        if self.instruction_mode != "none":
+            obs["instruction"] = instruction_space(self.instruction_mode)
         return spaces.Dict(obs)
 
     def _render_image(self, renderer: FastRenderer) -> np.ndarray:

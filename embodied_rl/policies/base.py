@@ -33,10 +33,15 @@ def register_policy(name: str):
     return add
 
 
-def make_policy(name: str, config: Any) -> Policy:
+def policy_class(name: str) -> type[Policy]:
+    """The registered policy class ``name`` (``KeyError`` naming the known ones otherwise)."""
     if name not in _POLICIES:
-        raise KeyError(f"unknown policy {name!r}; choose one of {sorted(_POLICIES)}")
-    return _POLICIES[name](config)
+        raise KeyError(f"unknown policy type {name!r}; known: {sorted(_POLICIES)}")
+    return _POLICIES[name]
+
+
+def make_policy(name: str, config: Any) -> Policy:
+    return policy_class(name)(config)
 
 
 class Policy(nn.Module, ABC):
@@ -130,10 +135,10 @@ def load_policy(directory: str | os.PathLike, map_location: str = "cpu") -> Poli
         raise ValueError(
             f"{directory} has policy format {meta['format_version']}; this version reads <= {FORMAT_VERSION}"
         )
-    kind = meta.get("type")
-    if kind not in _POLICIES:
-        raise ValueError(f"{directory}: unknown policy type {kind!r}; known: {sorted(_POLICIES)}")
-    cls = _POLICIES[kind]
+    try:
+        cls = policy_class(meta.get("type"))
+    except KeyError as error:
+        raise ValueError(f"{directory}: {error.args[0]}") from None
     policy = cls(cls.config_class(**_config_from_json(cls.config_class, meta["config"])))
     try:
         tensors = load_file(directory / "model.safetensors", device=map_location)

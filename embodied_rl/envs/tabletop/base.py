@@ -24,13 +24,7 @@ from embodied_rl.envs.domain import (
     check_parameter_names,
     nominal_parameters,
 )
-from embodied_rl.envs.instructions import (
-    CHARSET,
-    MAX_INSTRUCTION_CHARS,
-    MAX_INSTRUCTION_TOKENS,
-    VOCABULARY,
-    encode_instruction,
-)
+from embodied_rl.envs.instructions import encode_instruction, instruction_space
 from embodied_rl.envs.rendering import RENDER_QUALITIES
 from embodied_rl.envs.tabletop import tasks
 from embodied_rl.envs.tabletop.scene import (
@@ -262,14 +256,8 @@ class TabletopEnvBase(gym.Env, ABC):
             obs["proprio"] = spaces.Box(
                 -np.inf, np.inf, shape=(self.proprio_dim,), dtype=np.float32
             )
-        if cfg.instruction_mode == "text":
-            obs["instruction"] = spaces.Text(
-                max_length=MAX_INSTRUCTION_CHARS, min_length=1, charset=CHARSET
-            )
-        elif cfg.instruction_mode == "tokens":
-            obs["instruction"] = spaces.Box(
-                0, len(VOCABULARY) - 1, shape=(MAX_INSTRUCTION_TOKENS,), dtype=np.int64
-            )
+        if cfg.instruction_mode != "none":
+            obs["instruction"] = instruction_space(cfg.instruction_mode)
         return spaces.Dict(obs)
 
     @property
