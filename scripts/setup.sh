@@ -18,6 +18,17 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
     fi
 fi
 
+# Browser tests (labeling page, HTML report) drive Debian's Chromium headless.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing chromium for headless browser tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            chromium >/dev/null
+    else
+        echo "[setup] WARNING: chromium not found; browser tests will be skipped" >&2
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
