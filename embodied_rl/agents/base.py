@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from embodied_rl.policies.base import Policy
+from embodied_rl.policies.normalization import fit_observation_normalizers
 
 _AGENTS: dict[str, type[Agent]] = {}
 
@@ -105,6 +106,11 @@ class Agent(ABC):
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """The deterministic action of the policy for one environment observation."""
         return self.policy.act(obs)
+
+    def fit_observation_normalizers(self, observations: dict[str, np.ndarray]) -> int:
+        """Fit the observation statistics of every network that standardises its inputs
+        and has not been fitted yet (a pretrained policy keeps its own); returns how many."""
+        return fit_observation_normalizers(self.modules().values(), observations)
 
     def train_mode(self, training: bool = True) -> None:
         for module in self.modules().values():

@@ -59,6 +59,7 @@ class CQLConfig:
     n_critics: int = 2
     critic_obs_key: str = "state"
     critic_obs_dim: int = 0  # 0: the MLP policy's obs_dim
+    normalize_obs: bool = True  # critics standardise their observations (data statistics)
 
     def __post_init__(self) -> None:
         if self.alpha < 0:
@@ -101,7 +102,11 @@ class CQLAgent(Agent):
         c = config
         action_dim = policy_action_dim(policy)
         self.critic = QEnsemble(
-            critic_obs_dim(policy, c.critic_obs_dim), action_dim, c.hidden, c.n_critics
+            critic_obs_dim(policy, c.critic_obs_dim),
+            action_dim,
+            c.hidden,
+            c.n_critics,
+            c.critic_obs_key if c.normalize_obs else None,
         )
         self.target_critic = make_target(self.critic)
         self.log_alpha = torch.nn.Parameter(torch.zeros(()))  # SAC temperature

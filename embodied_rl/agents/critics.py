@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from embodied_rl.policies.mlp import mlp
+from embodied_rl.policies.normalization import ObservationNormalizer
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -25,7 +26,10 @@ def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
 
 
 class QEnsemble(nn.Module):
-    """``n_critics`` MLPs ``Q_e(s, a)`` with ``hidden`` ReLU layers, evaluated together."""
+    """``n_critics`` MLPs ``Q_e(s, a)`` with ``hidden`` ReLU layers, evaluated together.
+
+    With ``obs_key`` the observations are standardised first (an
+    :class:`~embodied_rl.policies.normalization.ObservationNormalizer` fitted on the data)."""
 
     def __init__(
         self,
@@ -33,8 +37,10 @@ class QEnsemble(nn.Module):
         action_dim: int,
         hidden: tuple[int, ...] = (256, 256),
         n_critics: int = 2,
+        obs_key: str | None = None,
     ) -> None:
         super().__init__()
+        self.obs_norm = ObservationNormalizer(obs_dim, obs_key) if obs_key else None
         if n_critics < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"n_critics={n_critics} and hidden={hidden} must be positive")
         e, h0, fan_in = n_critics, hidden[0], obs_dim + action_dim
@@ -59,6 +65,8 @@ class QEnsemble(nn.Module):
         w_obs, w_act, b_in = params[:3]
         n_layers = len(self.weights)
         weights, biases = params[3 : 3 + n_layers], params[3 + n_layers :]
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         single = actions.dim() == 2
         acts = actions.unsqueeze(1) if single else actions  # (B, N, A)
         b, n = acts.shape[:2]
@@ -75,13 +83,19 @@ class QEnsemble(nn.Module):
 
 
 class ValueNetwork(nn.Module):
-    """``V(s)``: an MLP with ``hidden`` ReLU layers and a scalar output."""
+    """``V(s)``: an MLP with ``hidden`` ReLU layers and a scalar output (``obs_key``: with
+    standardised observations, as :class:`QEnsemble`)."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (256, 256)) -> None:
+    def __init__(
+        self, obs_dim: int, hidden: tuple[int, ...] = (256, 256), obs_key: str | None = None
+    ) -> None:
         super().__init__()
+        self.obs_norm = ObservationNormalizer(obs_dim, obs_key) if obs_key else None
         self.net = mlp([obs_dim, *hidden, 1])
 
     def forward(self, obs: Tensor) -> Tensor:
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         return self.net(obs).squeeze(-1)  # (B,)
 
 

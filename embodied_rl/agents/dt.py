@@ -21,6 +21,7 @@ from embodied_rl.agents.base import Agent, register_agent
 from embodied_rl.agents.losses import masked_mse
 from embodied_rl.policies.base import Policy, register_policy
 from embodied_rl.policies.heads import ActionHead
+from embodied_rl.policies.normalization import ObservationNormalizer
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class DTPolicyConfig:
     max_timestep: int = 1000  # size of the timestep embedding table
     return_scale: float = 1.0  # returns are divided by this (the paper: 1000 for Gym)
     target_return: float = 1.0  # return-to-go at the first step when acting
+    normalize_obs: bool = True  # standardise states with the data's statistics (as the paper)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "context", "embed_dim", "n_layers", "n_heads", "max_timestep"):
@@ -65,6 +67,7 @@ class DecisionTransformerPolicy(Policy):
         d = c.embed_dim
         self.head = ActionHead(d, c.action_low, c.action_high, "deterministic")
         a = self.head.action_dim
+        self.obs_norm = ObservationNormalizer(c.obs_dim, c.obs_key) if c.normalize_obs else None
         self.embed_state, self.embed_action = nn.Linear(c.obs_dim, d), nn.Linear(a, d)
         self.embed_return, self.embed_time = nn.Linear(1, d), nn.Embedding(c.max_timestep, d)
         self.norm = nn.LayerNorm(d)
@@ -78,6 +81,8 @@ class DecisionTransformerPolicy(Policy):
     def features(self, batch: dict[str, Any]) -> Tensor:
         c = self.config
         states = batch["obs"][c.obs_key].float()  # (B, K, O)
+        if self.obs_norm is not None:
+            states = self.obs_norm(states)
         b, k = states.shape[:2]
         time = self.embed_time(batch["timestep"].clamp(0, c.max_timestep - 1))  # (B, K, D)
         returns = (batch["return_to_go"].float() / c.return_scale).unsqueeze(-1)  # (B, K, 1)

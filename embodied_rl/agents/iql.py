@@ -50,6 +50,7 @@ class IQLConfig:
     n_critics: int = 2  # clipped double Q: the target is the ensemble minimum
     critic_obs_key: str = "state"  # observation key the critics read
     critic_obs_dim: int = 0  # its size; 0: the MLP policy's obs_dim (set it for the VLA policy)
+    normalize_obs: bool = True  # critics standardise their observations (data statistics)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.expectile < 1.0:
@@ -76,9 +77,10 @@ class IQLAgent(Agent):
         super().__init__(policy, config)
         c = config
         obs_dim = critic_obs_dim(policy, c.critic_obs_dim)
-        self.critic = QEnsemble(obs_dim, policy_action_dim(policy), c.hidden, c.n_critics)
+        key = c.critic_obs_key if c.normalize_obs else None
+        self.critic = QEnsemble(obs_dim, policy_action_dim(policy), c.hidden, c.n_critics, key)
         self.target_critic = make_target(self.critic)
-        self.value = ValueNetwork(obs_dim, c.hidden)
+        self.value = ValueNetwork(obs_dim, c.hidden, key)
         actor = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = adam(
             [

@@ -298,6 +298,7 @@ def train(
     seed_everything(config.seed)
     policy = policy if policy is not None else default_policy(algo, data)
     agent = make_agent(algo, policy, agent_config)
+    agent.fit_observation_normalizers(data.observations)
     sampler = make_sampler(agent, data, config.batch_size, config.seed)
     if eval_env is None and config.eval_episodes:
         eval_env = env_factory(data)

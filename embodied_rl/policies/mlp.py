@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from embodied_rl.policies.base import Policy, register_policy
 from embodied_rl.policies.encoders import images_to_float
 from embodied_rl.policies.heads import HEAD_TYPES, ActionHead
+from embodied_rl.policies.normalization import ObservationNormalizer
 
 
 def mlp(
@@ -50,6 +51,8 @@ class MLPConfig:
     head: str = "gaussian"  # "tokens" | "gaussian" | "deterministic"
     n_bins: int = 256
     value_head: bool = False
+    # standardise obs[obs_key] with the training data's statistics (stored with the weights)
+    normalize_obs: bool = True
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -85,6 +88,7 @@ class MLPPolicy(_FlatPolicy):
         super().__init__()
         self.config = c = config
         self.input_keys = (c.obs_key,)
+        self.obs_norm = ObservationNormalizer(c.obs_dim, c.obs_key) if c.normalize_obs else None
         self.trunk = mlp([c.obs_dim, *c.hidden], dropout=c.dropout)
         self.trunk.append(nn.ReLU())
         self.head = ActionHead(c.hidden[-1], c.action_low, c.action_high, c.head, c.n_bins)
@@ -96,6 +100,8 @@ class MLPPolicy(_FlatPolicy):
             raise ValueError(
                 f"{self.config.obs_key} has {x.shape[-1]} features; the policy expects {self.config.obs_dim}"
             )
+        if self.obs_norm is not None:
+            x = self.obs_norm(x)
         return self.trunk(x)
 
 

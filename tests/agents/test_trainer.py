@@ -92,23 +92,24 @@ def test_trainer_config_errors_name_the_value():
 
 
 def test_bc_on_expert_reach_beats_the_untrained_policy(tmp_path):
-    """A short BC run on a small expert dataset raises the normalized score."""
+    """A short BC run on an expert dataset raises the normalized score (reach needs ~200
+    episodes before an MLP generalises over goal positions; 20 were not enough)."""
     from embodied_rl.agents.trainer import env_factory, evaluate
     from embodied_rl.datasets import collect, load_dataset
 
     result = collect(
-        "tabletop/reach-v0", "expert", episodes=20, out=tmp_path / "data",
+        "tabletop/reach-v0", "expert", episodes=200, out=tmp_path / "data",
         dataset_id="tests/reach-expert-v0", reference_episodes=3, progress=False,
     )  # fmt: skip
     data = load_dataset(result.path, obs_keys=["state"])
     seed_everything(0)
     untrained = default_policy("bc", data)
     env = env_factory(data)()
-    before = evaluate(untrained, env, 6, seed=100, reference=data)["eval/normalized_score"]
+    before = evaluate(untrained, env, 10, seed=100, reference=data)["eval/normalized_score"]
     config = TrainerConfig(
-        steps=2000, batch_size=64, log_every=500, eval_every=0, eval_episodes=6,
+        steps=2000, batch_size=128, log_every=500, eval_every=0, eval_episodes=10,
         checkpoint_every=0, progress=False, tensorboard=False,
     )  # fmt: skip
     _, after = train("bc", data, tmp_path / "run", trainer_config=config, policy=untrained)
     env.close()
-    assert after["eval/normalized_score"] >= before + 20, (before, after)
+    assert after["eval/normalized_score"] >= before + 30, (before, after)
