@@ -1,84 +1,231 @@
-"""Normalized scores of BC, IQL, CQL, Cal-QL and DT (3 seeds) on medium and mixed datasets.
+"""Normalized scores of BC, IQL, CQL, Cal-QL, DT and d3rlpy's IQL on the same datasets.
 
-Tasks: tabletop reach and push, Meta-World reach (state observations). Writes a Markdown
-table of mean +- std normalized score and success rate to ``--out``. Not yet included:
-d3rlpy's IQL on the same data (the subprocess recipe of ``offline_speed.py`` would serve).
+Tasks: tabletop reach and push, Meta-World reach (state observations), ``medium`` and
+``mixed`` tiers, 3 seeds. Every run writes one JSON under ``--work``; a rerun skips the
+finished ones, so an interrupted benchmark resumes where it stopped. The table (mean +- std
+normalized score, success rate) goes to ``--out``.
 
-    python benchmarks/offline_learning.py --episodes 60 --steps 3000 --eval-episodes 10
+d3rlpy stays out of our dependencies: its IQL trains in a subprocess with its own
+interpreter (``--d3rlpy-python``; see docs/agents.md for the venv), with the same network
+sizes, batch size, thread count, steps and standardised observations, and exports its
+policy as TorchScript, which this script evaluates on our environment like our agents.
+
+    python benchmarks/offline_learning.py --episodes 300 --steps 5000 --steps-for cql=2000 calql=2000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 TASKS = ("tabletop/reach-v0", "tabletop/push-v0", "metaworld/reach-v3")
-ALGOS = ("bc", "iql", "cql", "calql", "dt")
+ALGOS = ("bc", "iql", "cql", "calql", "dt", "d3rlpy-iql")
+
+D3RLPY_SCRIPT = r"""
+import json, sys
+import numpy as np, torch, d3rlpy
+path, out, steps, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(1)
+d3rlpy.seed(seed)
+d = np.load(path)
+dataset = d3rlpy.dataset.MDPDataset(
+    d["obs"], d["actions"], d["rewards"], d["terminals"], timeouts=d["timeouts"],
+    action_space=d3rlpy.constants.ActionSpace.CONTINUOUS,
+)
+enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
+algo = d3rlpy.algos.IQLConfig(
+    batch_size=256, actor_encoder_factory=enc, critic_encoder_factory=enc,
+    value_encoder_factory=enc,
+    observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(mean=d["mean"], std=d["std"]),
+    action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=d["low"], maximum=d["high"]),
+).create(device="cpu:0")
+algo.build_with_dataset(dataset)
+for _ in range(steps):
+    algo.update(dataset.sample_transition_batch(256))
+algo.save_policy(out)
+print(json.dumps({"steps": steps}))
+"""
+
+
+class TorchScriptPolicy:
+    """Acts with a policy d3rlpy exported (observation in, greedy action out)."""
+
+    def __init__(self, path: Path, obs_key: str = "state") -> None:
+        import torch
+
+        self.module = torch.jit.load(str(path), map_location="cpu")
+        self.obs_key = obs_key
+
+    def reset(self) -> None:
+        pass
+
+    def eval(self) -> None:
+        pass
+
+    def train(self) -> None:
+        pass
+
+    def act(self, obs: dict) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs[self.obs_key], np.float32))[None]
+            return self.module(x)[0].numpy()
+
+
+def dataset_for(task: str, tier: str, episodes: int, work: Path):
+    from embodied_rl.datasets import collect, dataset_dir, load_dataset
+
+    name = task.split("/")[1].rsplit("-v", 1)[0].replace("-", "_")
+    dataset_id = f"bench/{name}-{tier}{episodes}-v0"
+    root = work / "datasets"
+    if not (dataset_dir(root, dataset_id) / "data" / "metadata.json").exists():
+        collect(
+            task, tier, episodes=episodes, out=root, reference_episodes=10,
+            dataset_id=dataset_id, progress=True, overwrite=True,
+        )  # fmt: skip
+    return load_dataset(dataset_dir(root, dataset_id), obs_keys=["state"])
+
+
+def run_ours(algo: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
+    from embodied_rl.agents import TrainerConfig, train
+
+    config = TrainerConfig(
+        steps=steps, batch_size=256, seed=seed, eval_every=0, eval_episodes=eval_episodes,
+        checkpoint_every=0, progress=False, tensorboard=False, log_every=max(1, steps // 4),
+    )  # fmt: skip
+    _, result = train(algo, data, out, trainer_config=config)
+    return result
+
+
+def run_d3rlpy(python: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
+    from embodied_rl.agents.trainer import _reference, env_factory, evaluate
+
+    out.mkdir(parents=True, exist_ok=True)
+    npz, policy_path = out / "data.npz", out / "policy.pt"
+    from embodied_rl.policies.normalization import STD_FLOOR
+
+    space = data.action_space
+    states = data.observations["state"].astype(np.float64)
+    np.savez(
+        npz, obs=data.observations["state"][data.obs_index], actions=data.actions,
+        rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
+        timeouts=data.truncations.astype(np.float32), low=space.low, high=space.high,
+        # the statistics our normalizers use (STD_FLOOR included), given to d3rlpy's scaler
+        mean=states.mean(0), std=np.maximum(states.std(0), STD_FLOOR),
+    )  # fmt: skip
+    subprocess.run(
+        [python, "-c", D3RLPY_SCRIPT, str(npz), str(policy_path), str(steps), str(seed)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    env = env_factory(data)()
+    try:
+        seed_eval = 10_000 + seed * 1_000  # the evaluation seeds of our trainer
+        return evaluate(
+            TorchScriptPolicy(policy_path), env, eval_episodes, seed_eval, _reference(data)
+        )
+    finally:
+        env.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--tiers", nargs="+", default=["medium", "mixed"])
+    parser.add_argument("--tiers", nargs="+", default=["mixed", "medium"])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--episodes", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument(
+        "--steps-for", nargs="*", default=[], metavar="ALGO=N",
+        help="per-algorithm gradient steps (CQL and Cal-QL cost ~8x an IQL step)",
+    )  # fmt: skip
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
+    parser.add_argument("--work", default="outputs/bench/offline_learning")
     parser.add_argument("--out", default="benchmarks/results/offline_learning.md")
     args = parser.parse_args()
+    steps_for = {}
+    for item in args.steps_for:
+        algo, _, n = item.partition("=")
+        if algo not in ALGOS or not n.isdigit():
+            parser.error(f"--steps-for {item!r}: expected ALGO=N with ALGO in {ALGOS}")
+        steps_for[algo] = int(n)
+    if "d3rlpy-iql" in args.algos and not Path(args.d3rlpy_python).exists():
+        parser.error(f"--d3rlpy-python {args.d3rlpy_python} does not exist (see docs/agents.md)")
 
     import torch
 
-    from embodied_rl.agents import TrainerConfig, train
-    from embodied_rl.datasets import collect, load_dataset
-
     torch.set_num_threads(1)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    work = Path(args.work)
+    started = time.perf_counter()
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    for tier in args.tiers:  # tier-major: the mixed-data comparison finishes first
         for task in args.tasks:
-            for tier in args.tiers:
-                name = task.split("/")[1].rsplit("-v", 1)[0]
-                result = collect(
-                    task, tier, episodes=args.episodes, out=tmp, reference_episodes=5,
-                    dataset_id=f"bench/{name}-{tier}-v0", progress=False,
-                )  # fmt: skip
-                data = load_dataset(result.path, obs_keys=["state"])
-                for algo in args.algos:
-                    scores, success = [], []
-                    for seed in range(args.seeds):
-                        config = TrainerConfig(
-                            steps=args.steps, batch_size=args.batch_size, seed=seed,
-                            eval_every=0, eval_episodes=args.eval_episodes,
-                            checkpoint_every=0, progress=False, tensorboard=False,
-                            log_every=max(1, args.steps // 4),
-                        )  # fmt: skip
-                        out = Path(tmp) / "runs" / f"{name}-{tier}-{algo}-{seed}"
-                        _, res = train(algo, data, out, trainer_config=config)
-                        scores.append(res["eval/normalized_score"])
-                        success.append(res["eval/success_rate"])
-                    row = (task, tier, algo, np.mean(scores), np.std(scores), np.mean(success))
-                    rows.append(row)
-                    print("{} {} {}: {:.1f} +- {:.1f}, success {:.0%}".format(*row), flush=True)
+            data = dataset_for(task, tier, args.episodes, work)
+            for algo in args.algos:
+                steps = steps_for.get(algo, args.steps)
+                for seed in range(args.seeds):
+                    tag = f"{task.replace('/', '_')}-{tier}-{algo}-{seed}"
+                    record = work / "runs" / f"{tag}.json"
+                    if record.exists():
+                        results.setdefault((task, tier, algo), []).append(
+                            json.loads(record.read_text())
+                        )
+                        continue
+                    t0 = time.perf_counter()
+                    run_dir = work / "runs" / tag
+                    if algo == "d3rlpy-iql":
+                        res = run_d3rlpy(
+                            args.d3rlpy_python, data, steps, seed, args.eval_episodes, run_dir
+                        )
+                    else:
+                        res = run_ours(algo, data, steps, seed, args.eval_episodes, run_dir)
+                    res = {**res, "steps": steps, "seconds": time.perf_counter() - t0}
+                    record.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = record.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(res))
+                    tmp.replace(record)
+                    results.setdefault((task, tier, algo), []).append(res)
+                    print(
+                        f"{tag}: score {res['eval/normalized_score']:.1f}, success "
+                        f"{res['eval/success_rate']:.0%} ({res['seconds']:.0f} s)",
+                        flush=True,
+                    )
+    write_table(args, results, steps_for, time.perf_counter() - started)
+    return 0
+
+
+def write_table(args, results, steps_for, seconds: float) -> None:
     lines = [
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"{args.episodes} episodes per dataset, {args.steps} gradient steps, batch "
-        f"{args.batch_size}, {args.seeds} seeds, {args.eval_episodes} evaluation episodes.",
+        f"{args.episodes} episodes per dataset (reference returns from 10 random and 10 expert "
+        f"episodes), batch 256, {args.seeds} seeds, {args.eval_episodes} evaluation episodes per "
+        f"seed, one thread per run. Gradient steps: {args.steps}"
+        + "".join(f", {a} {n}" for a, n in steps_for.items())
+        + f". This invocation ran for {seconds / 60:.0f} min (finished runs are cached).",
         "",
         "| task | data | agent | normalized score | success |",
         "|---|---|---|---:|---:|",
-        *[f"| {t} | {d} | {a} | {m:.1f} +- {s:.1f} | {r:.0%} |" for t, d, a, m, s, r in rows],
-        "",
     ]
+    for (task, tier, algo), runs in results.items():
+        scores = [r["eval/normalized_score"] for r in runs]
+        success = np.mean([r["eval/success_rate"] for r in runs])
+        lines.append(
+            f"| {task} | {tier} | {algo} | {np.mean(scores):.1f} +- {np.std(scores):.1f} "
+            f"| {success:.0%} |"
+        )
+    lines.append("")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
