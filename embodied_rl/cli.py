@@ -185,6 +185,28 @@ def _ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    from embodied_rl.preference.human import SESSION_FILE, LabelingServer, prepare_session
+
+    out = Path(args.out)
+    if not (out / SESSION_FILE).is_file():
+        if not args.task:
+            raise ValueError(f"{out} holds no labeling session; pass --task to prepare one")
+        noise = [float(n) for n in args.noise_levels.split(",")]
+        prepare_session(args.task, out, scenes=args.scenes, pairs=args.pairs,
+                        length=args.length, noise_levels=noise, seed=args.seed)  # fmt: skip
+        print(f"prepared {args.pairs} pairs of {args.task} in {out}")
+    if args.prepare_only:
+        return 0
+    server = LabelingServer(out, host=args.host, port=args.port)
+    print(f"label at {server.url} (labels go to {out}/preferences.jsonl; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -283,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--seed", type=int, default=0)
     ppo.add_argument("--no-progress", action="store_true", help="no progress bar")
     ppo.set_defaults(func=_ppo)
+
+    label = sub.add_parser("label", help="label rollout pairs in a local web page (A/B/equal/skip)")
+    label.add_argument("--out", default="outputs/labels", help="session directory")
+    label.add_argument("--task", default=None, help="task id to prepare a new session from")
+    label.add_argument("--scenes", type=int, default=3, help="scenes (one per reset seed)")
+    label.add_argument("--pairs", type=int, default=10)
+    label.add_argument("--length", type=int, default=64, help="segment length in steps")
+    label.add_argument("--noise-levels", default="0,0.5,1", help="expert noise levels to compare")
+    label.add_argument("--seed", type=int, default=0)
+    label.add_argument("--host", default="127.0.0.1")
+    label.add_argument("--port", type=int, default=8765)
+    label.add_argument("--prepare-only", action="store_true", help="write the session, no server")
+    label.set_defaults(func=_label)
 
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
