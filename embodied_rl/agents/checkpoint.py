@@ -6,12 +6,18 @@ Layout of ``<run>/checkpoints/step_<N>/``:
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimisers' tensors (Adam moments,
   step counts) flattened to ``<optimizer>.state.<param>.<field>``, their non-tensor
   structure (param groups, scalar fields) as JSON;
-- ``config.json``: agent type and config, policy type and config (rebuilds the agent);
-- ``state.json``: step counters and RNG states (python, numpy, torch, the sampler's).
+- ``config.json``: agent type and config, policy type and config (rebuilds the agent), and
+  the resolved run configuration when the caller gives one (``run``);
+- ``state.json``: step counters, RNG states (python, numpy, torch, the sampler's; the
+  environments' streams and ADR state when an env is given), the replay-buffer reference
+  and whatever the caller adds (the trainer: evaluation history, partial metric sums).
 
 Each checkpoint is written into a hidden temporary directory and renamed into place; the
 ``last`` file names the newest complete checkpoint and is replaced (atomically) only after
-the rename, so a crash mid-write leaves the previous checkpoint and pointer intact.
+the rename, so a crash mid-write leaves the previous checkpoint and pointer intact. A
+checkpoint whose tensors hold NaN or inf is never written. Loading is strict: a truncated or
+corrupt file, or another architecture, raises :class:`CheckpointError` naming the file or
+the mismatched keys.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +38,62 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from embodied_rl.agents.base import Agent, agent_class, config_from_dict
+from embodied_rl.agents.env_state import env_rng_state, restore_env_rng_state
 from embodied_rl.policies.base import check_state_match, load_weights, policy_class
 from embodied_rl.utils.io import write_text_atomic
 
 FORMAT_VERSION = 1
 LAST = "last"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or corrupt, or does not fit what loads it."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """A tensor about to be checkpointed holds NaN or inf; nothing was written."""
+
+
+# ---------------------------------------------------------------------- reading files
+def read_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """``load_file`` with an error naming the file when it is missing, truncated or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own types, without the file name
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({error}); resume from an earlier checkpoint"
+        ) from error
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """``json.loads`` of a file, with an error naming the file when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupt: {error}") from error
+
+
+def check_finite(tensors: Mapping[str, Tensor], where: str) -> None:
+    """Raise :class:`NonFiniteStateError` naming the tensors that hold NaN or inf."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteStateError(
+            f"{where}: {bad[:5]} hold NaN or inf; the checkpoint was not written (the last "
+            "good one is kept)"
+        )
+
+
+def last_checkpoint_note(directory: str | os.PathLike) -> str:
+    """``"last good checkpoint: <path>"`` (or that none was written yet), for error messages."""
+    pointer = Path(directory) / LAST
+    kept = Path(directory) / pointer.read_text().strip() if pointer.is_file() else None
+    return f"last good checkpoint: {kept if kept else 'none written yet'}"
 
 
 # ---------------------------------------------------------------------- state <-> files
@@ -64,7 +122,8 @@ def _optimizer_files(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict
     return tensors, structure
 
 
-def _rng_state(sampler: Any = None) -> dict[str, Any]:
+def rng_state(sampler: Any = None) -> dict[str, Any]:
+    """The global python, numpy and torch RNG states (and ``sampler``'s) as JSON."""
     version, internal, gauss = random.getstate()
     legacy = np.random.get_state()  # noqa: NPY002
     out = {
@@ -74,11 +133,14 @@ def _rng_state(sampler: Any = None) -> dict[str, Any]:
     }
     if sampler is not None and hasattr(sampler, "rng"):
         out["sampler"] = sampler.rng.bit_generator.state
-        out["sampler_block"] = sampler._block.tolist()  # indices drawn ahead, not yet used
+        block = getattr(sampler, "_block", None)  # indices drawn ahead, not yet used
+        if block is not None:
+            out["sampler_block"] = block.tolist()
     return out
 
 
-def _set_rng_state(state: dict[str, Any], sampler: Any = None) -> None:
+def restore_rng_state(state: dict[str, Any], sampler: Any = None) -> None:
+    """Inverse of :func:`rng_state`."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     legacy = state["numpy"]
@@ -86,11 +148,13 @@ def _set_rng_state(state: dict[str, Any], sampler: Any = None) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if sampler is not None and "sampler" in state:
         sampler.rng.bit_generator.state = state["sampler"]
-        sampler._block = np.asarray(state.get("sampler_block", []), dtype=np.int64)
+        if "sampler_block" in state:
+            sampler._block = np.asarray(state["sampler_block"], dtype=np.int64)
 
 
-def _config_json(agent: Agent) -> dict[str, Any]:
-    return {
+def checkpoint_config(agent: Agent, run_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config.json``: agent and policy type and config, and the run's resolved config."""
+    out = {
         "format_version": FORMAT_VERSION,
         "agent": {"type": agent.agent_type, "config": dataclasses.asdict(agent.config)},
         "policy": {
@@ -98,41 +162,75 @@ def _config_json(agent: Agent) -> dict[str, Any]:
             "config": dataclasses.asdict(agent.policy.config),
         },
     }
+    if run_config is not None:
+        out["run"] = dict(run_config)
+    return json.loads(json.dumps(out, default=str))  # JSON types (tuples become lists)
 
 
 # ---------------------------------------------------------------------- save
+def write_checkpoint(
+    directory: str | os.PathLike, name: str, write: Callable[[Path], None], keep: int = 2
+) -> Path:
+    """Run ``write(tmp)`` in a hidden temporary directory, rename it to ``directory/name``,
+    point ``directory/last`` at it and delete all but the newest ``keep`` checkpoints.
+
+    A failure inside ``write`` leaves the previous checkpoint and ``last`` untouched."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    old = root / f".{name}.old"
+    try:
+        write(tmp)
+        if final.exists():  # the same step again (a resumed, finished run): swap, then delete
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    write_text_atomic(root / LAST, final.name + "\n")
+    _prune(root, keep, final.name)
+    return final
+
+
 def save_checkpoint(
     agent: Agent,
     directory: str | os.PathLike,
     sampler: Any = None,
     extra_state: dict[str, Any] | None = None,
     keep: int = 2,
+    *,
+    run_config: Mapping[str, Any] | None = None,
+    env: Any = None,
+    replay_buffer: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``directory/step_<N>`` atomically, point ``directory/last`` at it, and delete
-    all but the newest ``keep`` checkpoints."""
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{agent.step:09d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        tensors = {}
-        for name, module in agent.modules().items():
-            tensors.update(_module_tensors(name, module))
+    all but the newest ``keep`` checkpoints.
+
+    ``run_config`` (the resolved run configuration) goes to ``config.json``; ``env`` (an env
+    or sync vector env) adds its RNG streams and ADR state; ``replay_buffer`` records where
+    a replay buffer was saved (the buffer is not copied into every checkpoint)."""
+    tensors = {}
+    for name, module in agent.modules().items():
+        tensors.update(_module_tensors(name, module))
+    opt_tensors, structure = _optimizer_files(agent.optimizers())
+    check_finite({**tensors, **opt_tensors}, f"step {agent.step}")
+    state = {
+        "step": agent.step,
+        "rng": rng_state(sampler),
+        "env": env_rng_state(env) if env is not None else None,
+        "replay_buffer": str(replay_buffer) if replay_buffer is not None else None,
+        **(extra_state or {}),
+    }
+
+    def write(tmp: Path) -> None:
         save_file(tensors, tmp / "model.safetensors")
-        opt_tensors, structure = _optimizer_files(agent.optimizers())
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(structure, indent=1))
-        (tmp / "config.json").write_text(json.dumps(_config_json(agent), indent=2))
-        state = {"step": agent.step, "rng": _rng_state(sampler), **(extra_state or {})}
+        (tmp / "config.json").write_text(json.dumps(checkpoint_config(agent, run_config), indent=2))
         (tmp / "state.json").write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    write_text_atomic(root / LAST, final.name + "\n")
-    _prune(root, keep, final.name)
-    return final
+
+    return write_checkpoint(directory, f"step_{agent.step:09d}", write, keep)
 
 
 def _prune(root: Path, keep: int, newest: str) -> None:
@@ -145,12 +243,15 @@ def _prune(root: Path, keep: int, newest: str) -> None:
 def latest_checkpoint(directory: str | os.PathLike) -> Path:
     """The checkpoint named by ``directory/last`` (or ``directory`` itself if it is one)."""
     root = Path(directory)
-    if (root / "model.safetensors").is_file():
+    if (root / "state.json").is_file() or (root / "model.safetensors").is_file():
         return root
     pointer = root / LAST
     if not pointer.is_file():
         raise FileNotFoundError(f"{root} holds no checkpoint: {LAST} is missing")
-    return root / pointer.read_text().strip()
+    path = root / pointer.read_text().strip()
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer} names {path.name}, which does not exist")
+    return path
 
 
 # ---------------------------------------------------------------------- load
@@ -170,54 +271,74 @@ def _split(tensors: dict[str, Tensor], names: list[str]) -> dict[str, dict[str, 
     return out
 
 
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    tensors: dict[str, Tensor],
+    structure: dict[str, Any],
+    path: Path,
+) -> None:
+    if name not in structure:
+        raise CheckpointError(f"{path} has no state for optimizer {name!r}")
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"{name}.state."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, _, field = key[len(prefix) :].partition(".")
+            state.setdefault(int(pid), {})[field] = value
+    for pid, scalars in structure[name]["scalars"].items():
+        state.setdefault(int(pid), {}).update(scalars)
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in structure[name]["param_groups"]
+    ]  # JSON turned tuples (Adam's betas) into lists
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{path}: optimizer {name!r} does not fit this agent's parameters: {error}"
+        ) from error
+
+
 def load_checkpoint(
-    agent: Agent, path: str | os.PathLike, sampler: Any = None, restore_rng: bool = True
+    agent: Agent,
+    path: str | os.PathLike,
+    sampler: Any = None,
+    restore_rng: bool = True,
+    env: Any = None,
 ) -> dict[str, Any]:
     """Load a checkpoint (or a run's ``last`` one) into ``agent``; returns ``state.json``.
 
-    Errors name the mismatching modules and keys when the architecture differs."""
+    With ``restore_rng`` the global and ``sampler`` RNGs are restored, and ``env``'s RNG
+    streams and ADR state when the checkpoint holds them. Errors name the file that is
+    missing or corrupt, or the mismatching modules and keys when the architecture differs."""
     path = latest_checkpoint(path)
-    for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "state.json"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint: {name} is missing")
+    meta = read_json(path / "state.json")
     modules = agent.modules()
-    saved = _split(load_file(path / "model.safetensors"), list(modules))
+    saved = _split(read_tensors(path / "model.safetensors"), list(modules))
     extra = sorted(set(saved) - set(modules))
     if extra:
-        raise ValueError(f"{path} has modules {extra} that {type(agent).__name__} lacks")
+        raise CheckpointError(f"{path} has modules {extra} that {type(agent).__name__} lacks")
     for name, module in modules.items():
         _load_module(module, saved[name], name, str(path))
-    opt_tensors = load_file(path / "optimizer.safetensors")
-    structure = json.loads((path / "optimizer.json").read_text())
+    opt_tensors = read_tensors(path / "optimizer.safetensors")
+    structure = read_json(path / "optimizer.json")
     for name, optimizer in agent.optimizers().items():
-        if name not in structure:
-            raise ValueError(f"{path} has no state for optimizer {name!r}")
-        state: dict[int, dict[str, Any]] = {}
-        prefix = f"{name}.state."
-        for key, value in opt_tensors.items():
-            if key.startswith(prefix):
-                pid, _, field = key[len(prefix) :].partition(".")
-                state.setdefault(int(pid), {})[field] = value
-        for pid, scalars in structure[name]["scalars"].items():
-            state.setdefault(int(pid), {}).update(scalars)
-        groups = [
-            {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-            for g in structure[name]["param_groups"]
-        ]  # JSON turned tuples (Adam's betas) into lists
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    meta = json.loads((path / "state.json").read_text())
+        _load_optimizer(optimizer, name, opt_tensors, structure, path)
     agent.step = int(meta["step"])
     if restore_rng:
-        _set_rng_state(meta["rng"], sampler)
+        restore_rng_state(meta["rng"], sampler)
+        if env is not None and meta.get("env") is not None:
+            restore_env_rng_state(env, meta["env"])
     return meta
 
 
 def load_agent(path: str | os.PathLike) -> Agent:
     """Rebuild an agent (policy included) from a checkpoint's ``config.json`` and load it."""
     path = latest_checkpoint(path)
-    meta = json.loads((path / "config.json").read_text())
+    meta = read_json(path / "config.json")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has checkpoint format {meta['format_version']} > {FORMAT_VERSION}"
         )
     try:

@@ -5,7 +5,9 @@ the mean metrics to CSV and TensorBoard, shows a progress bar with gradient step
 evaluation episodes (normalized score with the dataset's reference returns, success rate)
 and writes checkpoints. A non-finite loss raises :class:`NonFiniteLossError` naming the
 loss and the step; no checkpoint is written after it, so the last good one stays.
-:func:`train` builds the policy, agent and sampler for a dataset and runs the loop.
+:func:`train` builds the policy, agent and sampler for a dataset and runs the loop;
+``train(..., resume=True)`` (``Trainer.resume()``) continues from the run's ``last``
+checkpoint so that, on CPU, the result equals the uninterrupted run's bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,23 @@ import torch
 from tqdm.auto import tqdm
 
 from embodied_rl.agents.base import Agent, NonFiniteLossError, make_agent
-from embodied_rl.agents.checkpoint import save_checkpoint
+from embodied_rl.agents.checkpoint import (
+    LAST,
+    CheckpointError,
+    checkpoint_config,
+    last_checkpoint_note,
+    latest_checkpoint,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
 from embodied_rl.agents.data import AgentSampler
 from embodied_rl.agents.dt import DecisionTransformerPolicy, DTPolicyConfig
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
 from embodied_rl.evaluation.rollout import run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
+from embodied_rl.utils.io import truncate_csv
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +85,30 @@ def seed_everything(seed: int) -> None:
 
 
 class MetricsWriter:
-    """Rows ``step, name, value`` to ``metrics.csv`` and, if available, TensorBoard."""
+    """Rows ``step, name, value`` to ``metrics.csv`` and, if available, TensorBoard.
 
-    def __init__(self, out: Path, tensorboard: bool = True) -> None:
+    ``resume_step``: a resumed run first drops the rows (and TensorBoard events) logged
+    after that step, so no step appears twice, and continues the wall-clock column."""
+
+    def __init__(self, out: Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
+        wall = 0.0
+        if resume_step is not None:
+            kept = truncate_csv(out / "metrics.csv", resume_step)
+            wall = max((float(row["wall_s"]) for row in kept), default=0.0)
         new = not (out / "metrics.csv").exists()
         self._file = open(out / "metrics.csv", "a", newline="")  # noqa: SIM115
         self._csv = csv.writer(self._file)
         if new:
             self._csv.writerow(["step", "name", "value", "wall_s"])
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - wall
         self._tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(out / "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
             except ImportError:
                 logger.warning("tensorboard is not installed; metrics go to metrics.csv only")
 
@@ -165,8 +185,18 @@ def _reference(data: OfflineDataset) -> Any:
 
 
 # ---------------------------------------------------------------------- the loop
+# TrainerConfig fields that may change when a run is resumed (they do not change the result).
+RESUMABLE_CHANGES = (
+    "steps", "eval_every", "eval_episodes", "checkpoint_every", "keep_checkpoints",
+    "progress", "tensorboard", "log_every",
+)  # fmt: skip
+
+
 class Trainer:
-    """Runs ``agent.update`` for ``config.steps`` steps with logging, evaluation and checkpoints."""
+    """Runs ``agent.update`` for ``config.steps`` steps with logging, evaluation and checkpoints.
+
+    ``run_config`` (JSON-able, e.g. the algorithm and dataset) is stored in each checkpoint
+    beside the trainer's config; :meth:`resume` refuses a checkpoint whose settings differ."""
 
     def __init__(
         self,
@@ -176,11 +206,20 @@ class Trainer:
         out: str | os.PathLike,
         eval_env: Callable[[], gym.Env] | None = None,
         reference: Any = None,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.agent, self.sampler, self.config = agent, sampler, config
         self.out = Path(out)
         self.eval_env, self.reference = eval_env, reference
+        self.run_config = {"trainer": asdict(config), **(run_config or {})}
         self.history: list[dict[str, float]] = []  # evaluation results with "step"
+        self._sums: dict[str, float] = defaultdict(float)  # metrics since the last row
+        self._count = 0
+        self._resumed_at: int | None = None  # the checkpoint step resume() loaded
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
 
     def _evaluate(self) -> dict[str, float]:
         if self.eval_env is None or self.config.eval_episodes == 0:
@@ -197,54 +236,122 @@ class Trainer:
         return result
 
     def _checkpoint(self) -> Path:
+        state = {"evaluations": self.history, "log_sums": self._sums, "log_count": self._count}
         return save_checkpoint(
             self.agent,
-            self.out / "checkpoints",
+            self.checkpoints,
             self.sampler,
-            {"evaluations": self.history},
+            state,
             self.config.keep_checkpoints,
+            run_config=self.run_config,
         )
 
+    # ------------------------------------------------------------------ resume
+    def resume(self) -> int:
+        """Load the run's ``last`` checkpoint: weights, optimisers, RNGs, sampler, evaluation
+        history and partial metric sums; returns its step (0, with a warning, if the run
+        wrote none). ``fit()`` then runs the remaining steps."""
+        if not (self.checkpoints / LAST).is_file():
+            logger.warning("no checkpoint in %s: the run starts from step 0", self.checkpoints)
+            self._resumed_at = 0
+            return 0
+        path = latest_checkpoint(self.checkpoints)
+        self._check_same_run(path)
+        state = load_checkpoint(self.agent, path, self.sampler)
+        if state["step"] > self.config.steps:
+            raise CheckpointError(
+                f"{path} is at step {state['step']}, beyond steps={self.config.steps}; "
+                "raise steps to continue the run"
+            )
+        self.history = list(state.get("evaluations", []))
+        self._sums = defaultdict(float, state.get("log_sums", {}))
+        self._count = int(state.get("log_count", 0))
+        self._resumed_at = self.agent.step
+        logger.info("resumed %s at step %d", self.out, self.agent.step)
+        return self.agent.step
+
+    def _check_same_run(self, path: Path) -> None:
+        saved = read_json(path / "config.json")
+        current = checkpoint_config(self.agent, self.run_config)
+        for config in (saved, current):
+            for key in RESUMABLE_CHANGES:
+                config.get("run", {}).get("trainer", {}).pop(key, None)
+        saved.setdefault("run", current["run"])  # checkpoints of older versions lack "run"
+        diff = _differences(
+            {k: saved.get(k) for k in ("agent", "policy", "run")},
+            {k: current.get(k) for k in ("agent", "policy", "run")},
+        )
+        if diff:
+            raise CheckpointError(
+                f"cannot resume from {path}: the settings differ from the checkpoint's "
+                f"({'; '.join(diff)}); use the run's settings or another output directory"
+            )
+
+    # ------------------------------------------------------------------ fit
     def fit(self) -> dict[str, float]:
-        """Train; returns the last evaluation (empty without an evaluation environment)."""
+        """Train (after :meth:`resume`, the remaining steps); returns the last evaluation
+        (empty without an evaluation environment)."""
         c, agent = self.config, self.agent
-        writer = MetricsWriter(self.out, c.tensorboard)
-        sums: dict[str, float] = defaultdict(float)
-        count, last_eval = 0, {}
-        bar = tqdm(total=c.steps, desc=agent.agent_type, unit="step", disable=not c.progress)
+        resumed = self._resumed_at is not None
+        remaining = c.steps - agent.step if resumed else c.steps
+        writer = MetricsWriter(self.out, c.tensorboard, self._resumed_at)
+        last_eval = (
+            {k: v for k, v in self.history[-1].items() if k != "step"}
+            if resumed and self.history
+            else {}
+        )
+        bar = tqdm(
+            total=c.steps, initial=c.steps - remaining, desc=agent.agent_type, unit="step",
+            disable=not c.progress,
+        )  # fmt: skip
         agent.train_mode(True)
         try:
-            for _ in range(c.steps):
-                try:
-                    metrics = agent.update(self.sampler.sample())
-                except NonFiniteLossError as error:
-                    last = self.out / "checkpoints" / "last"
-                    kept = last.read_text().strip() if last.exists() else "none written yet"
-                    raise NonFiniteLossError(error.loss, error.step, error.value) from (
-                        RuntimeError(f"last good checkpoint: {kept}")
-                    )
-                for key, value in metrics.items():
-                    sums[key] += value
-                count += 1
-                bar.update(1)
-                step = agent.step
-                if step % c.log_every == 0 or step == c.steps:
-                    means = {f"train/{k}": v / count for k, v in sums.items()}
-                    writer.write(step, means)
-                    bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in list(means.items())[:3]})
-                    sums.clear()
-                    count = 0
-                if (c.eval_every and step % c.eval_every == 0) or step == c.steps:
-                    last_eval = self._evaluate()
-                    if last_eval:
-                        writer.write(step, last_eval)
-                        logger.info("step %d: %s", step, last_eval)
-                if (c.checkpoint_every and step % c.checkpoint_every == 0) or step == c.steps:
-                    self._checkpoint()
+            for _ in range(remaining):
+                last_eval = self._step(writer, bar) or last_eval
         finally:
             bar.close()
             writer.close()
         return last_eval
+
+    def _step(self, writer: MetricsWriter, bar: tqdm) -> dict[str, float]:
+        """One update with its logging, evaluation and checkpoint; returns a new evaluation."""
+        c, agent = self.config, self.agent
+        try:
+            metrics = agent.update(self.sampler.sample())
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(error.loss, error.step, error.value) from RuntimeError(
+                last_checkpoint_note(self.checkpoints)
+            )
+        for key, value in metrics.items():
+            self._sums[key] += value
+        self._count += 1
+        bar.update(1)
+        step, result = agent.step, {}
+        if step % c.log_every == 0 or step == c.steps:
+            means = {f"train/{k}": v / self._count for k, v in self._sums.items()}
+            writer.write(step, means)
+            bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in list(means.items())[:3]})
+            self._sums.clear()
+            self._count = 0
+        if (c.eval_every and step % c.eval_every == 0) or step == c.steps:
+            result = self._evaluate()
+            if result:
+                writer.write(step, result)
+                logger.info("step %d: %s", step, result)
+        if (c.checkpoint_every and step % c.checkpoint_every == 0) or step == c.steps:
+            self._checkpoint()
+        return result
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ, as ``"path: saved -> current"``."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [
+            line
+            for key in sorted(set(saved) | set(current))
+            for line in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
+        ]
+    return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -291,9 +398,11 @@ def train(
     trainer_config: TrainerConfig | None = None,
     policy: Policy | None = None,
     eval_env: Callable[[], gym.Env] | None = None,
+    resume: bool = False,
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
-    its last evaluation."""
+    its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
+    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run."""
     config = trainer_config or TrainerConfig()
     seed_everything(config.seed)
     policy = policy if policy is not None else default_policy(algo, data)
@@ -302,7 +411,10 @@ def train(
     sampler = make_sampler(agent, data, config.batch_size, config.seed)
     if eval_env is None and config.eval_episodes:
         eval_env = env_factory(data)
-    trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data))
+    run = {"algo": algo, "dataset": data.metadata.get("dataset_id")}
+    trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data), run)
+    if resume:
+        trainer.resume()
     result = trainer.fit()
     if result and not math.isfinite(result.get("eval/mean_return", 0.0)):
         logger.warning("evaluation returned a non-finite mean return: %s", result)
