@@ -207,6 +207,51 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from embodied_rl.pipeline import STAGES, load_pipeline_config, run_pipeline
+
+    config = load_pipeline_config(args.config, args.overrides)
+    stages = tuple(args.stages) if args.stages else STAGES
+    start = time.perf_counter()
+    run_pipeline(config, args.out, stages, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"pipeline finished in {(time.perf_counter() - start) / 60:.1f} min\n"
+        f"report: {Path(args.out) / 'report' / 'report.html'} (and report.md)"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from embodied_rl.envs import make
+    from embodied_rl.evaluation.rollout import format_markdown, run_episodes, success_table
+    from embodied_rl.policies import load_policy
+    from embodied_rl.utils.io import write_text_atomic
+
+    policy = load_policy(args.policy).eval()
+    kwargs = {"randomization": args.randomization} if args.randomization else {}
+    if args.obs_mode:
+        kwargs["obs_mode"] = args.obs_mode
+    env = make(args.task, image_size=args.image_size, backend=args.backend, **kwargs)
+    try:
+        results = run_episodes(env, policy, args.episodes, seed=args.seed, desc=args.task)
+    finally:
+        env.close()
+    table = format_markdown(success_table(results))
+    print(table)
+    if args.out:
+        write_text_atomic(Path(args.out), table + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from embodied_rl.evaluation.report import write_pipeline_report
+
+    paths = write_pipeline_report(args.run)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,6 +364,40 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--prepare-only", action="store_true", help="write the session, no server")
     label.set_defaults(func=_label)
 
+    pipeline = sub.add_parser(
+        "pipeline",
+        help="the main job: collect -> BC -> IQL -> PPO fine-tuning -> transfer -> report",
+    )
+    pipeline.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="config overrides, dotted for sections, e.g. bc.steps=2000 ppo.kl_coef=0.05",
+    )  # fmt: skip
+    pipeline.add_argument(
+        "--config", default=str(Path(__file__).resolve().parent.parent / "configs/pipeline/quickstart.yaml"),
+        help="YAML config (default configs/pipeline/quickstart.yaml)",
+    )  # fmt: skip
+    pipeline.add_argument("--out", default="outputs/pipeline", help="run directory")
+    pipeline.add_argument("--stages", nargs="*", help="run only these stages (in order)")
+    pipeline.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pipeline.set_defaults(func=_pipeline)
+
+    evaluate = sub.add_parser("evaluate", help="success rate of a saved policy on a task")
+    evaluate.add_argument("--policy", required=True, help="policy directory (Policy.save)")
+    evaluate.add_argument("--task", required=True, help="task id, e.g. tabletop/reach-v0")
+    evaluate.add_argument("--episodes", type=int, default=50)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--randomization", default=None, help="none/light/default/heavy")
+    evaluate.add_argument("--backend", default="mujoco", choices=["mujoco", "pybullet"])
+    evaluate.add_argument("--obs-mode", default=None, choices=["state", "rgb", "rgb+state"])
+    evaluate.add_argument("--image-size", type=int, default=64)
+    evaluate.add_argument("--out", default=None, help="write the Markdown table here")
+    evaluate.set_defaults(func=_evaluate)
+
+    report = sub.add_parser("report", help="(re)write a pipeline run's report.md and report.html")
+    report.add_argument("run", help="the pipeline's run directory")
+    report.set_defaults(func=_report)
+
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
     tasks.set_defaults(func=_tasks)
@@ -333,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
         print(f"erl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ rest. ``modules()`` and ``optimizers()`` expose what a checkpoint stores.
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from embodied_rl.config import ConfigError, from_dict
 from embodied_rl.policies.base import Policy
 from embodied_rl.policies.normalization import fit_observation_normalizers
 
@@ -63,16 +63,12 @@ def list_agents() -> list[str]:
 
 
 def config_from_dict(config_class: type, values: dict[str, Any], source: str = "config") -> Any:
-    """``config_class(**values)`` that names unknown keys and turns JSON/YAML lists into
-    tuples where the field's default is a tuple."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown key(s) {unknown} for {config_class.__name__}; "
-            f"valid keys: {sorted(fields)}"
-        )
-    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    """``config_class`` from a YAML/JSON mapping, every key and type checked (lists become
+    tuples where the field is a tuple); errors name ``source`` and the key."""
+    try:
+        return from_dict(config_class, values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 class Agent(ABC):

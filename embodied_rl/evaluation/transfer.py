@@ -182,6 +182,8 @@ def _run_chunk(
         for seed in seeds:
             obs, _ = env.reset(seed=int(seed))
             agent = _build_policy(policy, env, int(seed))
+            if hasattr(agent, "reset"):  # history policies (VLA) start each episode afresh
+                agent.reset()
             act = agent.act if hasattr(agent, "act") else agent
             total = 0.0
             while True:

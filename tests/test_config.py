@@ -1,0 +1,93 @@
+"""Typed configs: YAML + key=value overrides, errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from embodied_rl.config import ConfigError, as_dict, load_config, parse_overrides
+
+
+@dataclass(frozen=True)
+class Inner:
+    steps: int = 10
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (64, 64)
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "run"
+    seed: int = 0
+    target: float | None = None
+    flag: bool = False
+    inner: Inner = Inner()
+    sweeps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed} must be >= 0")
+
+
+def test_yaml_and_overrides_merge_with_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ninner:\n  steps: 5\n  hidden: [8, 8]\nsweeps:\n  x: [1, 2.5]\n")
+    config = load_config(Outer, path, ["inner.lr=0.1", "target=2", "flag=true"])
+    assert config == Outer(
+        name="a", target=2.0, flag=True, inner=Inner(steps=5, lr=0.1, hidden=(8, 8)),
+        sweeps={"x": (1.0, 2.5)},
+    )  # fmt: skip
+    assert isinstance(config.target, float) and isinstance(config.inner.hidden, tuple)
+    assert as_dict(config)["inner"] == {"steps": 5, "lr": 0.1, "hidden": [8, 8]}
+    assert load_config(Outer, path, ["target=null"]).target is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["inner.stepz=3"], r"unknown key\(s\) \['inner.stepz'\]"),
+        (["inner.steps=ten"], "inner.steps: expected an integer, got 'ten'"),
+        (["inner.steps=1.5"], "inner.steps: expected an integer"),
+        (["flag=1"], "flag: expected true or false"),
+        (["inner.hidden=[8, x]"], r"inner.hidden\[1\]: expected an integer"),
+        (["inner=3"], "inner: expected a section"),
+        (["seed=-1"], "seed=-1 must be >= 0"),
+        (["nokey"], "expected key=value"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, None, overrides)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(Outer, tmp_path / "list.yaml")
+
+
+def test_parse_overrides_builds_sections():
+    assert parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=x"]) == {
+        "a": {"b": {"c": 1}, "d": [1, 2]},
+        "e": "x",
+    }
+
+
+def test_the_shipped_pipeline_and_agent_configs_load():
+    from pathlib import Path
+
+    import yaml
+
+    from embodied_rl.agents import agent_class
+    from embodied_rl.agents.base import config_from_dict
+    from embodied_rl.pipeline import DEFAULT_CONFIG, load_pipeline_config
+
+    assert load_pipeline_config(DEFAULT_CONFIG).task.startswith("tabletop/")
+    for path in Path("configs/agents").glob("*.yaml"):
+        if path.stem == "ppo":
+            continue
+        values = yaml.safe_load(path.read_text()) or {}
+        config_from_dict(agent_class(path.stem).config_class, values, str(path))

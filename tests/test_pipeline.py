@@ -1,0 +1,111 @@
+"""The end-to-end pipeline (a seconds-long config), its resume and its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embodied_rl.pipeline import Pipeline, smoke_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One smoke run, interrupted after BC and resumed: (run dir, first summaries, second)."""
+    out = tmp_path_factory.mktemp("pipeline")
+    config = smoke_config()
+    first = Pipeline(config, out, progress=False).run(("collect", "bc"))
+    marks = {s: (out / s / "stage.json").stat().st_mtime_ns for s in ("collect", "bc")}
+    second = Pipeline(config, out, progress=False).run(resume=True)
+    return out, first, second, marks
+
+
+def test_every_stage_finishes_and_resume_skips_finished_ones(run):
+    out, first, second, marks = run
+    assert list(first) == ["collect", "bc"]
+    assert list(second) == ["collect", "bc", "iql", "ppo", "transfer", "report"]
+    for stage, mtime in marks.items():  # not rerun
+        assert (out / stage / "stage.json").stat().st_mtime_ns == mtime
+        assert second[stage] == first[stage]
+    assert second["collect"]["episodes"] == 6
+    assert second["bc"]["steps"] == 6 and second["iql"]["steps"] == 4
+    assert second["ppo"]["env_steps"] >= 32
+    for stage in ("bc", "iql", "ppo"):
+        assert (out / stage / "policy" / "model.safetensors").exists()
+        result = json.loads((out / "transfer" / stage / "transfer.json").read_text())
+        assert [t["domain"]["name"] for t in result["targets"]] == ["heavy", "pybullet"]
+    assert (out / "transfer" / "ppo" / "sensitivity_friction_scale.png").exists()
+    assert (out / "transfer" / "rollouts_ppo.gif").exists()
+
+
+def test_the_stages_hand_policies_on(run):
+    """IQL starts from BC's weights and PPO from IQL's: a few steps move them only a little."""
+    import torch
+
+    from embodied_rl.policies import load_policy
+
+    out = run[0]
+    bc, iql, ppo = (load_policy(out / s / "policy") for s in ("bc", "iql", "ppo"))
+    fresh = type(bc)(bc.config)
+    name = "head.proj.weight" if "head.proj.weight" in bc.state_dict() else None
+    for key, value in bc.state_dict().items():
+        if value.dtype.is_floating_point and value.numel() > 100 and "text" not in key:
+            name = key
+            break
+    assert name is not None
+
+    def dist(a, b):
+        return float((a.state_dict()[name] - b.state_dict()[name]).abs().mean())
+
+    assert dist(bc, iql) < dist(bc, fresh) and dist(iql, ppo) < dist(iql, fresh)
+    assert not torch.equal(bc.state_dict()[name], fresh.state_dict()[name])
+
+
+def test_fresh_run_refuses_to_overwrite_and_resume_checks_the_config(run):
+    out = run[0]
+    with pytest.raises(FileExistsError, match="--resume"):
+        Pipeline(smoke_config(), out, progress=False).run()
+    with pytest.raises(ValueError, match=r"\['seed'\]"):
+        Pipeline(smoke_config(seed=1), out, progress=False).run(resume=True)
+    with pytest.raises(ValueError, match="unknown stage"):
+        Pipeline(smoke_config(), out, progress=False).run(("collect", "dance"))
+
+
+def test_report_is_self_contained(run):
+    out = run[0]
+    page = (out / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # curves, success, sensitivity
+    assert "data:image/gif;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    md = (out / "report" / "report.md").read_text()
+    assert "| PPO fine-tuned | pybullet | pybullet | 2 |" in md
+
+
+def test_report_renders_in_headless_chromium(run, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium, installed by scripts/setup.sh)")
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    shot = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto((run[0] / "report" / "report.html").as_uri())
+        heights = page.evaluate("Array.from(document.images).map(i => i.naturalHeight)")
+        title = page.locator("h1").inner_text()
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert "tabletop/reach-v0" in title
+    assert len(heights) >= 5 and min(heights) > 0  # every embedded image decoded
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape[0] > 800 and pixels.std() > 20  # not a blank page
+    assert (pixels < 128).mean() > 0.01  # text and plots drawn
