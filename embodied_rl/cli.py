@@ -150,7 +150,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, log_every=min(1000, args.steps),
     )  # fmt: skip
     data = load_dataset(args.dataset, obs_keys=["state"])
-    _, result = train(args.algo, data, args.out, config, trainer)
+    _, result = train(args.algo, data, args.out, config, trainer, resume=args.resume)
     print(f"{args.algo}: {result}\nwrote {args.out}/metrics.csv and {args.out}/checkpoints")
     return 0
 
@@ -172,15 +172,26 @@ def _ppo(args: argparse.Namespace) -> int:
     elif args.randomization or args.adr:
         raise ValueError(f"--randomization/--adr apply to tabletop tasks, not {args.task!r}")
     envs = make_vec_env(args.task, args.n_envs, args.vectorization, **env_kwargs)
-    torch.manual_seed(args.seed)
-    agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
-    metrics = agent.learn(args.steps, progress=not args.no_progress)
+    checkpoints = Path(args.out) / "checkpoints"
+    try:
+        if args.resume and (checkpoints / "last").is_file():  # the checkpoint's PPO config
+            agent = PPO.resume(checkpoints, envs, log_dir=args.out)
+        else:
+            torch.manual_seed(args.seed)
+            agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
+        metrics = agent.learn(args.steps, not args.no_progress, checkpoints, args.checkpoint_every)
+    finally:
+        envs.close()
     agent.save(Path(args.out) / "agent")
-    envs.close()
+    done = (
+        f"{metrics['steps_per_s']:.0f} steps/s, mean return (last 100 episodes) "
+        f"{metrics['episode_return']:.2f}"
+        if metrics
+        else "already complete"
+    )
     print(
-        f"ppo {args.task}: {agent.num_steps} steps, {metrics['steps_per_s']:.0f} steps/s, "
-        f"mean return (last 100 episodes) {metrics['episode_return']:.2f}\n"
-        f"wrote {args.out}/metrics.csv and {args.out}/agent"
+        f"ppo {args.task}: {agent.num_steps} steps, {done}\n"
+        f"wrote {args.out}/metrics.csv, {args.out}/checkpoints and {args.out}/agent"
     )
     return 0
 
@@ -332,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=0, help="0: evaluate after the last step")
     train.add_argument("--eval-episodes", type=int, default=10)
     train.add_argument("--checkpoint-every", type=int, default=5_000)
+    train.add_argument(
+        "--resume", action="store_true", help="continue from <out>/checkpoints/last (exactly)"
+    )
     train.set_defaults(func=_train)
 
     ppo = sub.add_parser("ppo", help="train PPO online on a task (state observations)")
@@ -349,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--head", default="gaussian", choices=["gaussian", "tokens"])
     ppo.add_argument("--seed", type=int, default=0)
     ppo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ppo.add_argument(
+        "--checkpoint-every", type=int, default=10_000, help="env steps (0: at the end only)"
+    )
+    ppo.add_argument(
+        "--resume", action="store_true", help="continue from <out>/checkpoints/last (exactly)"
+    )
     ppo.set_defaults(func=_ppo)
 
     label = sub.add_parser("label", help="label rollout pairs in a local web page (A/B/equal/skip)")

@@ -7,19 +7,23 @@ pretrained BC/VLA policy) shapes the reward as in RLHF, r - beta * KL(pi || pi_r
 al. 2019, arXiv:1909.08593; Ouyang et al. 2022), with a fixed or adaptive beta.
 
     agent = PPO(ActorCriticPolicy(ActorCriticConfig(obs_dim=11, ...)), make_vec_env("Hopper-v5"))
-    agent.learn(100_000)
+    agent.learn(100_000, checkpoint_dir="runs/ppo/checkpoints", checkpoint_every=10_000)
+    agent = PPO.resume("runs/ppo/checkpoints", make_vec_env("Hopper-v5"))  # after a crash
+    agent.learn(100_000)  # continues the interrupted call
+
+Checkpoints are taken between rollouts; resuming replays the recorded environment actions
+(:mod:`embodied_rl.agents.ppo_checkpoint`), so on CPU the resumed run is bit-identical.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,11 @@ import torch
 import yaml
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from embodied_rl.agents import ppo_checkpoint
+from embodied_rl.agents.base import NonFiniteLossError
+from embodied_rl.agents.checkpoint import last_checkpoint_note
 from embodied_rl.agents.rollout import (
     MetricsLog,
     RolloutBuffer,
@@ -44,7 +50,7 @@ from embodied_rl.agents.rollout import (
     take,
 )
 from embodied_rl.policies import actor_critic  # noqa: F401  (registers "actor_critic" for load_policy)
-from embodied_rl.policies.base import Policy, load_policy
+from embodied_rl.policies.base import Policy
 
 logger = logging.getLogger(__name__)
 KL_ESTIMATORS = ("k1", "k3")
@@ -310,6 +316,8 @@ class PPO:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self._obs: Any = None  # the vector env's last observation (numpy, as returned)
+        self.env_actions: list[np.ndarray] = []  # per rollout, what envs.step got (for resume)
+        self._call: dict[str, int] | None = None  # the learn() call in progress (for resume)
 
     # ------------------------------------------------------------------ rollouts
     def _reset(self) -> None:
@@ -369,10 +377,14 @@ class PPO:
         if self._obs is None:
             self._reset()
         self._snapshot()
+        sent = None  # the actions envs.step received, recorded so resume can replay them
         for t in range(buf.n_steps):
             action, log_prob, value, kl = self._act(self._obs)
             buf.store_obs(t, self._obs)  # before step(): a copy=False vector env reuses its array
             env_action = np.clip(action, self.action_low, self.action_high)
+            if sent is None:
+                sent = np.empty((buf.n_steps, *env_action.shape), env_action.dtype)
+            sent[t] = env_action
             obs, reward, terminated, truncated, info = self.envs.step(env_action)
             buf.actions[t], buf.log_probs[t], buf.values[t], buf.kl[t] = action, log_prob, value, kl
             buf.rewards[t], buf.terminated[t], buf.truncated[t] = reward, terminated, truncated
@@ -385,6 +397,7 @@ class PPO:
                 buf.final_values[t, index] = self._values(finals)
             self._obs = obs
             self._track_episodes(reward, terminated | truncated)
+        self.env_actions.append(sent)
         self.num_steps += buf.n_steps * buf.n_envs
         self._compute_advantages()
 
@@ -483,6 +496,11 @@ class PPO:
         self._flat_grad.zero_()
         loss.backward()  # accumulates in place into the views of _flat_grad
         norm = torch.linalg.vector_norm(self._flat_grad)
+        if not torch.isfinite(loss.detach() + norm):  # one read per minibatch (cheap on CPU)
+            parts = {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy}
+            bad = [(k, v.item()) for k, v in parts.items() if not torch.isfinite(v)]
+            name, value = (bad or [("gradient_norm", norm.item())])[0]
+            raise NonFiniteLossError(name, self.num_steps, value)
         self._flat_grad.mul_((c.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))  # global clip
         self.optimizer.step()
         with torch.no_grad():
@@ -493,37 +511,81 @@ class PPO:
         )
 
     # ------------------------------------------------------------------ the loop
-    def learn(self, total_steps: int, progress: bool = False) -> dict[str, float]:
+    def learn(
+        self,
+        total_steps: int,
+        progress: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+        keep_checkpoints: int = 2,
+    ) -> dict[str, float]:
         """Train for at least ``total_steps`` environment steps (whole rollouts); returns the
-        last rollout's metrics.
+        last rollout's metrics (empty if a resumed call had nothing left to do).
+
+        With ``checkpoint_dir``, a checkpoint is written after the rollout that crosses each
+        multiple of ``checkpoint_every`` environment steps (0: only at the end) and after the
+        last one. On an agent from :meth:`resume` whose checkpoint was taken inside a
+        ``learn`` call, the same ``total_steps`` continues that call where it stopped.
 
         Runs with ``config.torch_threads`` intra-op threads (restored afterwards): PPO's tensors
         are too small for threads to pay, and on a busy 2-core CPU two threads made a small
         MLP's training 10-40x slower than one.
         """
+        if total_steps < 1:
+            raise ValueError(f"total_steps={total_steps} must be >= 1")
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0 (0: at the end)")
         threads = torch.get_num_threads()
         if self.config.torch_threads is not None:
             torch.set_num_threads(self.config.torch_threads)
         try:
-            return self._learn(total_steps, progress)
+            return self._learn(
+                total_steps, progress, checkpoint_dir, checkpoint_every, keep_checkpoints
+            )
+        except NonFiniteLossError as error:
+            if checkpoint_dir is None:
+                raise
+            raise NonFiniteLossError(error.loss, error.step, error.value) from RuntimeError(
+                last_checkpoint_note(checkpoint_dir)
+            )
         finally:
             torch.set_num_threads(threads)
 
-    def _learn(self, total_steps: int, progress: bool) -> dict[str, float]:
-        c, per_rollout = self.config, self.config.n_steps * self.envs.num_envs
-        if total_steps < 1:
-            raise ValueError(f"total_steps={total_steps} must be >= 1")
+    def _start_call(self, total_steps: int) -> dict[str, int]:
+        """The state of this learn() call: a new one, or the resumed one it continues."""
+        per_rollout = self.config.n_steps * self.envs.num_envs
+        call = self._call
+        if call is not None and call["total_steps"] == total_steps:
+            return call
+        if call is not None and call["rollout"] < call["n_rollouts"]:
+            raise ValueError(
+                f"this agent resumes a learn(total_steps={call['total_steps']}) call stopped "
+                f"after {call['rollout']} of {call['n_rollouts']} rollouts; call learn with "
+                f"that total (got {total_steps}) to continue it"
+            )
         n_rollouts = math.ceil(total_steps / per_rollout)
+        return {"total_steps": total_steps, "n_rollouts": n_rollouts, "rollout": 0}
+
+    def _learn(
+        self, total_steps: int, progress: bool, checkpoint_dir: Any, every: int, keep: int
+    ) -> dict[str, float]:
+        c, per_rollout = self.config, self.config.n_steps * self.envs.num_envs
+        self._call = call = self._start_call(total_steps)
+        n_rollouts = call["n_rollouts"]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_rollouts * per_rollout, unit="step", desc="ppo")
+            bar = tqdm(
+                total=n_rollouts * per_rollout, initial=call["rollout"] * per_rollout,
+                unit="step", desc="ppo",
+            )  # fmt: skip
         start, start_steps, metrics = time.perf_counter(), self.num_steps, {}
-        for i in range(n_rollouts):
+        for i in range(call["rollout"], n_rollouts):
             if c.anneal_lr:
                 for group in self.optimizer.param_groups:
                     group["lr"] = c.learning_rate * (1.0 - i / n_rollouts)
+            before = self.num_steps
             self.collect_rollout()
             metrics = self.update()
             ref_kl = float(self.buffer.kl[self.buffer.valid].mean())
@@ -541,6 +603,10 @@ class PPO:
             )
             self.kl_controller.update(ref_kl, per_rollout)
             self.log.write(self.num_steps, metrics)
+            call["rollout"] = i + 1
+            crossed = every and self.num_steps // every > before // every
+            if checkpoint_dir is not None and (crossed or i + 1 == n_rollouts):
+                self.checkpoint(checkpoint_dir, keep)
             if bar is not None:
                 bar.update(per_rollout)
                 bar.set_postfix(
@@ -548,53 +614,35 @@ class PPO:
                 )
         if bar is not None:
             bar.close()
+        self._call = None  # finished: a further learn() call starts a new one
         return metrics
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
         """``policy/`` (and ``reference/``) as safetensors + JSON, the optimizer state as
         safetensors, and ``ppo.json`` (config, step count, KL coefficient)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.policy.save(directory / "policy")
-        if self.reference is not None:
-            self.reference.save(directory / "reference")
-        state = self.optimizer.state_dict()
-        tensors = {
-            f"{i}.{name}": value.contiguous()
-            for i, slot in state["state"].items()
-            for name, value in slot.items()
-        }
-        save_file(tensors, directory / "optimizer.safetensors")
-        meta = {
-            "config": asdict(self.config),
-            "num_steps": self.num_steps,
-            "kl_coef": self.kl_controller.coef,
-            "param_groups": state["param_groups"],
-        }
-        (directory / "ppo.json").write_text(json.dumps(meta, indent=2))
-        return directory
+        return ppo_checkpoint.save_ppo(self, directory)
 
     @classmethod
     def load(
         cls, directory: str | os.PathLike, envs: VectorEnv | gym.Env, log_dir: str | None = None
     ) -> PPO:
         """Rebuild a saved agent on ``envs``: policy, reference, optimizer and KL coefficient."""
-        directory = Path(directory)
-        if not (directory / "ppo.json").is_file():
-            raise FileNotFoundError(f"{directory} is not a saved PPO agent: ppo.json is missing")
-        meta = json.loads((directory / "ppo.json").read_text())
-        reference = (
-            load_policy(directory / "reference") if (directory / "reference").is_dir() else None
-        )
-        agent = cls(
-            load_policy(directory / "policy"), envs, PPOConfig(**meta["config"]), reference, log_dir
-        )
-        slots: dict[int, dict[str, Tensor]] = {}
-        for key, value in load_file(directory / "optimizer.safetensors").items():
-            i, name = key.split(".", 1)
-            slots.setdefault(int(i), {})[name] = value
-        agent.optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-        agent.num_steps = meta["num_steps"]
-        agent.kl_controller.coef = meta["kl_coef"]
-        return agent
+        return ppo_checkpoint.load_ppo(cls, directory, envs, log_dir)
+
+    def checkpoint(self, directory: str | os.PathLike, keep: int = 2) -> Path:
+        """Write ``directory/step_<N>`` (what :meth:`save` writes plus the resume state)
+        atomically, point ``directory/last`` at it and keep the newest ``keep``."""
+        return ppo_checkpoint.save_checkpoint(self, directory, keep)
+
+    @classmethod
+    def resume(
+        cls,
+        directory: str | os.PathLike,
+        envs: VectorEnv | gym.Env,
+        log_dir: str | os.PathLike | None = None,
+    ) -> PPO:
+        """Rebuild the agent of the ``last`` checkpoint in ``directory`` on fresh ``envs``
+        (built as in the interrupted run, never reset) so that training continues exactly;
+        ``log_dir``'s ``metrics.csv`` loses the rows logged after the checkpoint."""
+        return ppo_checkpoint.resume(cls, directory, envs, log_dir)

@@ -26,6 +26,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from torch import Tensor
 
 from embodied_rl.policies.base import Policy
+from embodied_rl.utils.io import truncate_csv
 
 logger = logging.getLogger(__name__)
 
@@ -223,18 +224,27 @@ def head_output(policy: Policy, batch: dict[str, Any]) -> Tensor:
 
 # ---------------------------------------------------------------------------- metrics
 class MetricsLog:
-    """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports."""
+    """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports.
 
-    def __init__(self, directory: str | os.PathLike | None):
+    ``resume_step``: a resumed run keeps the rows (and TensorBoard events) up to that step
+    and appends after them, so no step is logged twice."""
+
+    def __init__(self, directory: str | os.PathLike | None, resume_step: int | None = None):
         self.directory = Path(directory) if directory is not None else None
         self._file = self._csv = self._tb = None
+        self._fields: list[str] | None = None  # a resumed file's columns
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and (self.directory / "metrics.csv").is_file():
+            truncate_csv(self.directory / "metrics.csv", resume_step)
+            with open(self.directory / "metrics.csv", newline="") as f:
+                self._fields = next(csv.reader(f), None)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.directory / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(self.directory / "tb"), purge_step=purge)
         except ImportError:
             logger.debug("tensorboard is not installed; metrics go to CSV only")
 
@@ -242,9 +252,11 @@ class MetricsLog:
         if self.directory is None:
             return
         if self._csv is None:
-            self._file = open(self.directory / "metrics.csv", "w", newline="")  # noqa: SIM115
-            self._csv = csv.DictWriter(self._file, fieldnames=["step", *metrics])
-            self._csv.writeheader()
+            path, fields = self.directory / "metrics.csv", self._fields
+            self._file = open(path, "a" if fields else "w", newline="")  # noqa: SIM115
+            self._csv = csv.DictWriter(self._file, fieldnames=fields or ["step", *metrics])
+            if not fields:
+                self._csv.writeheader()
         self._csv.writerow({"step": step, **metrics})
         self._file.flush()
         if self._tb is not None:
