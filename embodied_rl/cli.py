@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -263,6 +264,47 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from embodied_rl.evaluation.benchmark import load_suite, run_benchmark
+
+    suite = load_suite(args.suite)
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    out = Path(args.out or f"runs/bench/{suite.name}")
+    try:
+        result = run_benchmark(
+            suite, algos, args.seeds, out, address=args.ray, workers=args.workers,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except RuntimeError as error:  # some runs failed; the others are saved
+        print(f"erl: error: {error}", file=sys.stderr)
+        return 1
+    print((out / "report.md").read_text() if (out / "report.md").is_file() else "no runs")
+    print(
+        f"\n{len(result.executed)} runs executed, {len(result.runs) - len(result.executed)} "
+        f"skipped (finished earlier), {result.wall_s / 60:.1f} min\n"
+        f"wrote {out}/runs.json, report.md, curves.png and results/"
+    )
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmark grids (algorithm x task x seed) on Ray")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    o2o = kinds.add_parser(
+        "offline-to-online", help="offline training then online fine-tuning (IQL, CQL, Cal-QL)"
+    )
+    o2o.add_argument("--suite", default="small", help="configs/bench/<name>.yaml or a YAML path")
+    o2o.add_argument("--algos", default="iql,cql,calql", help="comma-separated agents")
+    o2o.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per algorithm and task")
+    o2o.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray cluster address")
+    o2o.add_argument("--out", default=None, help="output directory (default runs/bench/<suite>)")
+    o2o.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="local Ray CPUs (no --ray)"
+    )
+    o2o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o2o.set_defaults(func=_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -421,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list task ids")
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
     tasks.set_defaults(func=_tasks)
+    _add_bench(sub)
     return parser
 
 
