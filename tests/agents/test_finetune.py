@@ -1,0 +1,118 @@
+"""PPO fine-tuning of pretrained policies: the actor-critic conversion, the frozen KL reference,
+the from-scratch baseline, and the tiny VLA on images and instructions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from embodied_rl.agents.finetune import (
+    PPOFinetuneConfig,
+    actor_critic,
+    finetune_ppo,
+    load_pretrained,
+)
+from embodied_rl.agents.ppo import PPOConfig
+from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, vla_preset
+
+STATE_DIM = 39  # tabletop state with one object
+ENV = {"n_objects": 1, "reward_type": "dense"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bc_policy(seed: int = 0) -> MLPPolicy:
+    """A 'BC-pretrained' MLP: deterministic head, fitted observation statistics."""
+    torch.manual_seed(seed)
+    policy = MLPPolicy(MLPConfig(obs_dim=STATE_DIM, hidden=(16,), head="deterministic"))
+    policy.obs_norm.fit(np.random.default_rng(seed).normal(2.0, 3.0, (50, STATE_DIM)))
+    return policy
+
+
+def batch(n: int = 5) -> dict[str, torch.Tensor]:
+    return {"state": torch.randn(n, STATE_DIM)}
+
+
+def test_actor_critic_keeps_the_pretrained_mean_and_adds_a_value_head():
+    pretrained = bc_policy()
+    policy = actor_critic(pretrained, init_log_std=-1.0)
+    assert policy.head.kind == "gaussian" and policy.value_head is not None
+    x = batch()
+    torch.testing.assert_close(policy(x), pretrained(x))  # same mean action
+    torch.testing.assert_close(policy.head.log_std, torch.full((4,), -1.0))
+    assert policy.value(x).shape == (5,)
+
+
+def test_from_scratch_has_fresh_weights_but_the_same_observation_statistics():
+    pretrained = bc_policy()
+    scratch = actor_critic(pretrained, reinitialize=True, seed=1)
+    torch.testing.assert_close(scratch.obs_norm.mean, pretrained.obs_norm.mean)
+    assert scratch.obs_norm.is_fitted
+    assert not torch.equal(scratch.trunk[0].weight, pretrained.trunk[0].weight)
+
+
+def test_ppo_finetuning_keeps_the_kl_reference_frozen(tmp_path):
+    pretrained = bc_policy()
+    pretrained.save(tmp_path / "bc")
+    result = finetune_ppo(
+        tmp_path / "bc", tmp_path / "ppo",
+        PPOFinetuneConfig(total_steps=64, n_envs=1, env_kwargs=ENV, eval_episodes=1),
+        PPOConfig(n_steps=32, batch_size=16, n_epochs=2, kl_coef=0.1, learning_rate=1e-3),
+    )  # fmt: skip
+    assert result.env_steps == 64 and result.last_rollout["kl_coef"] == pytest.approx(0.1)
+    assert result.last_rollout["ref_kl"] != 0.0  # the policy moved away from the reference
+    original = {k: v for k, v in pretrained.state_dict().items()}
+    reference = load_file(tmp_path / "ppo" / "agent" / "reference" / "model.safetensors")
+    trained = load_file(tmp_path / "ppo" / "agent" / "policy" / "model.safetensors")
+    for key, value in original.items():  # the reference is the pretrained policy, untouched
+        torch.testing.assert_close(reference[key], value)
+    assert not torch.equal(trained["trunk.0.weight"], original["trunk.0.weight"])
+    for key in ("obs_norm.mean", "obs_norm.std"):  # statistics stay the data's
+        torch.testing.assert_close(trained[key], original[key])
+    saved = json.loads((tmp_path / "ppo" / "result.json").read_text())
+    assert saved["before"]["eval/success_rate"] in (0.0, 1.0) and not saved["from_scratch"]
+
+
+def test_from_scratch_run_has_no_reference(tmp_path):
+    result = finetune_ppo(
+        bc_policy(), tmp_path / "scratch",
+        PPOFinetuneConfig(total_steps=32, n_envs=1, env_kwargs=ENV, eval_episodes=0),
+        PPOConfig(n_steps=32, batch_size=16, n_epochs=1), from_scratch=True,
+    )  # fmt: skip
+    assert result.from_scratch and result.last_rollout["ref_kl"] == 0.0
+    assert not (tmp_path / "scratch" / "agent" / "reference").exists()
+
+
+def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
+    torch.manual_seed(0)
+    vla = VLAPolicy(vla_preset("tiny", history=2, n_layers=1, dropout=0.0))
+    policy = actor_critic(vla)
+    assert policy.head.kind == "tokens" and policy.value_head is not None
+    result = finetune_ppo(
+        vla, tmp_path / "vla",
+        PPOFinetuneConfig(total_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0, randomization="none"),
+        PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05),
+    )  # fmt: skip
+    assert result.env_steps == 8 and np.isfinite(result.last_rollout["policy_loss"])
+    reference = load_file(tmp_path / "vla" / "agent" / "reference" / "model.safetensors")
+    for key, value in vla.trainable_state_dict().items():
+        torch.testing.assert_close(reference[key], value)
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a saved policy"):
+        load_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="obs_mode"):
+        PPOFinetuneConfig(env_kwargs={"obs_mode": "rgb"})
+    with pytest.raises(ValueError, match="total_steps=0"):
+        PPOFinetuneConfig(total_steps=0)
