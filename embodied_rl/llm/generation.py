@@ -13,7 +13,14 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from embodied_rl.llm.models import pad, position_ids_from_mask
+from embodied_rl.llm.models import (
+    IGNORE_INDEX,
+    causal_lm_forward,
+    eval_mode,
+    pad,
+    position_ids_from_mask,
+    token_logprobs,
+)
 from embodied_rl.llm.tokenizer import encode
 
 
@@ -105,9 +112,7 @@ def generate(
     """Sample one response per prompt (stopping at EOS); the model is in eval mode meanwhile."""
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         positions = position_ids_from_mask(prompt_mask)
         out = model(
             input_ids=prompt_ids,
@@ -134,8 +139,6 @@ def generate(
                 use_cache=True,
             )
             next_position = next_position + 1
-    finally:
-        model.train(was_training)
     response_ids = torch.stack(tokens, dim=1)  # (B, R)
     is_eos = response_ids == eos
     # a token belongs to the response if no EOS came strictly before it
@@ -150,3 +153,24 @@ def generate(
     return Generation(
         prompt_ids, prompt_mask, response_ids, response_mask, prompts, texts, finished
     )
+
+
+def response_logprobs(model: nn.Module, generation: Generation, **kwargs) -> tuple[Tensor, object]:
+    """``(B, R)`` log-probabilities of the response tokens (0 past the response) and the
+    model output (``kwargs`` go to the forward, e.g. ``output_hidden_states=True``)."""
+    ids, mask = generation.sequences()
+    out = causal_lm_forward(model, ids, mask, **kwargs)
+    n_prompt = generation.prompt_ids.shape[1]
+    logits = out.logits[:, n_prompt - 1 : -1]  # (B, R, V): position t predicts token t + 1
+    labels = generation.response_ids.masked_fill(generation.response_mask == 0, IGNORE_INDEX)
+    return token_logprobs(logits, labels), out
+
+
+@torch.no_grad()
+def sequence_kl(policy: nn.Module, reference: nn.Module, generation: Generation) -> Tensor:
+    """``(B,)`` Monte-Carlo estimate of KL(pi || pi_ref) per response: the summed log-ratio
+    ``log pi(y_t) - log pi_ref(y_t)`` over tokens sampled from ``pi``."""
+    with eval_mode(policy, reference):
+        logps, _ = response_logprobs(policy, generation)
+        ref_logps, _ = response_logprobs(reference, generation)
+    return (logps - ref_logps).sum(-1)

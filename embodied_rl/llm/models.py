@@ -117,6 +117,19 @@ def disable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout) inside the block; each model's own mode restored after."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Evaluation mode and no gradients: a frozen reference model."""
     model.eval()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from embodied_rl.llm.models import IGNORE_INDEX, causal_lm_forward, pad, save_causal_lm
+from embodied_rl.llm.models import IGNORE_INDEX, causal_lm_forward, eval_mode, pad, save_causal_lm
 from embodied_rl.llm.tokenizer import encode
 from embodied_rl.llm.training import (
     IndexBatches,
@@ -145,15 +145,11 @@ def pack(examples: Sequence[TokenizedExample], max_length: int, pad_id: int) -> 
 @torch.no_grad()
 def check_packing_support(model: nn.Module) -> None:
     """Raise ``ValueError`` unless the model isolates packed sequences by their positions."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         ids = torch.arange(1, 9)[None] % model.config.vocab_size  # (1, 8)
         positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4]])
         packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, 3:]
         alone = model(input_ids=ids[:, 3:], use_cache=False).logits[0]
-    finally:
-        model.train(was_training)
     if not torch.allclose(packed, alone, atol=1e-4):
         raise ValueError(
             f"{type(model).__name__} lets packed examples attend to each other (its attention "
@@ -233,15 +229,13 @@ class SFTTrainer:
     ) -> dict[str, float]:
         """Token-weighted mean response loss over ``examples`` (no packing, eval mode)."""
         tokenized = tokenize_examples(self.tokenizer, examples, self.config.max_length)
-        was_training = self.model.training
-        self.model.eval()
         total, n_tokens = 0.0, 0
-        for start in range(0, len(tokenized), batch_size):
-            batch = collate(tokenized[start : start + batch_size], self.tokenizer.pad_token_id)
-            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            total += float(lm_loss(self.model, batch)) * n
-            n_tokens += n
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            for start in range(0, len(tokenized), batch_size):
+                batch = collate(tokenized[start : start + batch_size], self.tokenizer.pad_token_id)
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                total += float(lm_loss(self.model, batch)) * n
+                n_tokens += n
         return {"loss": total / n_tokens}
 
     def save(self, path: str | os.PathLike) -> Path:

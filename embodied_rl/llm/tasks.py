@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from embodied_rl.llm.pairs import TextPair
 
 TOPICS = ("movie", "pizza", "hotel", "book", "phone", "song", "garden", "game")
 POSITIVE = ("great", "lovely", "wonderful", "excellent", "fun", "amazing", "charming", "superb")
@@ -38,6 +40,11 @@ OPENERS = (
     "honestly the {topic} felt",
 )
 SENTIMENTS = ("positive", "negative")
+JUDGE_CONSTITUTION = (
+    "Prefer the response with the sentiment the request asks for.",
+    "Prefer the response about the topic the request names.",
+    "Prefer one short, well-formed sentence.",
+)
 PROMPT_TEMPLATE = "Write a {sentiment} sentence about the {topic}:"
 _PROMPT_RE = re.compile(r"Write a (positive|negative) sentence about the (\w+):")
 _WORD_RE = re.compile(r"[a-z]+")
@@ -152,14 +159,19 @@ def preference_probability(prompt: str, a: str, b: str, config: TaskConfig = Tas
 
 # ---------------------------------------------------------------------- data generators
 @dataclass(frozen=True)
-class Comparison:
-    """One labelled pair: the annotator preferred ``chosen`` (``p_chosen``: its probability)."""
+class Comparison(TextPair):
+    """A labelled pair: the annotator preferred ``chosen`` with probability ``p_chosen``.
 
-    prompt: str
-    chosen: str
-    rejected: str
-    p_chosen: float
-    oracle_margin: float  # oracle(chosen) - oracle(rejected)
+    ``margin`` grades the annotator's confidence the way Llama 2's raters grade "clearly" vs
+    "slightly" better: 1.0 for ``p_chosen >= 0.9``, 0.5 for ``>= 0.7``, else 0."""
+
+    p_chosen: float = 0.5
+    oracle_margin: float = 0.0  # oracle(chosen) - oracle(rejected)
+
+
+def confidence_margin(p_chosen: float) -> float:
+    """Llama-2-style discrete margin from the annotator's confidence."""
+    return 1.0 if p_chosen >= 0.9 else 0.5 if p_chosen >= 0.7 else 0.0
 
 
 class TaskGenerator:
@@ -240,7 +252,7 @@ class TaskGenerator:
             margin = oracle_score(request.prompt, a, self.config) - oracle_score(
                 request.prompt, b, self.config
             )
-            out.append(Comparison(request.prompt, a, b, p, margin))
+            out.append(Comparison(request.prompt, a, b, confidence_margin(p), p, margin))
         return out
 
     def critique_examples(self, n: int) -> list[tuple[str, str]]:
@@ -264,11 +276,17 @@ class TaskGenerator:
             out.append((r_prompt, revision))
         return out
 
-    def judge_examples(self, n: int) -> list[tuple[str, str]]:
+    def judge_examples(
+        self, n: int, render: Callable[[str, str, str], str] | None = None
+    ) -> list[tuple[str, str]]:
         """(prompt, completion) pairs teaching :class:`~embodied_rl.llm.judge.LMJudge`'s
-        format: the oracle-better response's letter, then a short rationale."""
-        from embodied_rl.llm.judge import judge_prompt
+        answer format (``Preference: A`` and a rationale) for the oracle-better response.
 
+        ``render(request, a, b)`` builds the judge prompt; the default is the AI-feedback
+        labeler's prompt under :data:`JUDGE_CONSTITUTION`."""
+        from embodied_rl.llm.judge import format_verdict, labeler_prompt
+
+        render = render or labeler_prompt(JUDGE_CONSTITUTION)
         out = []
         while len(out) < n:
             request = self.request()
@@ -279,7 +297,7 @@ class TaskGenerator:
                 continue
             winner, better = ("A", a) if qa > qb else ("B", b)
             rationale = rationale_text(request, better)
-            out.append((judge_prompt(request.prompt, a, b), f" {winner}. {rationale}"))
+            out.append((render(request.prompt, a, b), format_verdict(winner, f" {rationale}")))
         return out
 
     def corpus(self, n: int = 2_000) -> Iterator[str]:
