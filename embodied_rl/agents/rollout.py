@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.async_vector_env import AsyncState
 from torch import Tensor
 
 from embodied_rl.policies.base import Policy
@@ -73,9 +75,81 @@ def make_vec_env(
     # gymnasium 1.4's shared memory returns Text observations as "aaaa..." (checked): use pipes
     text = isinstance(env, str) and make_kwargs.get("instruction_mode", "text") == "text"
     text = text and (env.startswith("tabletop/") or env.startswith("metaworld/"))
-    return AsyncVectorEnv(
+    return CheckedAsyncVectorEnv(
         factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False, shared_memory=not text
     )
+
+
+class EnvWorkerError(RuntimeError):
+    """An environment worker process raised or died; the message holds what it reported."""
+
+
+class CheckedAsyncVectorEnv(AsyncVectorEnv):
+    """gymnasium's ``AsyncVectorEnv``, with worker failures that are reported, not hidden.
+
+    gymnasium logs a worker's traceback as a warning and raises a bare copy of its exception;
+    here the raised :class:`EnvWorkerError` carries the traceback. A worker that dies without
+    a word (killed, out of memory, a native crash) makes gymnasium raise a bare ``EOFError``
+    and then hang in ``close()`` waiting for a reply that never comes (checked with gymnasium
+    1.4); here it raises :class:`EnvWorkerError` naming the worker and its exit code, and
+    ``close()`` returns.
+    """
+
+    def _raise_if_errors(self, successes) -> None:
+        if all(successes):
+            return
+        reports = []
+        for _ in range(self.num_envs - sum(successes)):
+            index, exctype, value, trace = self.error_queue.get()
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+            reports.append(
+                f"environment worker {index} raised {exctype.__name__}: {value}\n{trace}"
+            )
+        self._state = AsyncState.DEFAULT
+        raise EnvWorkerError("\n".join(reports).rstrip())
+
+    def _checked(self, wait: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return wait(*args, **kwargs)
+        except (EOFError, ConnectionError) as error:
+            raise self._dead_worker_error() from error
+
+    def step_async(self, *args: Any, **kwargs: Any) -> None:
+        self._checked(super().step_async, *args, **kwargs)
+
+    def reset_async(self, *args: Any, **kwargs: Any) -> None:
+        self._checked(super().reset_async, *args, **kwargs)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> None:
+        self._checked(super().call_async, *args, **kwargs)
+
+    def step_wait(self, *args: Any, **kwargs: Any):
+        return self._checked(super().step_wait, *args, **kwargs)
+
+    def reset_wait(self, *args: Any, **kwargs: Any):
+        return self._checked(super().reset_wait, *args, **kwargs)
+
+    def call_wait(self, *args: Any, **kwargs: Any):
+        return self._checked(super().call_wait, *args, **kwargs)
+
+    def _dead_worker_error(self) -> EnvWorkerError:
+        """Drop the dead workers' pipes (so ``close()`` does not wait on them) and name them."""
+        deadline = time.monotonic() + 2.0  # the pipe can close just before the exit is seen
+        dead: list[int] = []
+        while not dead and time.monotonic() < deadline:
+            dead = [i for i, p in enumerate(self.processes) if not p.is_alive()]
+            time.sleep(0.01)
+        for i in dead:
+            if self.parent_pipes[i] is not None:
+                self.parent_pipes[i].close()
+                self.parent_pipes[i] = None
+        self._state = AsyncState.DEFAULT
+        codes = ", ".join(f"worker {i} exit code {self.processes[i].exitcode}" for i in dead)
+        return EnvWorkerError(
+            f"an environment worker process died abruptly ({codes or 'unknown worker'}): killed "
+            "by a signal, out of memory, or a crash in native code; no traceback is available"
+        )
 
 
 def _shared_adr(randomization: Any) -> Any:

@@ -7,11 +7,12 @@ and every episode's keys, row counts, shapes and dtypes without reading the data
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,23 @@ def _check_file(data_dir: Path, meta: dict[str, Any], verify_checksum: bool) -> 
     return main
 
 
+@contextlib.contextmanager
+def _open_hdf5(path: Path) -> Iterator[h5py.File]:
+    """``h5py.File(path, "r")``; a truncated or corrupt file (h5py's ``OSError``, which does
+    not name the file) raises :class:`DatasetSchemaError` naming it."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetSchemaError(
+            f"{path} is not a readable HDF5 file (truncated or corrupt): {error}"
+        ) from error
+    try:
+        with f:
+            yield f
+    except OSError as error:  # e.g. a chunk beyond the end of a truncated file
+        raise DatasetSchemaError(f"{path} is truncated or corrupt: {error}") from error
+
+
 def _resolve(group: h5py.h5g.GroupID) -> dict[str, Any]:
     """A group's tree as nested dicts of low-level dataset ids (they have ``shape`` and
     ``dtype``): one HDF5 lookup per object, without h5py's per-object wrappers (3x faster
@@ -157,7 +175,7 @@ def validate_dataset(
     """
     data_dir = locate(path_or_id, root)
     meta = read_metadata(data_dir)
-    with h5py.File(_check_file(data_dir, meta, verify_checksum), "r") as f:
+    with _open_hdf5(_check_file(data_dir, meta, verify_checksum)) as f:
         _scan(f, meta, check=True)
     return meta
 
@@ -286,7 +304,7 @@ def load_dataset(
         )
     obs_space = _select_keys(obs_space, obs_keys)
     jpeg = bool(meta.get("jpeg_encoding", True))
-    with h5py.File(main, "r") as f:
+    with _open_hdf5(main) as f:
         reader = _Reader(_scan(f, meta, check=verify), jpeg)
         if isinstance(obs_space, spaces.Dict):
             obs = {

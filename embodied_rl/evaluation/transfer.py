@@ -13,8 +13,10 @@ import json
 import logging
 import math
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+import pickle
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,62 @@ def _chunks(seeds: list[int], n: int) -> list[list[int]]:
     return [seeds[i : i + n] for i in range(0, len(seeds), n)]
 
 
+class TransferWorkerError(RuntimeError):
+    """An evaluation worker process failed; the message holds its traceback."""
+
+
+def _check_picklable(policy: PolicyLike, workers: int) -> None:
+    if isinstance(policy, str):
+        return
+    try:
+        pickle.dumps(policy)
+    except Exception as error:
+        raise ValueError(
+            f"workers={workers} needs a picklable policy (a module-level function or object, "
+            f"or a string such as 'expert'); {policy!r} is not: {error}"
+        ) from error
+
+
+def _run_pool(
+    policy: PolicyLike,
+    domains: Sequence[Domain],
+    jobs: list[tuple[int, list[int]]],
+    env_kwargs: Mapping[str, Any],
+    workers: int,
+) -> Iterator[tuple[int, list[tuple[int, bool, float, bool]]]]:
+    """Yield ``(domain index, episode results)`` per finished chunk. A failed chunk raises
+    :class:`TransferWorkerError` with the worker's traceback at once; queued chunks are
+    cancelled (not waited for) and a worker killed outright is reported, never waited on."""
+    context = multiprocessing.get_context("spawn")  # MuJoCo and EGL state must not be forked
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        futures = {
+            pool.submit(_run_chunk, policy, domains[i], part, env_kwargs): (i, part)
+            for i, part in jobs
+        }
+        for future in as_completed(futures):
+            i, part = futures[future]
+            error = future.exception()
+            if error is not None:
+                raise _worker_error(domains[i], part, error) from error
+            yield i, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_error(domain: Domain, seeds: list[int], error: BaseException) -> TransferWorkerError:
+    where = f"domain {domain.name!r}, episode seeds {seeds[0]}..{seeds[-1]}"
+    if isinstance(error, BrokenProcessPool):
+        return TransferWorkerError(
+            f"a worker process died abruptly while evaluating {where} (killed by a signal, out "
+            "of memory, or a crash in native code); no traceback is available"
+        )
+    remote = getattr(error.__cause__, "tb", "") or ""  # concurrent.futures' remote traceback
+    return TransferWorkerError(
+        f"evaluating {where} failed in a worker: {error!r}\n{remote}".rstrip()
+    )
+
+
 def run_domains(
     policy: PolicyLike,
     domains: Sequence[Domain],
@@ -225,31 +283,18 @@ def run_domains(
     bar = tqdm(
         total=episodes * len(domains), desc="transfer episodes", disable=not progress, unit="ep"
     )
-    if workers == 1:
-        for i, part in jobs:
-            results[i] += _run_chunk(policy, domains[i], part, env_kwargs)
-            bar.update(len(part))
-    else:
-        if not isinstance(policy, str):
-            try:
-                import pickle
-
-                pickle.dumps(policy)
-            except Exception as error:
-                raise ValueError(
-                    f"workers={workers} needs a picklable policy (a module-level function or object, "
-                    f"or a string such as 'expert'); {policy!r} is not: {error}"
-                ) from error
-        context = multiprocessing.get_context("spawn")  # MuJoCo and EGL state must not be forked
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {
-                pool.submit(_run_chunk, policy, domains[i], part, env_kwargs): i for i, part in jobs
-            }
-            for future in as_completed(futures):
-                part_results = future.result()  # re-raises a worker's exception with its traceback
-                results[futures[future]] += part_results
+    try:
+        if workers == 1:
+            for i, part in jobs:
+                results[i] += _run_chunk(policy, domains[i], part, env_kwargs)
+                bar.update(len(part))
+        else:
+            _check_picklable(policy, workers)
+            for i, part_results in _run_pool(policy, domains, jobs, env_kwargs, workers):
+                results[i] += part_results
                 bar.update(len(part_results))
-    bar.close()
+    finally:
+        bar.close()
     rows = []
     for i, domain in enumerate(domains):
         episodes_i = sorted(results[i])
