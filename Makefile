@@ -27,9 +27,11 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
-## The main job: scripted episodes on a tabletop task -> rollout video + success table.
+## The main job (about 10 min on 2 CPU cores): demonstrations -> BC (tiny VLA) -> offline IQL
+## -> PPO fine-tuning with a KL penalty -> transfer evaluation -> outputs/demo/report/report.html.
+## Rerunning continues an interrupted run (finished stages are skipped).
 demo: $(STAMP)
-	$(BIN)/erl demo --out outputs/demo
+	$(BIN)/erl pipeline --out outputs/demo --resume
 
 ## Benchmarks write benchmarks/results/*.md; run them on a quiet machine (one at a time).
 bench: $(STAMP)
