@@ -102,3 +102,29 @@ def test_a_resumed_unfinished_call_needs_its_total(tmp_path, monkeypatch):
     resumed = PPO.resume(tmp_path, make_vec_env("Pendulum-v1", 2))
     with pytest.raises(ValueError, match=r"learn\(total_steps=320\).*after 1 of 5 rollouts"):
         resumed.learn(1000)
+
+
+def test_erl_ppo_resume_after_ctrl_c(tmp_path, monkeypatch):
+    from embodied_rl.agents.ppo_checkpoint import load_ppo
+    from embodied_rl.cli import main
+
+    config = tmp_path / "ppo.yaml"
+    config.write_text("n_steps: 16\nbatch_size: 32\nn_epochs: 1\n")
+
+    def erl(out, *extra):
+        return main(
+            ["ppo", "--task", "Pendulum-v1", "--steps", "128", "--n-envs", "2", "--config",
+             str(config), "--checkpoint-every", "32", "--out", str(out), "--no-progress", *extra]
+        )  # fmt: skip
+
+    assert erl(tmp_path / "straight") == 0
+    with monkeypatch.context() as patch:
+        interrupt_update(patch, at_call=3)
+        assert erl(tmp_path / "run") == 130  # Ctrl-C: the CLI's exit status
+    assert erl(tmp_path / "run", "--resume") == 0
+    envs = make_vec_env("Pendulum-v1", 2)
+    a, b = (load_ppo(PPO, tmp_path / run / "agent", envs, None) for run in ("straight", "run"))
+    assert a.num_steps == b.num_steps == 128
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.policy.parameters(), b.policy.parameters(), strict=True)
+    )
