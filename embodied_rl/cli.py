@@ -176,7 +176,7 @@ def _ppo(args: argparse.Namespace) -> int:
     checkpoints = Path(args.out) / "checkpoints"
     try:
         if args.resume and (checkpoints / "last").is_file():  # the checkpoint's PPO config
-            agent = PPO.resume(checkpoints, envs, log_dir=args.out)
+            agent = PPO.resume(checkpoints, envs, args.out, not args.no_progress)
         else:
             torch.manual_seed(args.seed)
             agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)

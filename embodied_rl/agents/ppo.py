@@ -23,14 +23,13 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
@@ -122,14 +121,11 @@ class PPOConfig:
 
 
 def load_config(path: str | os.PathLike, **overrides: Any) -> PPOConfig:
-    """A :class:`PPOConfig` from a YAML file of field overrides (unknown names are errors)."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    values.update(overrides)
-    names = {f.name for f in fields(PPOConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown PPOConfig fields {unknown}; known: {sorted(names)}")
-    return PPOConfig(**values)
+    """A :class:`PPOConfig` from a YAML file of field overrides (unknown names and wrong types
+    are errors naming the key; see :mod:`embodied_rl.config`)."""
+    from embodied_rl.config import load_config as load_typed
+
+    return load_typed(PPOConfig, path, overrides)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -641,8 +637,9 @@ class PPO:
         directory: str | os.PathLike,
         envs: VectorEnv | gym.Env,
         log_dir: str | os.PathLike | None = None,
+        progress: bool = False,
     ) -> PPO:
         """Rebuild the agent of the ``last`` checkpoint in ``directory`` on fresh ``envs``
         (built as in the interrupted run, never reset) so that training continues exactly;
         ``log_dir``'s ``metrics.csv`` loses the rows logged after the checkpoint."""
-        return ppo_checkpoint.resume(cls, directory, envs, log_dir)
+        return ppo_checkpoint.resume(cls, directory, envs, log_dir, progress)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from embodied_rl.agents.checkpoint import (
     CheckpointError,
@@ -166,8 +167,11 @@ def save_checkpoint(agent: PPO, directory: str | os.PathLike, keep: int = 2) -> 
 
 
 # ---------------------------------------------------------------------------- resume
-def resume(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any) -> PPO:
-    """Rebuild the agent of the ``last`` checkpoint on fresh ``envs`` (see the module doc)."""
+def resume(
+    cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any, progress: bool = False
+) -> PPO:
+    """Rebuild the agent of the ``last`` checkpoint on fresh ``envs`` (see the module doc);
+    ``progress`` shows a bar while the recorded actions are replayed."""
     path = latest_checkpoint(directory)
     state = read_json(path / "state.json")
     tensors = read_tensors(path / "resume.safetensors")
@@ -175,7 +179,7 @@ def resume(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any
     agent.log = MetricsLog(log_dir, resume_step=state["num_steps"])
     if state["running"] is not None:
         actions = tensors["env_actions"].numpy() if "env_actions" in tensors else None
-        _replay(agent, actions)
+        _replay(agent, actions, progress)
         _verify(agent, state, tensors, path, 0 if actions is None else len(actions))
         agent._running_return = np.asarray(state["running"]["return"], dtype=np.float64)
         agent._running_length = np.asarray(state["running"]["length"], dtype=np.int64)
@@ -190,14 +194,14 @@ def resume(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any
     return agent
 
 
-def _replay(agent: PPO, actions: np.ndarray | None) -> None:
+def _replay(agent: PPO, actions: np.ndarray | None, progress: bool) -> None:
     """Reset the envs as the run's first rollout did and step them through ``actions``."""
     agent._reset()
     if actions is None:
         return
     logger.info("replaying %d recorded steps to rebuild the environments", len(actions))
-    for row in actions:  # (n_envs, action_dim) per step
-        agent._obs = agent.envs.step(row)[0]
+    for row in tqdm(actions, desc="replay", unit="step", disable=not progress):
+        agent._obs = agent.envs.step(row)[0]  # row: (n_envs, action_dim)
     agent.env_actions = [actions]
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from embodied_rl.agents import TrainerConfig, load_agent, train
+from embodied_rl.agents import load_agent
 from embodied_rl.cli import main
 from embodied_rl.datasets import collect, load_dataset
 
 ENV = "tabletop/reach-v0"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition, timeout_s: float = 90.0, process=None) -> None:
@@ -75,7 +76,7 @@ def test_kill_9_during_erl_train_loses_at_most_the_work_since_the_last_checkpoin
         "--out", tmp_path / "run",
     ]  # fmt: skip
     last = tmp_path / "run" / "checkpoints" / "last"
-    process = erl(*args, cwd=tmp_path)  # no configs/ here: the agent's defaults
+    process = erl(*args, cwd=REPO)  # as this process: the same configs/agents/bc.yaml
     wait_for(
         lambda: last.is_file() and last.read_text().strip() >= "step_000000100", process=process
     )
@@ -89,14 +90,9 @@ def test_kill_9_during_erl_train_loses_at_most_the_work_since_the_last_checkpoin
         assert main([*map(str, args), "--resume"]) == 0  # here: one torch thread, as there
     assert f"resumed {tmp_path / 'run'} at step {killed_at}" in caplog.text  # none redone
 
-    # what erl train builds from these arguments (progress and TensorBoard change no weight)
-    config = TrainerConfig(
-        steps=steps, batch_size=32, checkpoint_every=every, eval_episodes=0, eval_every=0,
-        log_every=min(1000, steps), progress=False, tensorboard=False,
-    )  # fmt: skip
-    straight, _ = train(
-        "bc", load_dataset(reach_dataset, obs_keys=["state"]), tmp_path / "straight", None, config
-    )
+    straight_args = [a if a != tmp_path / "run" else tmp_path / "straight" for a in args]
+    assert main(list(map(str, straight_args))) == 0  # uninterrupted, in this process
+    straight = load_agent(tmp_path / "straight" / "checkpoints")
     final = load_agent(tmp_path / "run" / "checkpoints")
     assert final.step == steps
     for a, b in zip(
