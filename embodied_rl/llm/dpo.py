@@ -220,9 +220,7 @@ class DPOTrainer:
         out = []
         with eval_mode(self.reference):
             for start in range(0, len(pairs), batch_size):
-                batch = collate_pairs(
-                    pairs[start : start + batch_size], self.tokenizer.pad_token_id
-                )
+                batch = self.collate(pairs[start : start + batch_size])
                 out.append(torch.stack(self._logps(self.reference, batch), dim=-1))
         return torch.cat(out)
 

@@ -46,11 +46,9 @@ from embodied_rl.llm.models import (
     last_token_index,
     load_causal_lm,
 )
-from embodied_rl.llm.reward import RewardModel
+from embodied_rl.llm.reward import RewardFn, RewardModel
 from embodied_rl.llm.sft import collate, lm_loss, tokenize_examples
 from embodied_rl.llm.training import IndexBatches, make_optimizer, optimizer_step, run_steps
-
-RewardFn = Callable[[list[str], list[str]], Tensor]  # (prompts, responses) -> (B,) scores
 
 
 @dataclass(frozen=True)
@@ -225,11 +223,6 @@ class Rollout:
         )  # fmt: skip
         take = [x[index] for x in (self.logprobs, self.values, self.advantages, self.returns)]
         return Rollout(sub, *take, self.scores[index], self.kl[index])
-
-
-def reward_model_fn(reward_model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> RewardFn:
-    """A :data:`RewardFn` scoring with a :class:`~embodied_rl.llm.reward.RewardModel`."""
-    return lambda prompts, responses: reward_model.score(tokenizer, prompts, responses)
 
 
 # ---------------------------------------------------------------------- the trainer

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from embodied_rl.llm.pairs import TextPair, TokenizedPair, collate_pairs, tokeni
 from embodied_rl.llm.tokenizer import encode
 from embodied_rl.llm.training import IndexBatches, make_optimizer, optimizer_step, run_steps
 from embodied_rl.preference.losses import bradley_terry_loss
+
+RewardFn = Callable[[list[str], list[str]], Tensor]  # (prompts, responses) -> (B,) scores
 
 
 def pool_last_token(hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -148,6 +150,11 @@ class RewardModel(nn.Module):
         model.norm_scale.copy_(tensors.pop("norm_scale"))
         model.head.load_state_dict(tensors)
         return model
+
+
+def reward_model_fn(reward_model: RewardModel, tokenizer: PreTrainedTokenizerBase) -> RewardFn:
+    """A :data:`RewardFn` scoring with ``reward_model`` (what PPO-RLHF and best-of-N call)."""
+    return lambda prompts, responses: reward_model.score(tokenizer, prompts, responses)
 
 
 @dataclass(frozen=True)

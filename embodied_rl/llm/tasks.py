@@ -338,3 +338,8 @@ def rationale_text(request: Request, better: str) -> str:
     if request.topic in tokens:
         return f"it is {request.sentiment} about the {request.topic}."
     return f"it is more {request.sentiment}."
+
+
+def response_words(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """Words per response (the flaw the length-biased reward model rewards)."""
+    return [float(len(words(r))) for r in responses]

@@ -25,11 +25,14 @@ from embodied_rl.agents.trainer import MetricsWriter
 def make_optimizer(
     parameters: Iterable[nn.Parameter], learning_rate: float, weight_decay: float = 0.0
 ) -> torch.optim.AdamW:
-    """AdamW over the parameters that need gradients."""
+    """AdamW over the parameters that need gradients (torch's fused kernel where it exists)."""
     params = [p for p in parameters if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
-    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    try:
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
 
 
 def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
