@@ -132,19 +132,27 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    import yaml
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
+
+def _agent_config_path(name: str, given: str | None) -> Path | None:
+    """``--config`` if given (it must exist), else ``configs/agents/<name>.yaml`` if present."""
+    if given:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"--config {given} does not exist")
+        return Path(given)
+    default = CONFIGS / "agents" / f"{name}.yaml"
+    return default if default.is_file() else None
+
+
+def _train(args: argparse.Namespace) -> int:
     from embodied_rl.agents import TrainerConfig, agent_class, train
-    from embodied_rl.agents.base import config_from_dict
+    from embodied_rl.config import load_config
     from embodied_rl.datasets import load_dataset
 
     cls = agent_class(args.algo)
-    path = Path(args.config) if args.config else Path("configs/agents") / f"{args.algo}.yaml"
-    overrides = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    if args.config and not path.is_file():
-        raise FileNotFoundError(f"--config {args.config} does not exist")
-    config = config_from_dict(cls.config_class, overrides, str(path))
+    path = _agent_config_path(args.algo, args.config)
+    config = load_config(cls.config_class, path, args.overrides)
     trainer = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes,
@@ -159,13 +167,12 @@ def _train(args: argparse.Namespace) -> int:
 def _ppo(args: argparse.Namespace) -> int:
     import torch
 
-    from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy, load_config
+    from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
     from embodied_rl.agents.rollout import make_vec_env
+    from embodied_rl.config import load_config
 
-    path = Path(args.config or "configs/agents/ppo.yaml")
-    if args.config and not path.is_file():
-        raise FileNotFoundError(f"--config {args.config} does not exist")
-    config = load_config(path, seed=args.seed) if path.is_file() else PPOConfig(seed=args.seed)
+    path = _agent_config_path("ppo", args.config)
+    config = load_config(PPOConfig, path, [*args.overrides, f"seed={args.seed}"])
     env_kwargs = {}
     if args.task.startswith("tabletop/"):
         env_kwargs = {"randomization": args.randomization, "adr": args.adr or None}
@@ -373,12 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=_collect)
 
     train = sub.add_parser("train", help="train an offline agent (bc, iql, cql, calql, dt)")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="agent config overrides, e.g. expectile=0.8",
+    )
     train.add_argument("--algo", required=True, help="agent name, e.g. iql")
     train.add_argument("--dataset", required=True, help="dataset path or id")
     train.add_argument("--steps", type=int, default=10_000)
     train.add_argument("--out", default="runs/offline")
     train.add_argument(
-        "--config", default=None, help="YAML overrides (default configs/agents/<algo>.yaml)"
+        "--config", default=None, help="YAML config (default configs/agents/<algo>.yaml)"
     )
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--seed", type=int, default=0)
@@ -391,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     ppo = sub.add_parser("ppo", help="train PPO online on a task (state observations)")
+    ppo.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="PPOConfig overrides, e.g. n_steps=1024"
+    )
     ppo.add_argument("--task", required=True, help="tabletop/reach-v0, Hopper-v5, ...")
     ppo.add_argument("--steps", type=int, default=100_000, help="environment steps")
     ppo.add_argument("--out", default="runs/ppo")

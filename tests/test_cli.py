@@ -37,3 +37,33 @@ def test_tasks_lists_both_suites(capsys):
     assert main(["tasks"]) == 0
     listed = capsys.readouterr().out.split()
     assert "tabletop/stack-v0" in listed and "metaworld/pick-place-v3" in listed
+
+
+def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    args = ["collect", "tabletop/reach-v0", "--episodes", "8", "--out", str(data)]
+    assert main([*args, "--name", "tests/reach-v0", "--no-progress"]) == 0
+    dataset = str(data / "tests" / "reach-v0")
+    train = ["train", "--algo", "iql", "--dataset", dataset, "--steps", "6", "--out", str(run)]
+    train += ["--eval-episodes", "0", "--checkpoint-every", "3", "--batch-size", "16"]
+    assert main([*train, "expectile=0.8", "hidden=[32, 32]"]) == 0
+    config = (run / "checkpoints" / "last").read_text().strip()
+    assert config.endswith("6")
+    import json
+
+    stored = json.loads((run / "checkpoints" / config / "config.json").read_text())
+    assert stored["agent"]["config"]["expectile"] == 0.8
+    assert stored["agent"]["config"]["hidden"] == [32, 32]
+    capsys.readouterr()
+    assert main([*train, "expectil=0.8"]) == 2
+    assert "unknown key(s) ['expectil']" in capsys.readouterr().err
+    assert main([*train, "expectile=high"]) == 2
+    assert "expectile: expected a number, got 'high'" in capsys.readouterr().err
+
+    from embodied_rl.agents import load_agent
+
+    load_agent(run / "checkpoints").policy.save(tmp_path / "policy")
+    table = tmp_path / "eval.md"
+    evaluate = ["evaluate", "--policy", str(tmp_path / "policy"), "--task", "tabletop/reach-v0"]
+    assert main([*evaluate, "--episodes", "2", "--out", str(table)]) == 0
+    assert "| reach | 2 |" in table.read_text()
