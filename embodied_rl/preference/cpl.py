@@ -139,29 +139,27 @@ class CPLLearner:
         return self.policy.act(obs)
 
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """The losses of this step: ``bc_loss`` during pre-training, else ``cpl_loss`` (+ the
-        weighted ``bc_loss`` regulariser when ``bc_weight > 0``)."""
+        """``cpl_loss``, ``bc_loss`` (mean -log pi over both segments) and ``loss``, the
+        objective of this step: ``bc_loss`` during pre-training, then ``cpl_loss + bc_weight *
+        bc_loss``. All three are reported every step, so their logged means stay comparable."""
         c = self.config
         logp_a = segment_log_probs(self.policy, batch["obs_a"], batch["action_a"])  # (B, L)
         logp_b = segment_log_probs(self.policy, batch["obs_b"], batch["action_b"])  # (B, L)
         bc = -torch.cat([logp_a, logp_b]).mean()
-        if self.step < c.bc_steps:
-            return {"bc_loss": bc}
         cpl = cpl_loss(logp_a, logp_b, batch["label"], c.alpha, c.conservative_lambda)
-        return {"cpl_loss": cpl, "bc_loss": c.bc_weight * bc} if c.bc_weight else {"cpl_loss": cpl}
+        objective = bc if self.step < c.bc_steps else cpl + c.bc_weight * bc
+        return {"loss": objective, "cpl_loss": cpl, "bc_loss": bc}
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One gradient step; returns the losses and the CPL accuracy (score of the preferred
-        segment above the other's, over strict preferences)."""
+        """One gradient step on ``loss``; returns the three losses as floats."""
         losses = self.losses(batch)
-        total = sum(losses.values())
-        if not torch.isfinite(total):
+        if not torch.isfinite(losses["loss"]):
             values = {k: v.item() for k, v in losses.items()}
             raise FloatingPointError(
                 f"CPL loss is not finite at step {self.step}: {values}; lower lr or alpha"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        losses["loss"].backward()
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
         self.optimizer.step()

@@ -49,8 +49,8 @@ class RewardModelConfig:
     hidden: tuple[int, ...] = (256, 256)
     lr: float = 3e-4
     weight_decay: float = 0.0
-    steps: int = 2_000  # gradient steps
-    batch_size: int = 64  # pairs per step
+    steps: int = 1_000  # gradient steps
+    batch_size: int = 32  # pairs per step (each pair: 2 x L steps through the MLP)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -64,8 +64,16 @@ def test_deterministic_policies_are_refused(toy_data):
 def test_bc_pretraining_then_cpl_with_regulariser(toy_data):
     learner = _learner(toy_data, CPLConfig(bc_steps=2, bc_weight=0.5))
     sampler = PreferenceSampler(_prefs(toy_data), SamplerConfig(8, 0))
-    phases = [sorted(learner.update(sampler.sample())) for _ in range(3)]
-    assert phases == [["bc_loss"], ["bc_loss"], ["bc_loss", "cpl_loss"]]
+    for step in range(3):
+        batch = sampler.sample()
+        expected = learner.losses(batch)  # before the step: the objective it will take
+        metrics = learner.update(batch)
+        assert sorted(metrics) == ["bc_loss", "cpl_loss", "loss"]
+        assert metrics["loss"] == pytest.approx(expected["loss"].item())
+        if step < 2:  # BC pre-training
+            assert metrics["loss"] == pytest.approx(metrics["bc_loss"])
+        else:
+            assert metrics["loss"] == pytest.approx(metrics["cpl_loss"] + 0.5 * metrics["bc_loss"])
     assert learner.step == 3
 
 
@@ -108,7 +116,7 @@ def test_shared_trainer_runs_cpl_and_checkpoints_round_trip(tmp_path, toy_data):
     for p, q in zip(first.policy.parameters(), second.policy.parameters(), strict=True):
         assert torch.equal(p, q)  # seeded runs reproduce
     metrics = (tmp_path / "a" / "metrics.csv").read_text()
-    assert "train/cpl_loss" in metrics and "train/bc_loss" in metrics
+    assert "train/cpl_loss" in metrics and "train/loss" in metrics
     fresh = CPLLearner(_policy(seed=1), CPLConfig(bc_steps=5))
     load_checkpoint(fresh, tmp_path / "a" / "checkpoints")
     assert fresh.step == 20
