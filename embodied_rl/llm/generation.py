@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from embodied_rl.llm.models import (
     IGNORE_INDEX,
     causal_lm_forward,
+    check_length,
     eval_mode,
     pad,
     position_ids_from_mask,
@@ -112,6 +113,7 @@ def generate(
     """Sample one response per prompt (stopping at EOS); the model is in eval mode meanwhile."""
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    check_length(model, int(prompt_mask.sum(-1).max()) + config.max_new_tokens)
     with eval_mode(model):
         positions = position_ids_from_mask(prompt_mask)
         out = model(

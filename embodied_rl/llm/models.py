@@ -184,8 +184,19 @@ def shifted_labels(input_ids: Tensor, loss_mask: Tensor) -> Tensor:
     return input_ids[:, 1:].masked_fill(~loss_mask[:, 1:].bool(), IGNORE_INDEX)
 
 
+def check_length(model: nn.Module, length: int) -> None:
+    """Raise ``ValueError`` when ``length`` tokens exceed the model's position table."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"a sequence of {length} tokens exceeds the model's {limit} positions "
+            "(max_position_embeddings); shorten the text or build the model with more positions"
+        )
+
+
 def causal_lm_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, **kwargs):
     """The model's forward with positions that skip padding and no KV cache."""
+    check_length(model, int(attention_mask.sum(-1).max()))
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask,

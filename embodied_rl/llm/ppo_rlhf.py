@@ -247,7 +247,9 @@ class PPORLHFTrainer:
             raise ValueError(f"ptx_coef={config.ptx_coef} needs ptx_examples (demonstrations)")
         self.tokenizer, self.reward_fn, self.config = tokenizer, reward_fn, config
         if value_model is None:
-            value_model = RewardModel.from_causal_lm(policy)
+            with torch.random.fork_rng():
+                torch.manual_seed(config.seed)  # the new value head's initialisation
+                value_model = RewardModel.from_causal_lm(policy)
         self.model = PolicyWithValue(disable_dropout(policy), disable_dropout(value_model))
         self.reference = freeze(disable_dropout(reference or copy.deepcopy(policy)))
         self.metrics_fn = metrics_fn
