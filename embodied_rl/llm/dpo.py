@@ -45,7 +45,13 @@ from embodied_rl.llm.pairs import (
     collate_shared_prompt,
     tokenize_pairs,
 )
-from embodied_rl.llm.training import IndexBatches, make_optimizer, optimizer_step, run_steps
+from embodied_rl.llm.training import (
+    IndexBatches,
+    make_optimizer,
+    optimizer_step,
+    require_positive,
+    run_steps,
+)
 from embodied_rl.preference.losses import DPO_LOSSES, dpo_loss
 
 logger = logging.getLogger(__name__)
@@ -72,9 +78,7 @@ class DPOConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        require_positive(self, "steps", "batch_size", "max_length", "log_every")
         if self.loss_type not in DPO_LOSSES:
             raise ValueError(f"loss_type={self.loss_type!r}; choose one of {sorted(DPO_LOSSES)}")
         if self.beta <= 0:
@@ -172,6 +176,14 @@ def shared_prompt_matches(model: nn.Module) -> bool:
     return bool(torch.allclose(plain, shared, atol=1e-4))
 
 
+@dataclass(frozen=True)
+class DPOData:
+    """Pairs ready for :meth:`DPOTrainer.train`: token ids and reference log-probs."""
+
+    pairs: list[TokenizedPair]
+    reference_logps: Tensor | None  # (N, 2) chosen, rejected; None: computed per batch
+
+
 class DPOTrainer:
     """Trains ``policy`` on preference pairs against a frozen ``reference`` (a copy of the
     initial policy when None)."""
@@ -184,7 +196,8 @@ class DPOTrainer:
         reference: PreTrainedModel | None = None,
     ) -> None:
         self.policy, self.tokenizer, self.config = disable_dropout(policy), tokenizer, config
-        self.reference = freeze(disable_dropout(reference or copy.deepcopy(policy)))
+        # a given reference is only read (no_grad, eval mode), never modified
+        self.reference = reference if reference is not None else freeze(copy.deepcopy(policy))
         self.optimizer = make_optimizer(
             policy.parameters(), config.learning_rate, config.weight_decay
         )
@@ -214,6 +227,12 @@ class DPOTrainer:
             logps = logps / counts.clamp_min(1)
         return logps.chunk(2)
 
+    def prepare(self, pairs: Sequence[TextPair]) -> DPOData:
+        """Tokenized pairs and (with ``precompute_reference``) their reference log-probs."""
+        tokenized = tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
+        ref = self.reference_logps(tokenized) if self.config.precompute_reference else None
+        return DPOData(tokenized, ref)
+
     @torch.no_grad()
     def reference_logps(self, pairs: Sequence[TokenizedPair], batch_size: int = 64) -> Tensor:
         """``(N, 2)`` reference log-probs (chosen, rejected) of every pair."""
@@ -232,7 +251,7 @@ class DPOTrainer:
         c = self.config
         chosen, rejected = self._logps(self.policy, batch)
         if ref_logps is None:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(self.reference):
                 ref_chosen, ref_rejected = self._logps(self.reference, batch)
         else:
             ref_chosen, ref_rejected = ref_logps.unbind(-1)
@@ -252,16 +271,17 @@ class DPOTrainer:
     # ------------------------------------------------------------------ loop
     def train(
         self,
-        pairs: Sequence[TextPair],
+        pairs: Sequence[TextPair] | DPOData,
         out: str | os.PathLike | None = None,
         eval_pairs: Sequence[TextPair] | None = None,
     ) -> list[dict[str, float]]:
         """Run ``config.steps`` steps; returns the logged rows (``eval/*`` on ``eval_pairs``
-        at the end)."""
+        at the end). Pass :meth:`prepare`'s result to train in several calls without
+        tokenizing and running the reference again."""
         c = self.config
-        tokenized = tokenize_pairs(self.tokenizer, pairs, c.max_length)
-        ref = self.reference_logps(tokenized) if c.precompute_reference else None
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed)
+        data = pairs if isinstance(pairs, DPOData) else self.prepare(pairs)
+        tokenized, ref = data.pairs, data.reference_logps
+        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
         self.policy.train()
 
         def step(i: int) -> dict[str, float]:

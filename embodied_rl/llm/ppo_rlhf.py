@@ -5,8 +5,8 @@ et al. 2022, arXiv:2203.02155, eq. 2 with the PPO-ptx term).
 One iteration: sample a response per prompt; score ``prompt + response`` with the reward
 function (a :class:`~embodied_rl.llm.reward.RewardModel` or any callable); build per-token
 rewards ``r_t = -beta * KL_t`` plus the score on the last response token; estimate
-advantages with GAE over the response tokens from a value head on the policy's last hidden
-state; then ``ppo_epochs`` passes of the clipped surrogate and (clipped) value loss over
+advantages with GAE over the response tokens from a separate value model (initialised from
+the reward model as in InstructGPT, or from the policy's transformer); then ``ppo_epochs`` passes of the clipped surrogate and (clipped) value loss over
 minibatches, optionally plus ``ptx_coef`` times the language-model loss on demonstration
 data. ``beta`` is fixed or steered to a target KL (the agents' KL controllers). GAE, the
 clipped surrogate, the value loss and the KL estimators are the functions of
@@ -48,7 +48,13 @@ from embodied_rl.llm.models import (
 )
 from embodied_rl.llm.reward import RewardFn, RewardModel
 from embodied_rl.llm.sft import collate, lm_loss, tokenize_examples
-from embodied_rl.llm.training import IndexBatches, make_optimizer, optimizer_step, run_steps
+from embodied_rl.llm.training import (
+    IndexBatches,
+    make_optimizer,
+    optimizer_step,
+    require_positive,
+    run_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class PPORLHFConfig:
     batch_size: int = 64  # prompts (responses) per rollout
     minibatch_size: int = 16
     ppo_epochs: int = 4  # InstructGPT: 4
-    learning_rate: float = 1e-4  # suits a small model; ~1e-5 for pretrained LMs
+    learning_rate: float = 3e-5  # policy and value model; InstructGPT: ~1e-5
     max_grad_norm: float | None = 1.0
     clip_range: float = 0.2  # epsilon of the clipped surrogate
     clip_range_value: float | None = 0.2  # None: plain squared error
@@ -83,9 +89,9 @@ class PPORLHFConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        require_positive(
+            self, "iterations", "batch_size", "minibatch_size", "ppo_epochs", "log_every"
+        )
         if self.minibatch_size > self.batch_size:
             raise ValueError(
                 f"minibatch_size={self.minibatch_size} exceeds batch_size={self.batch_size}; "
@@ -251,7 +257,8 @@ class PPORLHFTrainer:
                 torch.manual_seed(config.seed)  # the new value head's initialisation
                 value_model = RewardModel.from_causal_lm(policy)
         self.model = PolicyWithValue(disable_dropout(policy), disable_dropout(value_model))
-        self.reference = freeze(disable_dropout(reference or copy.deepcopy(policy)))
+        # a given reference is only read (no_grad, eval mode), never modified
+        self.reference = reference if reference is not None else freeze(copy.deepcopy(policy))
         self.metrics_fn = metrics_fn
         self.optimizer = make_optimizer(self.model.parameters(), config.learning_rate)
         self.kl_controller = (
@@ -283,7 +290,7 @@ class PPORLHFTrainer:
             scores = scores.clamp(-c.score_clip, c.score_clip)
         if c.missing_eos_penalty is not None:
             scores = scores - c.missing_eos_penalty * (~generation.finished).float()
-        with eval_mode(self.model):
+        with eval_mode(self.model, self.reference):
             logps, values, _ = self.model.logprobs_and_values(generation)
             ref_logps, _ = response_logprobs(self.reference, generation)
         mask = generation.response_mask.float()
@@ -372,7 +379,7 @@ class PPORLHFTrainer:
     ) -> list[dict[str, float]]:
         """Run ``config.iterations`` iterations on prompts drawn (seeded) from ``prompts``."""
         c = self.config
-        order = IndexBatches(len(prompts), c.batch_size, c.seed)
+        order = IndexBatches(len(prompts), c.batch_size, c.seed + self.iteration)
         rows = run_steps(
             lambda i: self.step([prompts[j] for j in next(order)]),
             c.iterations, desc="ppo-rlhf", out=out, log_every=c.log_every, progress=c.progress,

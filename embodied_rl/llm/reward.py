@@ -31,7 +31,13 @@ from embodied_rl.llm.models import (
 )
 from embodied_rl.llm.pairs import TextPair, TokenizedPair, collate_pairs, tokenize_pairs
 from embodied_rl.llm.tokenizer import encode
-from embodied_rl.llm.training import IndexBatches, make_optimizer, optimizer_step, run_steps
+from embodied_rl.llm.training import (
+    IndexBatches,
+    make_optimizer,
+    optimizer_step,
+    require_positive,
+    run_steps,
+)
 from embodied_rl.preference.losses import bradley_terry_loss
 
 RewardFn = Callable[[list[str], list[str]], Tensor]  # (prompts, responses) -> (B,) scores
@@ -176,9 +182,7 @@ class RewardConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        require_positive(self, "steps", "batch_size", "max_length", "log_every")
         if self.center_rewards_coef < 0:
             raise ValueError(f"center_rewards_coef={self.center_rewards_coef} must be >= 0")
 
@@ -228,7 +232,7 @@ class RewardTrainer:
         ``eval_pairs`` every ``eval_every`` steps and at the end)."""
         c = self.config
         tokenized = tokenize_pairs(self.tokenizer, pairs, c.max_length)
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed)
+        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
         pad_id = self.tokenizer.pad_token_id
         held_out = tokenize_pairs(self.tokenizer, eval_pairs, c.max_length) if eval_pairs else None
         self.model.train()

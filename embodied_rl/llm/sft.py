@@ -27,6 +27,7 @@ from embodied_rl.llm.training import (
     IndexBatches,
     make_optimizer,
     optimizer_step,
+    require_positive,
     run_steps,
     warmup_lambda,
 )
@@ -52,9 +53,7 @@ class SFTConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        require_positive(self, "steps", "batch_size", "max_length", "log_every")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
 
@@ -194,9 +193,9 @@ class SFTTrainer:
         pad_id = self.tokenizer.pad_token_id
         if c.packing:
             rows = pack(tokenized, c.max_length, pad_id)
-            order = IndexBatches(len(rows["input_ids"]), c.batch_size, c.seed)
+            order = IndexBatches(len(rows["input_ids"]), c.batch_size, c.seed + self.step_count)
             return (({k: v[i] for k, v in rows.items()}) for i in order)
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed)
+        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
         return (collate([tokenized[j] for j in i], pad_id) for i in order)
 
     def train(

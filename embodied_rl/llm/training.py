@@ -22,6 +22,14 @@ from embodied_rl.agents.base import NonFiniteLossError
 from embodied_rl.agents.trainer import MetricsWriter
 
 
+def require_positive(config: object, *names: str) -> None:
+    """``ValueError`` naming the first of ``names`` whose value on ``config`` is below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{type(config).__name__}.{name}={value} must be >= 1")
+
+
 def make_optimizer(
     parameters: Iterable[nn.Parameter], learning_rate: float, weight_decay: float = 0.0
 ) -> torch.optim.AdamW:

@@ -145,3 +145,14 @@ def test_loss_matches_trl_dpo_trainer_on_the_same_batch(make_model, tokenizer, t
     with torch.no_grad():
         trl_loss = theirs.compute_loss(theirs.model, batch).item()
     assert our_loss == pytest.approx(trl_loss, abs=1e-5)
+
+
+def test_a_given_reference_is_left_untouched(make_model, tokenizer, task):
+    reference = make_model().train()
+    DPOTrainer(
+        make_model(seed=1),
+        tokenizer,
+        DPOConfig(steps=2, batch_size=4, progress=False, tensorboard=False),
+        reference,
+    ).train(task.comparisons(8))
+    assert reference.training and all(p.requires_grad for p in reference.parameters())
