@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embodied_rl.llm.constitutional import DEFAULT_PRINCIPLE, critique_prompt, revision_prompt
+from embodied_rl.llm.judge import format_verdict, labeler_prompt
 from embodied_rl.llm.pairs import TextPair
 
 TOPICS = ("movie", "pizza", "hotel", "book", "phone", "song", "garden", "game")
@@ -258,12 +260,6 @@ class TaskGenerator:
     def critique_examples(self, n: int) -> list[tuple[str, str]]:
         """(prompt, completion) pairs teaching the critique and revision formats of
         :mod:`embodied_rl.llm.constitutional` with the default principle."""
-        from embodied_rl.llm.constitutional import (
-            DEFAULT_PRINCIPLE,
-            critique_prompt,
-            revision_prompt,
-        )
-
         out = []
         for _ in range(n):
             request = self.request()
@@ -284,8 +280,6 @@ class TaskGenerator:
 
         ``render(request, a, b)`` builds the judge prompt; the default is the AI-feedback
         labeler's prompt under :data:`JUDGE_CONSTITUTION`."""
-        from embodied_rl.llm.judge import format_verdict, labeler_prompt
-
         render = render or labeler_prompt(JUDGE_CONSTITUTION)
         out = []
         while len(out) < n:
