@@ -113,7 +113,7 @@ def report(args, curves, finals, samples, seconds, setup_s) -> str:
     sections = []
     for name, curve in curves.items():
         rows = [[i, *(curve[i - 1][k] for k in TRACKED)] for i in marks]
-        text = "\n".join(f"- `{p}` ->`{r}`" for p, r in samples[name])
+        text = "\n".join(f"- `{p}` -> `{r}`" for p, r in samples[name])
         sections.append(
             f"### {name}\n\n{table(['iteration', 'RM score', 'oracle', 'words', 'KL', 'EOS rate', 'beta'], rows)}\n\n"
             f"Samples after training:\n\n{text}\n"
