@@ -28,6 +28,7 @@ def main() -> int:
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pipeline overrides")
     parser.add_argument("--policy", choices=["vla", "mlp"], default="vla")
+    parser.add_argument("--task", default="tabletop/reach-v0", help="mlp: tabletop task id")
     parser.add_argument("--episodes", type=int, default=800, help="mlp: demonstrations per arm")
     parser.add_argument("--steps", type=int, default=3000, help="mlp: BC gradient steps")
     parser.add_argument("--eval-episodes", type=int, default=50, help="mlp: per domain")
@@ -67,15 +68,15 @@ def run_mlp(args, started: float) -> int:
 
     torch.set_num_threads(1)
     task, targets = (
-        "tabletop/reach-v0",
+        args.task,
         ["heavy", "friction_scale=0.5,object_mass_scale=2", "pybullet"],
     )
     results = {}
     for arm in args.arms:
-        work = Path(args.work) / f"mlp-{arm}"
+        work = Path(args.work) / f"mlp-{task.split('/')[1]}-{arm}"
         record = work / "transfer" / "transfer.json"
         if not record.exists():
-            dataset_id = f"bench/reach-{arm}-v0"
+            dataset_id = f"bench/{task.split('/')[1].rsplit('-v', 1)[0]}-{arm}-v0"
             if not (dataset_dir(work / "data", dataset_id) / "data" / "metadata.json").exists():
                 collect(
                     task, "expert", episodes=args.episodes, out=work / "data",
