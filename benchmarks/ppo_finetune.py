@@ -50,6 +50,7 @@ def main() -> int:
     from embodied_rl.agents import TrainerConfig, default_policy, train
     from embodied_rl.agents.finetune import PPOFinetuneConfig, finetune_ppo
     from embodied_rl.agents.ppo import PPOConfig
+    from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.datasets import collect, load_dataset
 
     torch.set_num_threads(1)
@@ -68,6 +69,7 @@ def main() -> int:
                 steps=args.bc_steps, batch_size=128, seed=seed, eval_episodes=0,
                 checkpoint_every=0, progress=False, tensorboard=False, log_every=500,
             )  # fmt: skip
+            seed_everything(seed)  # the BC policy's initial weights
             policy = default_policy("bc", data, hidden=(128, 128))
             agent, _ = train(
                 "bc", data, Path(tmp) / f"bc{seed}", trainer_config=config, policy=policy

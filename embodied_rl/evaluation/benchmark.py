@@ -226,7 +226,7 @@ def execute_run(spec: RunSpec, suite: Suite, data: Any, run_dir: str | os.PathLi
 
     from embodied_rl.agents import TrainerConfig, default_policy, load_agent, train
     from embodied_rl.agents.online import finetune_online
-    from embodied_rl.agents.trainer import env_factory
+    from embodied_rl.agents.trainer import env_factory, seed_everything
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
@@ -239,6 +239,7 @@ def execute_run(spec: RunSpec, suite: Suite, data: Any, run_dir: str | os.PathLi
             checkpoint_every=0, keep_checkpoints=1, log_every=max(1, steps // 10),
             progress=False, tensorboard=False,
         )  # fmt: skip
+        seed_everything(spec.seed)  # the policy's initial weights too (train() seeds later)
         policy = default_policy(spec.algo, data, hidden=tuple(suite.hidden))
         train(spec.algo, data, run_dir / "offline", suite.agent_config(spec.algo), config, policy)
     offline_s = time.perf_counter() - start

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
+from embodied_rl.agents.checkpoint import latest_checkpoint
 from embodied_rl.cli import build_parser
 from embodied_rl.datasets import load_dataset
 from embodied_rl.evaluation.benchmark import (
@@ -123,6 +126,13 @@ def test_ray_runner_skips_finished_runs(tmp_path):
     again = execute_run(specs[0], suite, data, out / "runs" / specs[0].run_id)  # a rerun resumes
     assert offline.stat().st_mtime_ns == stamp  # the finished offline phase was not redone
     assert again["curve"] == record["curve"] and again["regret"] == record["regret"]
+    twin = execute_run(specs[0], suite, data, tmp_path / "twin")  # same seed, fresh directory
+    assert twin["curve"] == record["curve"] and twin["regret"] == record["regret"]
+    weights = [
+        load_file(latest_checkpoint(run / "online" / "checkpoints") / "model.safetensors")
+        for run in (out / "runs" / specs[0].run_id, tmp_path / "twin")
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # reproducible
     result_path(out, specs[0]).parent.mkdir(parents=True)
     result_path(out, specs[0]).write_text(json.dumps(record))
     finished_before = result_path(out, specs[0]).read_text()
