@@ -39,6 +39,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--kl-coef", type=float, default=0.1)
+    parser.add_argument(
+        "--value-warmup",
+        type=int,
+        default=0,
+        help="fine-tuning: env steps training the value head only",
+    )
     parser.add_argument("--reward-type", default="sparse", choices=["sparse", "dense"])
     parser.add_argument("--randomization", default="light")
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -83,6 +89,7 @@ def main() -> int:
                         task=args.task, total_steps=args.ppo_steps,
                         randomization=args.randomization, env_kwargs=env_kwargs,
                         n_envs=args.n_envs, eval_episodes=args.eval_episodes, seed=seed,
+                        value_warmup_steps=args.value_warmup,
                     ),
                     PPOConfig(n_steps=256, batch_size=64, n_epochs=5, kl_coef=args.kl_coef, seed=seed),
                     from_scratch=scratch,
@@ -96,6 +103,11 @@ def main() -> int:
                     flush=True,
                 )
     minutes = (time.perf_counter() - start) / 60
+    warmup = (
+        f", after {args.value_warmup} steps training only the new value head (part of the budget)"
+        if args.value_warmup
+        else ""
+    )
     lines = [
         f"Command: `python {' '.join(sys.argv)}`",
         "",
@@ -106,8 +118,8 @@ def main() -> int:
         f"5 epochs, lr 3e-4), seeds 0-{args.seeds - 1}; deterministic evaluation on "
         f"{args.eval_episodes} episodes under the same preset. Fine-tuning: the BC policy "
         f"(its mean, a Gaussian with log-std -0.5, a new value head) with a fixed KL penalty "
-        f"beta = {args.kl_coef} to itself; from scratch: the same architecture and observation "
-        "statistics, fresh weights, no KL.",
+        f"beta = {args.kl_coef} to itself{warmup}; from scratch: the same architecture and "
+        "observation statistics, fresh weights, no KL.",
         "",
         "| start | success before | success after | return before | return after | KL to BC "
         "(last rollout) | steps/s |",

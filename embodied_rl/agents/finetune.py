@@ -54,6 +54,9 @@ class PPOFinetuneConfig:
     n_envs: int = 4
     vectorization: str = "sync"  # "sync" | "async"
     init_log_std: float = -0.5  # log-std of the Gaussian a deterministic head becomes
+    # environment steps (part of total_steps) that first train only the new value head, the
+    # rest frozen: a fresh critic's noisy advantages otherwise push the pretrained policy around
+    value_warmup_steps: int = 0
     eval_episodes: int = 20  # deterministic episodes before and after training; 0: none
     seed: int = 0  # fresh weights (value head, from-scratch policy) and evaluation seeds
     progress: bool = False
@@ -64,6 +67,11 @@ class PPOFinetuneConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.eval_episodes < 0:
             raise ValueError(f"eval_episodes={self.eval_episodes} must be >= 0")
+        if not 0 <= self.value_warmup_steps < self.total_steps:
+            raise ValueError(
+                f"value_warmup_steps={self.value_warmup_steps} must lie in [0, total_steps="
+                f"{self.total_steps}): the warm-up is part of the environment-step budget"
+            )
         if "obs_mode" in self.env_kwargs:
             raise ValueError(
                 "env_kwargs must not set obs_mode: it follows the policy (state for the MLP, "
@@ -193,6 +201,25 @@ def _evaluate(policy: Policy, config: PPOFinetuneConfig) -> dict[str, float]:
         env.close()
 
 
+def _warm_up_value(policy: Policy, envs: Any, ppo: PPOConfig, steps: int, log_dir: Path) -> int:
+    """PPO rollouts that train only ``value_head`` (everything else frozen, no KL term);
+    returns the environment steps taken."""
+    frozen = [
+        p for name, p in policy.named_parameters()
+        if p.requires_grad and not name.startswith("value_head.")
+    ]  # fmt: skip
+    for p in frozen:
+        p.requires_grad_(False)
+    warm = PPO(policy, envs, dataclasses.replace(ppo, kl_coef=0.0, kl_target=None), log_dir=log_dir)
+    try:
+        warm.learn(steps)
+    finally:
+        warm.log.close()
+        for p in frozen:
+            p.requires_grad_(True)
+    return warm.num_steps
+
+
 # ---------------------------------------------------------------------- the entry point
 def finetune_ppo(
     pretrained: str | os.PathLike | Policy,
@@ -234,18 +261,23 @@ def finetune_ppo(
     envs = make_vec_env(
         config.task, config.n_envs, config.vectorization, **_env_kwargs(policy, config)
     )
-    agent = PPO(policy, envs, ppo, reference=reference, log_dir=out)
     try:
-        metrics = agent.learn(config.total_steps, progress=config.progress)
-        agent.save(out / "agent")
+        warmup = 0
+        if config.value_warmup_steps and not from_scratch:
+            warmup = _warm_up_value(policy, envs, ppo, config.value_warmup_steps, out / "warmup")
+        agent = PPO(policy, envs, ppo, reference=reference, log_dir=out)
+        try:
+            metrics = agent.learn(max(1, config.total_steps - warmup), progress=config.progress)
+            agent.save(out / "agent")
+        finally:
+            agent.log.close()
     finally:
         envs.close()
-        agent.log.close()
     result = PPOFinetuneResult(
         before=before,
         after=_evaluate(policy, config),
         last_rollout=metrics,
-        env_steps=agent.num_steps,
+        env_steps=warmup + agent.num_steps,
         wall_s=time.perf_counter() - start,
         from_scratch=from_scratch,
         out=str(out),

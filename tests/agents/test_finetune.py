@@ -12,11 +12,13 @@ from safetensors.torch import load_file
 
 from embodied_rl.agents.finetune import (
     PPOFinetuneConfig,
+    _warm_up_value,
     actor_critic,
     finetune_ppo,
     load_pretrained,
 )
 from embodied_rl.agents.ppo import PPOConfig
+from embodied_rl.agents.rollout import make_vec_env
 from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, vla_preset
 
 STATE_DIM = 39  # tabletop state with one object
@@ -83,6 +85,19 @@ def test_ppo_finetuning_keeps_the_kl_reference_frozen(tmp_path):
     assert saved["before"]["eval/success_rate"] in (0.0, 1.0) and not saved["from_scratch"]
 
 
+def test_value_warmup_trains_only_the_value_head(tmp_path):
+    policy = actor_critic(bc_policy())
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    envs = make_vec_env("tabletop/reach-v0", 1, obs_mode="state", **ENV)
+    try:
+        steps = _warm_up_value(policy, envs, PPOConfig(n_steps=32, batch_size=16), 32, tmp_path)
+    finally:
+        envs.close()
+    assert steps == 32 and all(p.requires_grad for p in policy.parameters())
+    changed = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"value_head.weight", "value_head.bias"}
+
+
 def test_from_scratch_run_has_no_reference(tmp_path):
     result = finetune_ppo(
         bc_policy(), tmp_path / "scratch",
@@ -116,3 +131,5 @@ def test_errors_name_the_problem(tmp_path):
         PPOFinetuneConfig(env_kwargs={"obs_mode": "rgb"})
     with pytest.raises(ValueError, match="total_steps=0"):
         PPOFinetuneConfig(total_steps=0)
+    with pytest.raises(ValueError, match="value_warmup_steps=100"):
+        PPOFinetuneConfig(total_steps=100, value_warmup_steps=100)
