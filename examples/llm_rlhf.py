@@ -51,7 +51,7 @@ def main() -> None:
 
     # 2. PPO-RLHF: reward-model score minus beta * KL, value model from the reward model
     ppo = PPORLHFTrainer(
-        copy.deepcopy(sft), tokenizer, reward, PPORLHFConfig(iterations=25, kl_coef=0.1),
+        copy.deepcopy(sft), tokenizer, reward, PPORLHFConfig(iterations=40, kl_coef=0.1),
         reference=sft, value_model=copy.deepcopy(demo.reward_model),
     )  # fmt: skip
     ppo.train(demo.task("rl").prompts(2_000), out=f"{OUT}/ppo")
@@ -59,7 +59,12 @@ def main() -> None:
     report("PPO-RLHF", ppo.policy)
 
     # 3. DPO on the comparisons the reward model learnt from
-    dpo = DPOTrainer(copy.deepcopy(sft), tokenizer, DPOConfig(beta=0.1, steps=200), reference=sft)
+    dpo = DPOTrainer(
+        copy.deepcopy(sft),
+        tokenizer,
+        DPOConfig(beta=0.1, steps=250, learning_rate=1e-5),
+        reference=sft,
+    )
     dpo.train(demo.task("train").comparisons(config.n_comparisons), out=f"{OUT}/dpo")
     report("DPO", dpo.policy)
 

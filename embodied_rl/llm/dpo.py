@@ -66,7 +66,7 @@ class DPOConfig:
     label_smoothing: float = 0.0  # conservative DPO's flip probability (sigmoid only)
     steps: int = 500
     batch_size: int = 16  # pairs per step
-    learning_rate: float = 1e-4  # suits a small model; the paper uses 1e-6 for large LMs
+    learning_rate: float = 1e-5  # 1e-4 overshoots (KL > 50 nats) even on the tiny demo model
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     max_length: int = 128
