@@ -13,6 +13,7 @@ sampled tokens); best-of-N uses the analytic KL ``log N - (N - 1) / N``.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -40,10 +41,18 @@ def main() -> None:
     p.add_argument("--ppo-iterations", type=int, default=60, help="rollouts of 64 prompts")
     p.add_argument("--dpo-betas", type=floats, default=floats("0.05,0.1,0.2,0.5,1.0"))
     p.add_argument("--dpo-steps", type=int, default=375, help="batch 16: one epoch of 6,000 pairs")
-    p.add_argument("--dpo-lr", type=float, default=1e-4)
+    p.add_argument("--dpo-lrs", type=floats, default=floats("1e-5,1e-4"))
     p.add_argument("--bon", type=floats, default=floats("1,2,4,8,16,32,64"))
     p.add_argument("--checkpoints", type=int, default=3, help="evaluations per PPO / DPO run")
+    p.add_argument("--replot", action="store_true", help="redraw from the last run's points")
     args = p.parse_args()
+    if args.replot:
+        saved = json.loads((Path(args.work) / "frontier_points.json").read_text())
+        plot(saved["points"], Path(args.out).with_suffix(".png"))
+        write_text_atomic(
+            args.out, report(args, saved["points"], saved["timings"], saved["setup_s"])
+        )
+        return
     demo, setup_s = setup(args)
     prompts = demo.task("test").prompts(args.eval_prompts)
     scorers = demo.scorers()
@@ -83,18 +92,23 @@ def main() -> None:
     start = time.perf_counter()
     pairs = demo.task("train").comparisons(demo.config.n_comparisons)  # the reward model's data
     chunk = max(1, args.dpo_steps // args.checkpoints)
-    for beta in args.dpo_betas:
-        config = DPOConfig(beta=beta, steps=chunk, learning_rate=args.dpo_lr, seed=args.seed,
-                           progress=False, tensorboard=False, log_every=chunk)  # fmt: skip
-        trainer = DPOTrainer(
-            copy.deepcopy(demo.policy), demo.tokenizer, config, reference=demo.policy
-        )
-        data = trainer.prepare(pairs)
-        while trainer.step_count < args.dpo_steps:
-            trainer.train(data)
-            evaluate("DPO", f"beta={beta:g}", trainer.step_count, trainer.policy)
+    for lr in args.dpo_lrs:
+        for beta in args.dpo_betas:
+            config = DPOConfig(beta=beta, steps=chunk, learning_rate=lr, seed=args.seed,
+                               progress=False, tensorboard=False, log_every=chunk)  # fmt: skip
+            trainer = DPOTrainer(
+                copy.deepcopy(demo.policy), demo.tokenizer, config, reference=demo.policy
+            )
+            data = trainer.prepare(pairs)
+            while trainer.step_count < args.dpo_steps:
+                trainer.train(data)
+                evaluate(f"DPO lr={lr:g}", f"beta={beta:g}", trainer.step_count, trainer.policy)
     timings["DPO"] = time.perf_counter() - start
 
+    record = Path(args.work) / "frontier_points.json"  # --replot redraws from it
+    write_text_atomic(
+        record, json.dumps({"points": points, "timings": timings, "setup_s": setup_s})
+    )
     if args.out:
         plot(points, Path(args.out).with_suffix(".png"))
         write_text_atomic(args.out, report(args, points, timings, setup_s))
@@ -135,36 +149,47 @@ def plot(points: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = {"PPO": ("o", "tab:blue"), "DPO": ("s", "tab:orange"), "BoN": ("^", "tab:green")}
-    for method, (marker, color) in styles.items():
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    dpo_colors = iter(["tab:orange", "tab:red", "tab:purple", "tab:brown"])
+    for method in _methods(points):
+        if method == "SFT":
+            continue
+        marker, color = {"PPO": ("o", "tab:blue"), "BoN": ("^", "tab:green")}.get(
+            method, ("s", None)
+        )
+        color = color or next(dpo_colors)
         settings = sorted({p["setting"] for p in points if p["method"] == method}, key=_setting_key)
+        runs = [
+            [p for p in points if p["method"] == method and p["setting"] == s] for s in settings
+        ]
         if method == "BoN":
             runs = [[p for p in points if p["method"] == "BoN"]]
-        else:
-            runs = [
-                [p for p in points if p["method"] == method and p["setting"] == s] for s in settings
-            ]
         for i, run in enumerate(runs):
-            kl = [p["kl"] for p in run]
-            oracle = [p["oracle"] for p in run]
-            shade = 0.35 + 0.65 * (i + 1) / len(runs) if method != "BoN" else 1.0
-            ax.errorbar(kl, oracle, yerr=[p["oracle_sem"] for p in run], marker=marker, color=color,
-                        alpha=shade, capsize=2, label=f"{method} {run[0]['setting']}" if method != "BoN" else "best-of-N")  # fmt: skip
-            if method != "BoN":
-                ax.annotate(run[-1]["setting"], (kl[-1], oracle[-1]), fontsize=7, color=color)
+            shade = 0.3 + 0.7 * (i + 1) / len(runs)
+            label = (
+                "best-of-N (N = 1 ... 64)" if method == "BoN" else f"{method} {run[0]['setting']}"
+            )
+            ax.errorbar([p["kl"] for p in run], [p["oracle"] for p in run],
+                        yerr=[p["oracle_sem"] for p in run], marker=marker, color=color,
+                        alpha=shade, capsize=2, markersize=4, label=label)  # fmt: skip
     sft = next(p for p in points if p["method"] == "SFT")
     ax.scatter([sft["kl"]], [sft["oracle"]], color="black", zorder=5, label="SFT (reference)")
     ax.axhline(1.5, color="gray", lw=0.8, ls="--")
     ax.text(0.1, 1.52, "oracle maximum", fontsize=7, color="gray")
-    ax.set_xlabel("KL(pi || pi_ref) per response (nats)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=-0.1)  # Monte-Carlo KL estimates near 0 can dip slightly below it
+    ax.set_xlabel("KL(pi || pi_ref) per response (nats, linear below 1, log above)")
     ax.set_ylabel("oracle score (held-out prompts)")
     ax.set_title("Oracle reward vs KL on the synthetic sentiment task")
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _methods(points: list[dict]) -> list[str]:
+    return list(dict.fromkeys(p["method"] for p in points))
 
 
 def _setting_key(setting: str) -> float:
@@ -180,7 +205,7 @@ def report(args, points: list[dict], timings: dict[str, float], setup_s: float) 
         return sorted(runs.values(), key=lambda p: _setting_key(p["setting"]))
 
     rows = []
-    for p in [*final("SFT"), *final("BoN"), *final("PPO"), *final("DPO")]:
+    for p in [q for method in _methods(points) for q in final(method)]:
         rows.append([
             p["method"], p["setting"], p["step"], f"{p['kl']:.2f} ± {p['kl_sem']:.2f}",
             f"{p['oracle']:.3f} ± {p['oracle_sem']:.3f}", p["reward"], p["words"],
@@ -188,10 +213,10 @@ def report(args, points: list[dict], timings: dict[str, float], setup_s: float) 
     all_rows = [
         [p["method"], p["setting"], p["step"], p["kl"], p["oracle"], p["reward"], p["words"]]
         for p in points
-        if p["method"] in ("PPO", "DPO")
+        if p["method"] not in ("SFT", "BoN")
     ]
     header = ["method", "setting", "step", "KL (nats)", "oracle", "RM score", "words"]
-    best = max((p for p in points if p["method"] != "SFT"), key=lambda p: p["oracle"])
+    best = max((p for p in points if p["method"] not in ("SFT", "BoN")), key=lambda p: p["oracle"])
     return f"""# Oracle reward vs KL: PPO-RLHF, DPO and best-of-N
 
 `python benchmarks/llm_frontier.py --out benchmarks/results/llm_frontier.md`
@@ -202,8 +227,8 @@ Start and reference: the demo's SFT policy (GPT-2 2 x 128 trained on a mediocre 
 demonstrations). Reward signal: the reward model of `llm_reward_model.md` (normalised; it has
 learnt the annotator's length bias). PPO-RLHF: {args.ppo_iterations} rollouts of 64 prompts,
 lr 3e-5, 4 epochs of minibatch 16, fixed beta, value model initialised from the reward model.
-DPO: the reward model's {_n_pairs()} comparisons, batch 16, lr {args.dpo_lr:g}, {args.dpo_steps} steps
-(one epoch). Best-of-N: the first N of 64 samples per prompt, picked by the reward model.
+DPO: the reward model's {_n_pairs()} comparisons, batch 16, {args.dpo_steps} steps (one
+epoch), at two learning rates ({", ".join(f"{lr:g}" for lr in args.dpo_lrs)}). Best-of-N: the first N of 64 samples per prompt, picked by the reward model.
 Evaluation: {args.eval_prompts} held-out prompts, one sample each (± is the standard error over
 prompts). Oracle maximum 1.5 (right sentiment and topic, at most 12 words); SFT: the start.
 
@@ -211,7 +236,7 @@ prompts). Oracle maximum 1.5 (right sentiment and topic, at most 12 words); SFT:
 
 {table(["method", "setting", "steps / iterations", "KL (nats)", "oracle", "RM score", "words"], rows)}
 
-Highest oracle score: {best["method"]} {best["setting"]} at step {best["step"]}: {best["oracle"]:.3f}
+Highest oracle score among the trained policies: {best["method"]} {best["setting"]} at step {best["step"]}: {best["oracle"]:.3f}
 with KL {best["kl"]:.2f}.
 
 ## Every checkpoint (PPO and DPO)
@@ -220,7 +245,7 @@ with KL {best["kl"]:.2f}.
 
 Time: setup (demo cache) {setup_s:.0f} s; best-of-N {timings["best-of-N"]:.0f} s; PPO-RLHF
 {timings["PPO-RLHF"]:.0f} s for {len(args.ppo_betas)} betas; DPO {timings["DPO"]:.0f} s for
-{len(args.dpo_betas)} betas. {machine_note()}
+{len(args.dpo_betas)} betas x {len(args.dpo_lrs)} learning rates. {machine_note()}
 """
 
 

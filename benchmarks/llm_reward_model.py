@@ -57,7 +57,7 @@ def main() -> None:
     unbiased_task = dataclasses.replace(config.task, length_bias=0.0)
     train = TaskGenerator(unbiased_task, config.seed * 100 + SPLITS["train"])
     held_out = TaskGenerator(unbiased_task, config.seed * 100 + SPLITS["eval"])
-    control = RewardModel.from_causal_lm(demo.policy)
+    control = RewardModel.from_causal_lm(demo.policy, seed=config.seed)
     reward_config = dataclasses.replace(
         config.reward, progress=not args.no_progress, tensorboard=False
     )

@@ -149,7 +149,7 @@ def train_demo(
         out=logs / "sft" if logs else None,
         eval_examples=held_out.demonstrations(500),
     )
-    reward_model = RewardModel.from_causal_lm(policy)
+    reward_model = RewardModel.from_causal_lm(policy, seed=config.seed)
     trainer = RewardTrainer(reward_model, tokenizer, run.reward)
     eval_pairs = held_out.comparisons(config.n_eval_comparisons)
     trainer.train(

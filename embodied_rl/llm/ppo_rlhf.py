@@ -253,9 +253,7 @@ class PPORLHFTrainer:
             raise ValueError(f"ptx_coef={config.ptx_coef} needs ptx_examples (demonstrations)")
         self.tokenizer, self.reward_fn, self.config = tokenizer, reward_fn, config
         if value_model is None:
-            with torch.random.fork_rng():
-                torch.manual_seed(config.seed)  # the new value head's initialisation
-                value_model = RewardModel.from_causal_lm(policy)
+            value_model = RewardModel.from_causal_lm(policy, seed=config.seed)
         self.model = PolicyWithValue(disable_dropout(policy), disable_dropout(value_model))
         # a given reference is only read (no_grad, eval mode), never modified
         self.reference = reference if reference is not None else freeze(copy.deepcopy(policy))

@@ -64,10 +64,12 @@ class RewardModel(nn.Module):
         self.register_buffer("norm_scale", torch.ones(()))
 
     @classmethod
-    def from_causal_lm(cls, model: PreTrainedModel) -> RewardModel:
+    def from_causal_lm(cls, model: PreTrainedModel, seed: int = 0) -> RewardModel:
         """A reward model on a copy of a causal LM's transformer (InstructGPT starts its RM
-        from the SFT model); the LM head is dropped."""
-        return cls(copy.deepcopy(model.base_model))
+        from the SFT model); the LM head is dropped, the new head is initialised from ``seed``."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return cls(copy.deepcopy(model.base_model))
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.backbone(

@@ -68,3 +68,11 @@ def test_normalize_and_round_trip(make_model, tokenizer, task, tmp_path):
     torch.testing.assert_close(loaded.score(tokenizer, prompts, responses), scores)
     with pytest.raises(FileNotFoundError, match="reward_model.json"):
         RewardModel.load(tmp_path)
+
+
+def test_new_heads_are_seeded(make_model):
+    torch.manual_seed(123)  # the global generator must not matter
+    a = RewardModel.from_causal_lm(make_model(), seed=4)
+    torch.manual_seed(456)
+    b = RewardModel.from_causal_lm(make_model(), seed=4)
+    assert torch.equal(a.head.weight, b.head.weight)
