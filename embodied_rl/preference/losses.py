@@ -2,7 +2,7 @@
 
 No models, optimisers or logging here: each function takes scores or log-probabilities and
 returns a loss (mean by default, per-example with ``reduction="none"``). Every function cites
-its paper; ``tests/preference/test_losses.py`` checks each against hand-computed numbers and
+its paper; ``tests/preference/test_preference_losses.py`` checks each against hand-computed numbers and
 DPO against TRL's implementation.
 """
 
