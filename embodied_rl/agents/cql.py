@@ -60,6 +60,10 @@ class CQLConfig:
     critic_obs_key: str = "state"
     critic_obs_dim: int = 0  # 0: the MLP policy's obs_dim
     normalize_obs: bool = True  # critics standardise their observations (data statistics)
+    # training reward = reward_scale * r + reward_bias; CORL's Cal-QL uses 10 and -5 on
+    # AntMaze (Monte-Carlo returns of Cal-QL are computed from the transformed rewards)
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.alpha < 0:

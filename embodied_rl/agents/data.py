@@ -28,9 +28,27 @@ class _HistoryAt(HistorySampler):
         return self.indices
 
 
+def scale_rewards(rewards: np.ndarray, scale: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """``scale * r + bias`` as float32 (the identity when ``scale=1, bias=0``): the reward
+    transform of the agent configs (``reward_scale``, ``reward_bias``)."""
+    rewards = np.asarray(rewards, dtype=np.float32)
+    if scale == 1.0 and bias == 0.0:
+        return rewards
+    return (np.float32(scale) * rewards + np.float32(bias)).astype(np.float32)
+
+
+def reward_transform(agent_config: Any) -> dict[str, float]:
+    """The ``reward_scale``/``reward_bias`` of an agent config (1 and 0 where it has none)."""
+    return {
+        "reward_scale": float(getattr(agent_config, "reward_scale", 1.0)),
+        "reward_bias": float(getattr(agent_config, "reward_bias", 0.0)),
+    }
+
+
 class AgentSampler(TransitionSampler):
     """Transitions; ``mc_return=True`` adds ``mc_return`` ``(B,)``; ``history=k`` adds
-    ``history`` (observation windows ``(B, k, ...)``) and ``history_mask`` ``(B, k)``."""
+    ``history`` (observation windows ``(B, k, ...)``) and ``history_mask`` ``(B, k)``.
+    ``reward_scale``/``reward_bias`` transform the rewards (``reward`` and ``mc_return``)."""
 
     def __init__(
         self,
@@ -39,13 +57,16 @@ class AgentSampler(TransitionSampler):
         config: SamplerConfig | None = None,
         mc_return: bool = False,
         history: int | None = None,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
     ) -> None:
         super().__init__(data, n_step=1, gamma=gamma, config=config)
         self.last_indices = np.empty(0, dtype=np.int64)
+        # the agent's reward transform, applied to the reward column and the returns alike
+        self.n_step_reward = scale_rewards(self.n_step_reward, reward_scale, reward_bias)
+        rewards = scale_rewards(self.data.rewards, reward_scale, reward_bias)
         self.mc_return = (
-            discounted_returns(self.data.rewards, self.data.episode_starts, gamma)
-            if mc_return
-            else None
+            discounted_returns(rewards, self.data.episode_starts, gamma) if mc_return else None
         )
         self.history = None
         if history is not None:

@@ -51,6 +51,11 @@ class IQLConfig:
     critic_obs_key: str = "state"  # observation key the critics read
     critic_obs_dim: int = 0  # its size; 0: the MLP policy's obs_dim (set it for the VLA policy)
     normalize_obs: bool = True  # critics standardise their observations (data statistics)
+    # training reward = reward_scale * r + reward_bias (offline data and online transitions);
+    # the paper uses bias -1 on AntMaze's sparse 0/1 reward, which turns Q into minus the
+    # steps to the goal so that advantages are O(1) instead of O(1 - gamma)
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.expectile < 1.0:

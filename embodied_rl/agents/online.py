@@ -47,6 +47,7 @@ from embodied_rl.agents.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from embodied_rl.agents.data import reward_transform
 from embodied_rl.agents.replay import ReplayBuffer
 from embodied_rl.agents.trainer import MetricsWriter, env_factory, evaluate, seed_everything
 from embodied_rl.datasets import OfflineDataset, normalized_score
@@ -176,6 +177,7 @@ class _OnlineRun:
             mixing_ratio=c.mixing_ratio,
             mc_return=bool(agent.sampler_options.get("mc_return")),
             seed=c.seed,
+            **reward_transform(agent.config),
         )
         self.reference = data if _has_reference(data) else None
         self.env_steps = 0

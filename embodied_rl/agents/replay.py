@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from embodied_rl.agents.data import scale_rewards
 from embodied_rl.agents.losses import discounted_returns
 from embodied_rl.datasets.offline import OBS_KEY, OfflineDataset
 from embodied_rl.utils.io import atomic_path
@@ -56,6 +57,8 @@ class ReplayBuffer:
         mixing_ratio: float | None = 0.5,
         mc_return: bool = False,
         seed: int = 0,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
     ) -> None:
         if capacity < 1 or batch_size < 1:
             raise ValueError(f"capacity={capacity} and batch_size={batch_size} must be >= 1")
@@ -71,6 +74,7 @@ class ReplayBuffer:
         self.capacity, self.gamma, self.batch_size = capacity, gamma, batch_size
         self.mixing_ratio = mixing_ratio
         self.rng = np.random.default_rng(seed)
+        self.reward_scale, self.reward_bias = float(reward_scale), float(reward_bias)
 
         # offline part: the dataset's arrays, read at each transition's observation rows
         self.n_offline = data.n_transitions
@@ -78,12 +82,13 @@ class ReplayBuffer:
         self._off_rows = data.obs_index
         self._off = {
             "action": np.ascontiguousarray(data.actions, dtype=np.float32),
-            "reward": data.rewards.astype(np.float32),
+            "reward": scale_rewards(data.rewards, reward_scale, reward_bias),
             "discount": np.where(data.terminations, 0.0, gamma).astype(np.float32),
             "terminated": data.terminations.astype(bool),
         }
         if mc_return:
-            self._off["mc_return"] = discounted_returns(data.rewards, data.episode_starts, gamma)
+            rewards = self._off["reward"]
+            self._off["mc_return"] = discounted_returns(rewards, data.episode_starts, gamma)
 
         # online part: a ring of preallocated rows
         self._obs = {k: _empty(capacity, self._off_obs[k]) for k in self.obs_keys}
@@ -132,7 +137,7 @@ class ReplayBuffer:
             self._next_obs[key][i] = next_obs[key]
         on = self._on
         on["action"][i] = action
-        on["reward"][i] = reward
+        on["reward"][i] = self.reward_scale * reward + self.reward_bias
         on["discount"][i] = 0.0 if terminated else self.gamma
         on["terminated"][i] = terminated
         if self.mc_return:

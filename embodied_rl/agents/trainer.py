@@ -40,7 +40,7 @@ from embodied_rl.agents.checkpoint import (
     read_json,
     save_checkpoint,
 )
-from embodied_rl.agents.data import AgentSampler
+from embodied_rl.agents.data import AgentSampler, reward_transform
 from embodied_rl.agents.dt import DecisionTransformerPolicy, DTPolicyConfig
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
@@ -387,7 +387,8 @@ def make_sampler(agent: Agent, data: OfflineDataset, batch_size: int = 256, seed
         keys, history = tuple(k for k in keys if k in data.observations), None
     config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
     gamma = getattr(agent.config, "discount", 0.99)
-    return AgentSampler(data, gamma, config, history=history, **agent.sampler_options)
+    options = {**agent.sampler_options, **reward_transform(agent.config)}
+    return AgentSampler(data, gamma, config, history=history, **options)
 
 
 def train(

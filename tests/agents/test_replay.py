@@ -126,3 +126,17 @@ def test_errors_name_the_bad_value(tiny_data):
         ReplayBuffer(tiny_data, ["image"], 4)
     with pytest.raises(ValueError, match="capacity=0"):
         ReplayBuffer(tiny_data, ["state"], 0)
+
+
+def test_reward_transform_applies_to_offline_online_rewards_and_their_returns(tiny_data):
+    buffer = ReplayBuffer(
+        tiny_data, ["state"], 8, gamma=0.5, mixing_ratio=0.0, mc_return=True,
+        reward_scale=2.0, reward_bias=-1.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(buffer._off["reward"], 2.0 * tiny_data.rewards - 1.0)
+    ends = tiny_data.episode_starts[1:] - 1  # the returns of last steps are their rewards
+    np.testing.assert_allclose(buffer._off["mc_return"][ends], 2.0 * tiny_data.rewards[ends] - 1)
+    add_steps(buffer, [0.0, 1.0], terminal_at=1)
+    # rewards -1, 1; returns -1 + 0.5 * 1 = -0.5 and 1
+    np.testing.assert_allclose(buffer._on["reward"][:2], [-1.0, 1.0])
+    np.testing.assert_allclose(buffer._on["mc_return"][:2], [-0.5, 1.0])
