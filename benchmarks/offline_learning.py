@@ -26,11 +26,13 @@ import numpy as np
 
 TASKS = ("tabletop/reach-v0", "tabletop/push-v0", "metaworld/reach-v3")
 ALGOS = ("bc", "iql", "cql", "calql", "dt", "d3rlpy-iql")
+DT_BATCH = 64  # the Decision Transformer paper's batch (windows of K = 20 steps)
 
 D3RLPY_SCRIPT = r"""
 import json, sys
 import numpy as np, torch, d3rlpy
 path, out, steps, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+iql = json.loads(sys.argv[5])  # expectile, temperature, reward_bias of our IQL config
 torch.set_num_threads(1)
 d3rlpy.seed(seed)
 d = np.load(path)
@@ -41,7 +43,9 @@ dataset = d3rlpy.dataset.MDPDataset(
 enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
 algo = d3rlpy.algos.IQLConfig(
     batch_size=256, actor_encoder_factory=enc, critic_encoder_factory=enc,
-    value_encoder_factory=enc,
+    value_encoder_factory=enc, expectile=iql["expectile"], weight_temp=iql["temperature"],
+    reward_scaler=d3rlpy.preprocessing.ConstantShiftRewardScaler(shift=iql["reward_bias"])
+    if iql["reward_bias"] else None,
     observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(mean=d["mean"], std=d["std"]),
     action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=d["low"], maximum=d["high"]),
 ).create(device="cpu:0")
@@ -82,8 +86,9 @@ class TorchScriptPolicy:
 def dataset_for(task: str, tier: str, episodes: int, work: Path):
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
 
-    name = task.split("/")[1].rsplit("-v", 1)[0].replace("-", "_")
-    dataset_id = f"bench/{name}-{tier}{episodes}-v0"
+    suite, name = task.split("/")
+    name = name.rsplit("-v", 1)[0].replace("-", "_")
+    dataset_id = f"bench/{suite}_{name}-{tier}{episodes}-v0"
     root = work / "datasets"
     if not (dataset_dir(root, dataset_id) / "data" / "metadata.json").exists():
         collect(
@@ -93,20 +98,58 @@ def dataset_for(task: str, tier: str, episodes: int, work: Path):
     return load_dataset(dataset_dir(root, dataset_id), obs_keys=["state"])
 
 
+def sparse(data) -> bool:
+    """Whether the rewards are 0/1 success flags (our tasks' default: tabletop and Meta-World
+    reward 1 on success and end the episode there)."""
+    return bool(np.isin(np.unique(data.rewards), (0.0, 1.0)).all())
+
+
+def agent_config(algo: str, data, steps: int = 0):
+    """The papers' settings for the reward type: IQL's AntMaze settings (expectile 0.9,
+    temperature 10, reward - 1) and CORL's AntMaze reward scaling for CQL and Cal-QL
+    (10 r - 5) on sparse goal-reaching rewards; the locomotion defaults on dense ones."""
+    from embodied_rl.agents.calql import CalQLConfig
+    from embodied_rl.agents.cql import CQLConfig
+    from embodied_rl.agents.iql import IQLConfig
+
+    if algo in ("iql", "d3rlpy-iql"):
+        if sparse(data):
+            return IQLConfig(expectile=0.9, temperature=10.0, reward_bias=-1.0)
+        return IQLConfig()
+    if algo == "dt":  # the paper warms the learning rate up over 10k of its 100k steps
+        from embodied_rl.agents.dt import DTConfig
+
+        return DTConfig(warmup_steps=min(10_000, steps // 10))
+    if algo in ("cql", "calql"):
+        config_class = CalQLConfig if algo == "calql" else CQLConfig
+        return config_class(reward_scale=10.0, reward_bias=-5.0) if sparse(data) else None
+    return None
+
+
 def run_ours(algo: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
     from embodied_rl.agents import TrainerConfig, train
+    from embodied_rl.agents.trainer import default_policy, seed_everything
 
     config = TrainerConfig(
-        steps=steps, batch_size=256, seed=seed, eval_every=0, eval_episodes=eval_episodes,
+        steps=steps, batch_size=DT_BATCH if algo == "dt" else 256, seed=seed, eval_every=0, eval_episodes=eval_episodes,
         checkpoint_every=0, progress=False, tensorboard=False, log_every=max(1, steps // 4),
     )  # fmt: skip
-    _, result = train(algo, data, out, trainer_config=config)
+    seed_everything(seed)  # the policy's initial weights depend on the seed too
+    overrides = {}
+    if algo == "dt":  # returns scaled to O(1), as the paper's 1000 for Gym locomotion
+        overrides["return_scale"] = max(1.0, float(data.metadata.get("ref_max_score", 1.0)))
+    policy = default_policy(algo, data, **overrides)
+    _, result = train(
+        algo, data, out, agent_config=agent_config(algo, data, steps), trainer_config=config,
+        policy=policy,
+    )  # fmt: skip
     return result
 
 
 def run_d3rlpy(python: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
     from embodied_rl.agents.trainer import _reference, env_factory, evaluate
 
+    iql = agent_config("d3rlpy-iql", data)
     out.mkdir(parents=True, exist_ok=True)
     npz, policy_path = out / "data.npz", out / "policy.pt"
     from embodied_rl.policies.normalization import STD_FLOOR
@@ -120,10 +163,14 @@ def run_d3rlpy(python: str, data, steps: int, seed: int, eval_episodes: int, out
         # the statistics our normalizers use (STD_FLOOR included), given to d3rlpy's scaler
         mean=states.mean(0), std=np.maximum(states.std(0), STD_FLOOR),
     )  # fmt: skip
-    subprocess.run(
-        [python, "-c", D3RLPY_SCRIPT, str(npz), str(policy_path), str(steps), str(seed)],
-        check=True, capture_output=True, text=True,
+    settings = {k: getattr(iql, k) for k in ("expectile", "temperature", "reward_bias")}
+    proc = subprocess.run(
+        [python, "-c", D3RLPY_SCRIPT, str(npz), str(policy_path), str(steps), str(seed),
+         json.dumps(settings)],
+        capture_output=True, text=True,
     )  # fmt: skip
+    if proc.returncode:
+        raise RuntimeError(f"d3rlpy IQL failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     env = env_factory(data)()
     try:
         seed_eval = 10_000 + seed * 1_000  # the evaluation seeds of our trainer
@@ -143,6 +190,10 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument(
+        "--episodes-for", nargs="*", default=[], metavar="TASK=N",
+        help="per-task dataset size (Meta-World episodes run up to 500 steps)",
+    )  # fmt: skip
+    parser.add_argument(
         "--steps-for", nargs="*", default=[], metavar="ALGO=N",
         help="per-algorithm gradient steps (CQL and Cal-QL cost ~8x an IQL step)",
     )  # fmt: skip
@@ -157,6 +208,12 @@ def main() -> int:
         if algo not in ALGOS or not n.isdigit():
             parser.error(f"--steps-for {item!r}: expected ALGO=N with ALGO in {ALGOS}")
         steps_for[algo] = int(n)
+    episodes_for = {}
+    for item in args.episodes_for:
+        task, _, n = item.partition("=")
+        if not n.isdigit():
+            parser.error(f"--episodes-for {item!r}: expected TASK=N")
+        episodes_for[task] = int(n)
     if "d3rlpy-iql" in args.algos and not Path(args.d3rlpy_python).exists():
         parser.error(f"--d3rlpy-python {args.d3rlpy_python} does not exist (see docs/agents.md)")
 
@@ -168,7 +225,7 @@ def main() -> int:
     results: dict[tuple[str, str, str], list[dict]] = {}
     for tier in args.tiers:  # tier-major: the mixed-data comparison finishes first
         for task in args.tasks:
-            data = dataset_for(task, tier, args.episodes, work)
+            data = dataset_for(task, tier, episodes_for.get(task, args.episodes), work)
             for algo in args.algos:
                 steps = steps_for.get(algo, args.steps)
                 for seed in range(args.seeds):
@@ -198,16 +255,18 @@ def main() -> int:
                         f"{res['eval/success_rate']:.0%} ({res['seconds']:.0f} s)",
                         flush=True,
                     )
-    write_table(args, results, steps_for, time.perf_counter() - started)
+    write_table(args, results, steps_for, episodes_for, time.perf_counter() - started)
     return 0
 
 
-def write_table(args, results, steps_for, seconds: float) -> None:
+def write_table(args, results, steps_for, episodes_for, seconds: float) -> None:
     lines = [
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"{args.episodes} episodes per dataset (reference returns from 10 random and 10 expert "
-        f"episodes), batch 256, {args.seeds} seeds, {args.eval_episodes} evaluation episodes per "
+        f"{args.episodes} episodes per dataset"
+        + "".join(f" ({t}: {n})" for t, n in episodes_for.items())
+        + " (reference returns from 10 random and 10 expert "
+        f"episodes), batch 256 (DT {DT_BATCH}), {args.seeds} seeds, {args.eval_episodes} evaluation episodes per "
         f"seed, one thread per run. Gradient steps: {args.steps}"
         + "".join(f", {a} {n}" for a, n in steps_for.items())
         + f". This invocation ran for {seconds / 60:.0f} min (finished runs are cached).",
