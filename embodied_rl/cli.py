@@ -204,6 +204,72 @@ def _ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_online(args: argparse.Namespace) -> int:
+    from embodied_rl.agents import load_agent
+    from embodied_rl.agents.online import OnlineConfig, finetune_online
+    from embodied_rl.config import load_config
+    from embodied_rl.datasets import load_dataset
+
+    config = load_config(OnlineConfig, args.config, [*args.overrides, f"seed={args.seed}"])
+    agent = load_agent(args.checkpoint)
+    data = load_dataset(args.dataset, obs_keys=["state"])
+    result = finetune_online(agent, data, config=config, out=args.out, resume=args.resume)
+    score = "eval/normalized_score"
+    print(
+        f"online fine-tuning: normalized score {result.offline.get(score, float('nan')):.1f} -> "
+        f"{result.final.get(score, float('nan')):.1f}, success "
+        f"{result.offline.get('eval/success_rate', float('nan')):.0%} -> "
+        f"{result.final.get('eval/success_rate', float('nan')):.0%}, regret {result.regret:.2f} "
+        f"({result.env_steps} env steps)\nwrote {args.out}/metrics.csv, {args.out}/checkpoints "
+        f"and {args.out}/result.json"
+    )
+    return 0
+
+
+def _finetune_ppo(args: argparse.Namespace) -> int:
+    from embodied_rl.agents.finetune import PPOFinetuneConfig, finetune_ppo
+    from embodied_rl.agents.ppo import PPOConfig
+    from embodied_rl.config import load_config, merge, parse_overrides
+
+    values = parse_overrides([*args.overrides, f"seed={args.seed}"])
+    ppo_values = values.pop("ppo", {})
+    if not isinstance(ppo_values, dict):
+        raise ValueError("ppo: expected PPOConfig keys, e.g. ppo.kl_coef=0.05")
+    config = load_config(PPOFinetuneConfig, args.config, values)
+    # finetune_ppo's defaults (KL 0.1, short rollouts), then --ppo-config, then ppo.* overrides
+    base: dict = {"kl_coef": 0.1, "n_steps": 256}
+    if args.ppo_config:
+        base = merge(base, _yaml_mapping(args.ppo_config))
+    ppo = load_config(PPOConfig, None, merge(base, {**ppo_values, "seed": config.seed}))
+    result = finetune_ppo(
+        args.pretrained, args.out, config, ppo, from_scratch=args.from_scratch,
+        reference=args.reference,
+    )  # fmt: skip
+    before = result.before.get("eval/success_rate", float("nan"))
+    after = result.after.get("eval/success_rate", float("nan"))
+    print(
+        f"PPO fine-tuning ({'from scratch' if result.from_scratch else 'KL to the pretrained'}"
+        f" policy): success {before:.0%} -> {after:.0%} in {result.env_steps} env steps "
+        f"({result.wall_s / 60:.1f} min)\nwrote {args.out}/metrics.csv, {args.out}/agent and "
+        f"{args.out}/result.json"
+    )
+    return 0
+
+
+def _yaml_mapping(path: str) -> dict:
+    """The top-level mapping of a YAML file (errors name the file)."""
+    import yaml
+
+    from embodied_rl.config import ConfigError
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return loaded
+
+
 def _label(args: argparse.Namespace) -> int:
     from embodied_rl.preference.human import SESSION_FILE, LabelingServer, prepare_session
 
@@ -292,6 +358,51 @@ def _bench(args: argparse.Namespace) -> int:
         f"wrote {out}/runs.json, report.md, curves.png and results/"
     )
     return 0
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    finetune = sub.add_parser(
+        "finetune", help="continue a pretrained agent online (IQL/CQL/Cal-QL, or PPO with KL)"
+    )
+    kinds = finetune.add_subparsers(dest="kind", required=True)
+    online = kinds.add_parser(
+        "online",
+        help="IQL, CQL or Cal-QL from an offline checkpoint, replay buffer seeded by the dataset",
+    )
+    online.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="OnlineConfig overrides, e.g. env_steps=50000 mixing_ratio=0.5",
+    )  # fmt: skip
+    online.add_argument("--checkpoint", required=True, help="the offline run's checkpoints/ dir")
+    online.add_argument("--dataset", required=True, help="dataset path or id it was trained on")
+    online.add_argument("--out", default="runs/online")
+    online.add_argument("--config", default=None, help="YAML OnlineConfig")
+    online.add_argument("--seed", type=int, default=0)
+    online.add_argument(
+        "--resume", action="store_true", help="continue from <out>/checkpoints (exactly)"
+    )
+    online.set_defaults(func=_finetune_online)
+
+    ppo = kinds.add_parser("ppo", help="PPO fine-tuning of a BC/VLA policy with a KL penalty to it")
+    ppo.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="PPOFinetuneConfig overrides (task=..., total_steps=..., randomization=...) and "
+        "PPOConfig ones under ppo. (ppo.kl_coef=0.05, ppo.lr=1e-4)",
+    )  # fmt: skip
+    ppo.add_argument(
+        "--pretrained", required=True, help="a policy.save() dir or an agent checkpoint dir"
+    )
+    ppo.add_argument("--out", default="runs/finetune_ppo")
+    ppo.add_argument("--config", default=None, help="YAML PPOFinetuneConfig")
+    ppo.add_argument("--ppo-config", default=None, help="YAML PPOConfig overrides")
+    ppo.add_argument(
+        "--reference", default=None, help="KL reference other than the pretrained policy"
+    )
+    ppo.add_argument(
+        "--from-scratch", action="store_true", help="baseline: same architecture, fresh weights"
+    )
+    ppo.add_argument("--seed", type=int, default=0)
+    ppo.set_defaults(func=_finetune_ppo)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -428,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from <out>/checkpoints/last (exactly)"
     )
     ppo.set_defaults(func=_ppo)
+
+    _add_finetune(sub)
 
     label = sub.add_parser("label", help="label rollout pairs in a local web page (A/B/equal/skip)")
     label.add_argument("--out", default="outputs/labels", help="session directory")

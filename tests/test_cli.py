@@ -67,3 +67,26 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     evaluate = ["evaluate", "--policy", str(tmp_path / "policy"), "--task", "tabletop/reach-v0"]
     assert main([*evaluate, "--episodes", "2", "--out", str(table)]) == 0
     assert "| reach | 2 |" in table.read_text()
+
+    # finetune online: the IQL checkpoint continues with a replay buffer seeded by the dataset
+    online = tmp_path / "online"
+    finetune = ["finetune", "online", "--checkpoint", str(run / "checkpoints")]
+    finetune += ["--dataset", dataset, "--out", str(online)]
+    settings = ["env_steps=30", "batch_size=16", "eval_episodes=1", "eval_every=0"]
+    settings += ["checkpoint_every=0", "progress=false", "tensorboard=false", "log_every=10"]
+    assert main([*finetune, *settings]) == 0
+    result = json.loads((online / "result.json").read_text())
+    assert result["env_steps"] == 30 and result["gradient_steps"] == 6 + 30  # offline + online
+    assert main([*finetune, *settings, "mixing_ratio=2"]) == 2
+    assert "mixing_ratio=2" in capsys.readouterr().err
+
+    # finetune ppo: the saved policy with a KL penalty to itself
+    ppo_out = tmp_path / "ppo"
+    finetune = ["finetune", "ppo", "--pretrained", str(tmp_path / "policy"), "--out", str(ppo_out)]
+    settings = ["total_steps=64", "n_envs=1", "eval_episodes=1", "randomization=none"]
+    settings += ["ppo.n_steps=32", "ppo.batch_size=16", "ppo.n_epochs=1", "ppo.kl_coef=0.2"]
+    assert main([*finetune, *settings]) == 0
+    result = json.loads((ppo_out / "result.json").read_text())
+    assert result["env_steps"] == 64 and not result["from_scratch"]
+    assert main([*finetune, *settings, "ppo.kl_coeff=0.2"]) == 2
+    assert "kl_coeff" in capsys.readouterr().err
