@@ -403,7 +403,11 @@ def train(
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
     its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
-    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run."""
+    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run.
+
+    The default policy is built after seeding with ``trainer_config.seed``; a ``policy``
+    passed in was initialised before this call, so seed first for reproducible initial
+    weights: ``seed_everything(seed); policy = default_policy(algo, data, ...)``."""
     config = trainer_config or TrainerConfig()
     seed_everything(config.seed)
     policy = policy if policy is not None else default_policy(algo, data)
