@@ -61,6 +61,39 @@ def ours(algo: str, data, steps: int, warmup: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def flops_per_step(algo: str, data) -> float:
+    """Floating-point operations of one of our update steps, counted by PyTorch's
+    ``FlopCounterMode`` (matmuls and convolutions, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from embodied_rl.agents.trainer import default_policy, make_agent, make_sampler
+
+    agent = make_agent(algo, default_policy(algo, data))
+    sampler = make_sampler(agent, data, 256)
+    agent.update(sampler.sample())
+    batch = sampler.sample()
+    with FlopCounterMode(display=False) as counter:
+        agent.update(batch)
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
+    """Sustained fp32 matmul rate of this CPU at the networks' shapes (batch 256 x 256 ->
+    256, forward plus the two backward products), in GFLOP/s."""
+    import torch
+
+    torch.set_num_threads(threads)
+    x, w, g = torch.randn(256, 256), torch.randn(256, 256), torch.randn(256, 256)
+    for _ in range(50):
+        x @ w
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            x @ w, g @ w.T, x.T @ g
+        n += 100
+    return n * 3 * 2 * 256**3 / (time.perf_counter() - start) / 1e9
+
+
 def theirs(python: str, npz: Path, algo: str, steps: int, warmup: int, threads: int) -> float:
     out = subprocess.run(
         [python, "-c", D3RLPY_SCRIPT, str(npz), algo, str(steps), str(warmup), str(threads)],
@@ -97,8 +130,10 @@ def main() -> int:
             rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
             timeouts=data.truncations.astype(np.float32),
         )  # fmt: skip
-        table = []
+        table, flops = [], {}
+        peak = matmul_gflops(args.threads)
         for algo in ("iql", "cql"):
+            flops[algo] = flops_per_step(algo, data)
             mine = ours(algo, data, args.steps, args.warmup)
             other = theirs(args.d3rlpy_python, npz, algo, args.steps, args.warmup, args.threads)
             table.append((algo, mine, other))
@@ -117,10 +152,37 @@ def main() -> int:
         "|---|---:|---:|---:|",
         *[f"| {a.upper()} | {m:.1f} | {o:.1f} | {m / o:.2f}x |" for a, m, o in table],
         "",
+        "## Compute bound",
+        "",
+        f"Matmul FLOPs of one of our update steps (PyTorch's `FlopCounterMode`) against this "
+        f"CPU's sustained fp32 matmul rate at the networks' shapes ({peak:.0f} GFLOP/s on "
+        f"{args.threads} thread(s), measured in the same run). The bound is the steps/s of an "
+        "implementation that did nothing but those matmuls at that rate; d3rlpy computes the "
+        "same algorithm on the same network sizes, so its step holds about the same FLOPs.",
+        "",
+        "| algorithm | GFLOP / step | bound (steps/s) | ours, % of bound | d3rlpy, % of bound "
+        "| best possible ratio over d3rlpy |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {a.upper()} | {flops[a] / 1e9:.3f} | {peak * 1e9 / flops[a]:.0f} | "
+            f"{100 * m * flops[a] / (peak * 1e9):.0f}% | {100 * o * flops[a] / (peak * 1e9):.0f}% "
+            f"| {peak * 1e9 / flops[a] / o:.1f}x |"
+            for a, m, o in table
+        ],
+        "",
+        f"Machine load when written: `{_uptime()}`.",
+        "",
     ]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
     return 0
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":
