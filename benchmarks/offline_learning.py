@@ -201,6 +201,10 @@ def main() -> int:
     parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
     parser.add_argument("--work", default="outputs/bench/offline_learning")
     parser.add_argument("--out", default="benchmarks/results/offline_learning.md")
+    parser.add_argument(
+        "--table-only", action="store_true",
+        help="write the table from the finished runs in --work; train nothing",
+    )  # fmt: skip
     args = parser.parse_args()
     steps_for = {}
     for item in args.steps_for:
@@ -225,7 +229,7 @@ def main() -> int:
     results: dict[tuple[str, str, str], list[dict]] = {}
     for tier in args.tiers:  # tier-major: the mixed-data comparison finishes first
         for task in args.tasks:
-            data = dataset_for(task, tier, episodes_for.get(task, args.episodes), work)
+            data = None  # collected or loaded when a run needs it
             for algo in args.algos:
                 steps = steps_for.get(algo, args.steps)
                 for seed in range(args.seeds):
@@ -236,6 +240,11 @@ def main() -> int:
                             json.loads(record.read_text())
                         )
                         continue
+                    if args.table_only:
+                        continue
+                    if data is None:
+                        n = episodes_for.get(task, args.episodes)
+                        data = dataset_for(task, tier, n, work)
                     t0 = time.perf_counter()
                     run_dir = work / "runs" / tag
                     if algo == "d3rlpy-iql":
@@ -271,15 +280,15 @@ def write_table(args, results, steps_for, episodes_for, seconds: float) -> None:
         + "".join(f", {a} {n}" for a, n in steps_for.items())
         + f". This invocation ran for {seconds / 60:.0f} min (finished runs are cached).",
         "",
-        "| task | data | agent | normalized score | success |",
-        "|---|---|---|---:|---:|",
+        "| task | data | agent | normalized score | success | seeds |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for (task, tier, algo), runs in results.items():
         scores = [r["eval/normalized_score"] for r in runs]
         success = np.mean([r["eval/success_rate"] for r in runs])
         lines.append(
             f"| {task} | {tier} | {algo} | {np.mean(scores):.1f} +- {np.std(scores):.1f} "
-            f"| {success:.0%} |"
+            f"| {success:.0%} | {len(runs)} |"
         )
     lines.append("")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
