@@ -3,4 +3,31 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("LP_NUM_THREADS", "0")
 
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
 import embodied_rl  # noqa: E402,F401  (chooses the GL backend before any test imports mujoco)
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package, installed by scripts/setup.sh
+# headless as root, and no background connections (this machine's network is closed)
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def chromium():
+    """A headless Debian Chromium driven by Playwright (no browser download); skips when
+    Chromium is absent."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium, installed by scripts/setup.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embodied_rl.pipeline import Pipeline, smoke_config
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +82,15 @@ def test_report_is_self_contained(run):
     assert "| PPO fine-tuned | pybullet | pybullet | 2 |" in md
 
 
-def test_report_renders_in_headless_chromium(run, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium, installed by scripts/setup.sh)")
+def test_report_renders_in_headless_chromium(run, tmp_path, chromium):
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "report.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
-        page.goto((run[0] / "report" / "report.html").as_uri())
-        heights = page.evaluate("Array.from(document.images).map(i => i.naturalHeight)")
-        title = page.locator("h1").inner_text()
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1100, "height": 800})
+    page.goto((run[0] / "report" / "report.html").as_uri())
+    heights = page.evaluate("Array.from(document.images).map(i => i.naturalHeight)")
+    title = page.locator("h1").inner_text()
+    page.screenshot(path=str(shot), full_page=True)
     assert "tabletop/reach-v0" in title
     assert len(heights) >= 5 and min(heights) > 0  # every embedded image decoded
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)

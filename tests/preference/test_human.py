@@ -21,12 +21,6 @@ from embodied_rl.preference.human import (
     prepare_session,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
@@ -134,28 +128,20 @@ def test_erl_label_prepares_a_session(tmp_path, capsys):
     assert "pass --task" in capsys.readouterr().err
 
 
-def test_page_in_headless_chromium(server, session, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium, installed by scripts/setup.sh)")
+def test_page_in_headless_chromium(server, session, tmp_path, chromium):
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(server.url)
-            page.wait_for_selector("#instruction:has-text('Instruction:')")
-            assert page.inner_text("#progress") == "(0 / 4 labelled)"
-            page.wait_for_function("document.getElementById('video-a').readyState >= 2")
-            shot = tmp_path / "page.png"
-            page.screenshot(path=str(shot))
-            page.click("#choose-a")
-            page.wait_for_selector("#progress:has-text('(1 / 4 labelled)')")
-            page.keyboard.press("e")
-            page.wait_for_selector("#progress:has-text('(2 / 4 labelled)')")
-        finally:
-            browser.close()
+    page = chromium.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#instruction:has-text('Instruction:')")
+    assert page.inner_text("#progress") == "(0 / 4 labelled)"
+    page.wait_for_function("document.getElementById('video-a').readyState >= 2")
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot))
+    page.click("#choose-a")
+    page.wait_for_selector("#progress:has-text('(1 / 4 labelled)')")
+    page.keyboard.press("e")
+    page.wait_for_selector("#progress:has-text('(2 / 4 labelled)')")
     records = [json.loads(x) for x in (session / PREFERENCES_FILE).read_text().splitlines()]
     assert [r["choice"] for r in records] == ["a", "equal"]
     assert records[0]["pair"] != records[1]["pair"]
