@@ -224,17 +224,15 @@ class Pipeline:
         )  # fmt: skip
 
     def _train(self, algo: str, policy, agent_config, stage: OfflineStage, resume: bool):
-        import inspect
-
         from embodied_rl.agents import train
+        from embodied_rl.agents.checkpoint import LAST
 
         data = self._dataset()
-        kwargs = {}
-        if resume and "resume" in inspect.signature(train).parameters:
-            kwargs["resume"] = True
+        out = self.stage_dir(algo)
+        resume = resume and (out / "checkpoints" / LAST).is_file()  # an interrupted stage
         agent, _ = train(
-            algo, data, self.stage_dir(algo), agent_config, self._trainer_config(stage, self.config.seed),
-            policy=policy, eval_env=None, **kwargs,
+            algo, data, out, agent_config, self._trainer_config(stage, self.config.seed),
+            policy=policy, eval_env=None, resume=resume,
         )  # fmt: skip
         agent.policy.save(self._policy_dir(algo))
         return agent
