@@ -83,17 +83,19 @@ class TorchScriptPolicy:
             return self.module(x)[0].numpy()
 
 
-def dataset_for(task: str, tier: str, episodes: int, work: Path):
+def dataset_for(task: str, tier: str, episodes: int, work: Path, n_objects: int = 0):
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
 
     suite, name = task.split("/")
     name = name.rsplit("-v", 1)[0].replace("-", "_")
-    dataset_id = f"bench/{suite}_{name}-{tier}{episodes}-v0"
+    objects = f"_{n_objects}obj" if n_objects else ""
+    dataset_id = f"bench/{suite}_{name}{objects}-{tier}{episodes}-v0"
     root = work / "datasets"
     if not (dataset_dir(root, dataset_id) / "data" / "metadata.json").exists():
         collect(
             task, tier, episodes=episodes, out=root, reference_episodes=10,
             dataset_id=dataset_id, progress=True, overwrite=True,
+            env_kwargs={"n_objects": n_objects} if n_objects else None,
         )  # fmt: skip
     return load_dataset(dataset_dir(root, dataset_id), obs_keys=["state"])
 
@@ -198,6 +200,10 @@ def main() -> int:
         help="per-algorithm gradient steps (CQL and Cal-QL cost ~8x an IQL step)",
     )  # fmt: skip
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument(
+        "--n-objects", type=int, default=0,
+        help="tabletop scenes with this many objects (0: the task's default of 4)",
+    )  # fmt: skip
     parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
     parser.add_argument("--work", default="outputs/bench/offline_learning")
     parser.add_argument("--out", default="benchmarks/results/offline_learning.md")
@@ -233,7 +239,8 @@ def main() -> int:
             for algo in args.algos:
                 steps = steps_for.get(algo, args.steps)
                 for seed in range(args.seeds):
-                    tag = f"{task.replace('/', '_')}-{tier}-{algo}-{seed}"
+                    objects = f"_{args.n_objects}obj" if args.n_objects else ""
+                    tag = f"{task.replace('/', '_')}{objects}-{tier}-{algo}-{seed}"
                     record = work / "runs" / f"{tag}.json"
                     if record.exists():
                         results.setdefault((task, tier, algo), []).append(
@@ -244,7 +251,7 @@ def main() -> int:
                         continue
                     if data is None:
                         n = episodes_for.get(task, args.episodes)
-                        data = dataset_for(task, tier, n, work)
+                        data = dataset_for(task, tier, n, work, args.n_objects)
                     t0 = time.perf_counter()
                     run_dir = work / "runs" / tag
                     if algo == "d3rlpy-iql":
