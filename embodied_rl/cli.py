@@ -229,7 +229,7 @@ def _finetune_online(args: argparse.Namespace) -> int:
 def _finetune_ppo(args: argparse.Namespace) -> int:
     from embodied_rl.agents.finetune import PPOFinetuneConfig, finetune_ppo
     from embodied_rl.agents.ppo import PPOConfig
-    from embodied_rl.config import load_config, merge, parse_overrides
+    from embodied_rl.config import load_config, merge, parse_overrides, read_yaml
 
     values = parse_overrides([*args.overrides, f"seed={args.seed}"])
     ppo_values = values.pop("ppo", {})
@@ -239,7 +239,7 @@ def _finetune_ppo(args: argparse.Namespace) -> int:
     # finetune_ppo's defaults (KL 0.1, short rollouts), then --ppo-config, then ppo.* overrides
     base: dict = {"kl_coef": 0.1, "n_steps": 256}
     if args.ppo_config:
-        base = merge(base, _yaml_mapping(args.ppo_config))
+        base = merge(base, read_yaml(args.ppo_config))
     ppo = load_config(PPOConfig, None, merge(base, {**ppo_values, "seed": config.seed}))
     result = finetune_ppo(
         args.pretrained, args.out, config, ppo, from_scratch=args.from_scratch,
@@ -254,20 +254,6 @@ def _finetune_ppo(args: argparse.Namespace) -> int:
         f"{args.out}/result.json"
     )
     return 0
-
-
-def _yaml_mapping(path: str) -> dict:
-    """The top-level mapping of a YAML file (errors name the file)."""
-    import yaml
-
-    from embodied_rl.config import ConfigError
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    return loaded
 
 
 def _label(args: argparse.Namespace) -> int:

@@ -161,24 +161,27 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from None
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return dict(loaded)
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> T:
     """``cls`` from the YAML file ``path`` (optional) with ``overrides`` applied on top."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        values = dict(loaded)
+    values = read_yaml(path) if path is not None else {}
     update = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
     try:
         return from_dict(cls, merge(values, update))
