@@ -16,6 +16,7 @@ policy as TorchScript, which this script evaluates on our environment like our a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -128,7 +129,18 @@ def agent_config(algo: str, data, steps: int = 0):
     return None
 
 
-def run_ours(algo: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
+def with_precision(algo: str, config, precision: str):
+    """``config`` (None: the algorithm's defaults) with ``precision`` for IQL, CQL and Cal-QL."""
+    if precision == "fp32" or algo not in ("iql", "cql", "calql"):
+        return config
+    from embodied_rl.agents.base import agent_class
+
+    return dataclasses.replace(config or agent_class(algo).config_class(), precision=precision)
+
+
+def run_ours(
+    algo: str, data, steps: int, seed: int, eval_episodes: int, out: Path, precision: str = "fp32"
+) -> dict:
     from embodied_rl.agents import TrainerConfig, train
     from embodied_rl.agents.trainer import default_policy, seed_everything
 
@@ -142,8 +154,8 @@ def run_ours(algo: str, data, steps: int, seed: int, eval_episodes: int, out: Pa
         overrides["return_scale"] = max(1.0, float(data.metadata.get("ref_max_score", 1.0)))
     policy = default_policy(algo, data, **overrides)
     _, result = train(
-        algo, data, out, agent_config=agent_config(algo, data, steps), trainer_config=config,
-        policy=policy,
+        algo, data, out, agent_config=with_precision(algo, agent_config(algo, data, steps), precision),
+        trainer_config=config, policy=policy,
     )  # fmt: skip
     return result
 
@@ -204,6 +216,10 @@ def main() -> int:
         "--n-objects", type=int, default=0,
         help="tabletop scenes with this many objects (0: the task's default of 4)",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32",
+        help="precision of our IQL, CQL and Cal-QL updates (runs tagged -bf16)",
+    )  # fmt: skip
     parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
     parser.add_argument("--work", default="outputs/bench/offline_learning")
     parser.add_argument("--out", default="benchmarks/results/offline_learning.md")
@@ -240,7 +256,8 @@ def main() -> int:
                 steps = steps_for.get(algo, args.steps)
                 for seed in range(args.seeds):
                     objects = f"_{args.n_objects}obj" if args.n_objects else ""
-                    tag = f"{task.replace('/', '_')}{objects}-{tier}-{algo}-{seed}"
+                    bf16 = "-bf16" if with_precision(algo, None, args.precision) else ""
+                    tag = f"{task.replace('/', '_')}{objects}-{tier}-{algo}{bf16}-{seed}"
                     record = work / "runs" / f"{tag}.json"
                     if record.exists():
                         results.setdefault((task, tier, algo), []).append(
@@ -259,7 +276,9 @@ def main() -> int:
                             args.d3rlpy_python, data, steps, seed, args.eval_episodes, run_dir
                         )
                     else:
-                        res = run_ours(algo, data, steps, seed, args.eval_episodes, run_dir)
+                        res = run_ours(
+                            algo, data, steps, seed, args.eval_episodes, run_dir, args.precision
+                        )
                     res = {**res, "steps": steps, "seconds": time.perf_counter() - t0}
                     record.parent.mkdir(parents=True, exist_ok=True)
                     tmp = record.with_suffix(".tmp")
@@ -286,6 +305,8 @@ def write_table(args, results, steps_for, episodes_for, seconds: float) -> None:
         f"seed, one thread per run. Gradient steps: {args.steps}"
         + "".join(f", {a} {n}" for a, n in steps_for.items())
         + f". This invocation ran for {seconds / 60:.0f} min (finished runs are cached).",
+        "",
+        f"Precision of our IQL, CQL and Cal-QL updates: {args.precision}.",
         "",
         "| task | data | agent | normalized score | success | seeds |",
         "|---|---|---|---:|---:|---:|",

@@ -4,6 +4,8 @@ d3rlpy stays out of our dependencies: it runs in a subprocess with its own inter
 (``--d3rlpy-python``, e.g. a venv made with ``pip install torch==2.13.0 d3rlpy==2.8.1``),
 reading the same transitions from a temporary ``.npz``. Both sides: 2 x 256 MLPs, two
 critics, batch 256, ``--threads`` torch threads, ``--steps`` timed steps after a warm-up.
+Ours runs twice: in fp32 (as d3rlpy) and with ``precision="bf16"`` (bf16 autocast of the
+hidden layers' matmuls; fp32 weights, outputs and losses), which d3rlpy does not offer.
 
     python benchmarks/offline_speed.py --d3rlpy-python /tmp/d3rlpy-venv/bin/python
 """
@@ -44,14 +46,20 @@ def run(n):
         algo_.update(batch)
 run(warmup)
 t = time.perf_counter(); run(steps); dt = time.perf_counter() - t
-print(json.dumps({"steps_per_s": steps / dt}))
+from torch.utils.flop_counter import FlopCounterMode
+batch = buffer.sample_transition_batch(256)
+with FlopCounterMode(display=False) as counter:
+    algo_.update(batch)
+print(json.dumps({"steps_per_s": steps / dt, "flops": counter.get_total_flops()}))
 """
 
 
-def ours(algo: str, data, steps: int, warmup: int) -> float:
+def ours(algo: str, data, steps: int, warmup: int, precision: str = "fp32") -> float:
+    from embodied_rl.agents.base import agent_class
     from embodied_rl.agents.trainer import default_policy, make_agent, make_sampler
 
-    agent = make_agent(algo, default_policy(algo, data))
+    config = agent_class(algo).config_class(precision=precision)
+    agent = make_agent(algo, default_policy(algo, data), config)
     sampler = make_sampler(agent, data, 256)
     for _ in range(warmup):
         agent.update(sampler.sample())
@@ -77,13 +85,14 @@ def flops_per_step(algo: str, data) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
-    """Sustained fp32 matmul rate of this CPU at the networks' shapes (batch 256 x 256 ->
-    256, forward plus the two backward products), in GFLOP/s."""
+def matmul_gflops(threads: int, seconds: float = 2.0, dtype: str = "float32") -> float:
+    """Sustained matmul rate of this CPU at the networks' shapes (batch 256 x 256 -> 256,
+    forward plus the two backward products) in ``dtype``, in GFLOP/s."""
     import torch
 
     torch.set_num_threads(threads)
-    x, w, g = torch.randn(256, 256), torch.randn(256, 256), torch.randn(256, 256)
+    kind = getattr(torch, dtype)
+    x, w, g = (torch.randn(256, 256, dtype=kind) for _ in range(3))
     for _ in range(50):
         x @ w
     n, start = 0, time.perf_counter()
@@ -94,12 +103,16 @@ def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
     return n * 3 * 2 * 256**3 / (time.perf_counter() - start) / 1e9
 
 
-def theirs(python: str, npz: Path, algo: str, steps: int, warmup: int, threads: int) -> float:
+def theirs(
+    python: str, npz: Path, algo: str, steps: int, warmup: int, threads: int
+) -> tuple[float, float]:
+    """d3rlpy's gradient steps/s and the FLOPs of one of its update steps."""
     out = subprocess.run(
         [python, "-c", D3RLPY_SCRIPT, str(npz), algo, str(steps), str(warmup), str(threads)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["steps_per_s"]), float(result["flops"])
 
 
 def main() -> int:
@@ -130,15 +143,19 @@ def main() -> int:
             rewards=data.rewards.astype(np.float32), terminals=data.terminations.astype(np.float32),
             timeouts=data.truncations.astype(np.float32),
         )  # fmt: skip
-        table, flops = [], {}
-        peak = matmul_gflops(args.threads)
+        table, flops, their_flops = [], {}, {}
+        peak, peak16 = matmul_gflops(args.threads), matmul_gflops(args.threads, dtype="bfloat16")
         for algo in ("iql", "cql"):
             flops[algo] = flops_per_step(algo, data)
             mine = ours(algo, data, args.steps, args.warmup)
-            other = theirs(args.d3rlpy_python, npz, algo, args.steps, args.warmup, args.threads)
-            table.append((algo, mine, other))
+            mine16 = ours(algo, data, args.steps, args.warmup, precision="bf16")
+            other, their_flops[algo] = theirs(
+                args.d3rlpy_python, npz, algo, args.steps, args.warmup, args.threads
+            )
+            table.append((algo, mine, mine16, other))
             print(
-                f"{algo}: ours {mine:.1f} steps/s, d3rlpy {other:.1f} steps/s, x{mine / other:.2f}"
+                f"{algo}: ours fp32 {mine:.1f} / bf16 {mine16:.1f} steps/s, d3rlpy {other:.1f} "
+                f"steps/s, x{mine / other:.2f} / x{mine16 / other:.2f}"
             )
     command = "python " + " ".join(sys.argv)
     lines = [
@@ -148,26 +165,34 @@ def main() -> int:
         f"transitions, 90-D state. Batch 256, 2 x 256 MLPs, 2 critics, {args.threads} thread(s), "
         f"{args.steps} timed steps after {args.warmup} warm-up steps; sampling included.",
         "",
-        "| algorithm | ours (steps/s) | d3rlpy 2.8.1 (steps/s) | ratio |",
-        "|---|---:|---:|---:|",
-        *[f"| {a.upper()} | {m:.1f} | {o:.1f} | {m / o:.2f}x |" for a, m, o in table],
+        "| algorithm | ours fp32 (steps/s) | ours bf16 (steps/s) | d3rlpy 2.8.1 fp32 (steps/s) "
+        "| ratio fp32 | ratio bf16 |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {a.upper()} | {m:.1f} | {m16:.1f} | {o:.1f} | {m / o:.2f}x | {m16 / o:.2f}x |"
+            for a, m, m16, o in table
+        ],
         "",
         "## Compute bound",
         "",
         f"Matmul FLOPs of one of our update steps (PyTorch's `FlopCounterMode`) against this "
-        f"CPU's sustained fp32 matmul rate at the networks' shapes ({peak:.0f} GFLOP/s on "
-        f"{args.threads} thread(s), measured in the same run). The bound is the steps/s of an "
-        "implementation that did nothing but those matmuls at that rate; d3rlpy computes the "
-        "same algorithm on the same network sizes, so its step holds about the same FLOPs.",
+        f"CPU's sustained matmul rate at the networks' shapes ({peak:.0f} GFLOP/s fp32, "
+        f"{peak16:.0f} GFLOP/s bf16, on {args.threads} thread(s), measured in the same run). "
+        "The bound is the steps/s of an implementation that did nothing but those matmuls at "
+        "that rate; the best possible ratio over d3rlpy is that bound divided by d3rlpy's "
+        "steps/s. d3rlpy's GFLOP per step are counted the same way in its process.",
         "",
-        "| algorithm | GFLOP / step | bound (steps/s) | ours, % of bound | d3rlpy, % of bound "
-        "| best possible ratio over d3rlpy |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| algorithm | GFLOP / step | d3rlpy GFLOP / step | fp32 bound (steps/s) | ours fp32, % of bound "
+        "| d3rlpy, % of fp32 bound | best fp32 ratio over d3rlpy | bf16 bound (steps/s) "
+        "| ours bf16, % of bound | best bf16 ratio over d3rlpy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {a.upper()} | {flops[a] / 1e9:.3f} | {peak * 1e9 / flops[a]:.0f} | "
-            f"{100 * m * flops[a] / (peak * 1e9):.0f}% | {100 * o * flops[a] / (peak * 1e9):.0f}% "
-            f"| {peak * 1e9 / flops[a] / o:.1f}x |"
-            for a, m, o in table
+            f"| {a.upper()} | {flops[a] / 1e9:.3f} | {their_flops[a] / 1e9:.3f} | {peak * 1e9 / flops[a]:.0f} | "
+            f"{100 * m * flops[a] / (peak * 1e9):.0f}% "
+            f"| {100 * o * their_flops[a] / (peak * 1e9):.0f}% "
+            f"| {peak * 1e9 / flops[a] / o:.1f}x | {peak16 * 1e9 / flops[a]:.0f} | "
+            f"{100 * m16 * flops[a] / (peak16 * 1e9):.0f}% | {peak16 * 1e9 / flops[a] / o:.1f}x |"
+            for a, m, m16, o in table
         ],
         "",
         f"Machine load when written: `{_uptime()}`.",

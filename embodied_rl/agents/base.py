@@ -9,6 +9,7 @@ rest. ``modules()`` and ``optimizers()`` expose what a checkpoint stores.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from embodied_rl.config import ConfigError, from_dict
 from embodied_rl.policies.base import Policy
 from embodied_rl.policies.normalization import fit_observation_normalizers
+from embodied_rl.utils.precision import autocast
 
 _AGENTS: dict[str, type[Agent]] = {}
 
@@ -113,6 +115,12 @@ class Agent(ABC):
             module.train(training)
 
     # ------------------------------------------------------------------ helpers
+    def autocast(self) -> AbstractContextManager[None]:
+        """The update's precision context: bf16 autocast when the config sets
+        ``precision="bf16"`` (see :mod:`embodied_rl.utils.precision`), else nothing."""
+        device = next(self.policy.parameters()).device.type
+        return autocast(getattr(self.config, "precision", "fp32"), device)
+
     def check_finite(self, losses: dict[str, Tensor]) -> None:
         """Raise :class:`NonFiniteLossError` naming the first non-finite loss (one sync)."""
         values = torch.stack([v.detach().float() for v in losses.values()])

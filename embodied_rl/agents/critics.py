@@ -4,7 +4,8 @@ All ``n_critics`` Q-networks live in stacked weights of shape ``(n_critics, in, 
 run as one batched matmul per layer (``torch.baddbmm``), so two or ten critics cost one
 kernel call each. The first layer is split into an observation part and an action part:
 with ``N`` actions per state (CQL's sampled actions) the observation part is computed once
-per state and broadcast, which saves most of the first layer's work.
+per state and broadcast, which saves most of the first layer's work. Under bf16 autocast
+(``precision="bf16"``) the hidden layers run in bf16 while Q and V come out in fp32.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from embodied_rl.policies.mlp import mlp
 from embodied_rl.policies.normalization import ObservationNormalizer
+from embodied_rl.utils.precision import fp32_linear
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -74,10 +76,14 @@ class QEnsemble(nn.Module):
         h_act = torch.matmul(acts.reshape(1, b * n, -1), w_act)  # (E, B*N, H)
         x = torch.relu(h_act.view(self.n_critics, b, n, -1) + h_obs.unsqueeze(2))  # (E, B, N, H)
         x = x.view(self.n_critics, b * n, -1)  # (E, B*N, H)
-        for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
-            x = torch.baddbmm(bias, x, w)  # (E, B*N, out)
-            if i < n_layers - 1:
-                x = torch.relu(x)
+        for w, bias in zip(weights[:-1], biases[:-1], strict=True):
+            x = torch.relu(torch.baddbmm(bias, x, w))  # (E, B*N, H)
+        w, bias = weights[-1], biases[-1]  # (E, H, 1), (E, 1, 1)
+        if x.dtype == w.dtype:
+            x = torch.baddbmm(bias, x, w)  # (E, B*N, 1)
+        else:  # bf16 activations (autocast): bf16 products summed in fp32, so Q ~ -50 keeps
+            # fp32 resolution (a bf16 output would round it to 0.25); cheaper than upcasting x
+            x = (x * w.to(x.dtype).transpose(1, 2)).sum(-1, keepdim=True, dtype=w.dtype) + bias
         q = x.view(self.n_critics, b, n)  # (E, B, N)
         return q.squeeze(-1) if single else q
 
@@ -96,7 +102,10 @@ class ValueNetwork(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        return self.net(obs).squeeze(-1)  # (B,)
+        *hidden, out = self.net
+        for layer in hidden:
+            obs = layer(obs)
+        return fp32_linear(out, obs).squeeze(-1)  # (B,); V in full precision under autocast
 
 
 def make_target(module: nn.Module) -> nn.Module:

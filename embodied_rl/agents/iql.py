@@ -32,6 +32,7 @@ from embodied_rl.agents.base import (
 from embodied_rl.agents.critics import QEnsemble, ValueNetwork, make_target, polyak_update
 from embodied_rl.agents.losses import awr_weights, behavior_loss, expectile_loss, td_loss
 from embodied_rl.policies.base import Policy
+from embodied_rl.utils.precision import check_precision
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class IQLConfig:
     # steps to the goal so that advantages are O(1) instead of O(1 - gamma)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    # "bf16": hidden-layer matmuls in bf16 under autocast (1.4x IQL, 1.9x CQL on a CPU
+    # with AVX512-BF16); weights, outputs and losses stay fp32 (embodied_rl.utils.precision)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.expectile < 1.0:
@@ -72,6 +76,7 @@ class IQLConfig:
             )
         if self.n_critics < 1:
             raise ValueError(f"n_critics={self.n_critics} must be >= 1")
+        check_precision(self.precision)
 
 
 @register_agent("iql")
@@ -107,6 +112,10 @@ class IQLAgent(Agent):
         return {"optimizer": self.optimizer}
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        with self.autocast():
+            return self._update(batch)
+
+    def _update(self, batch: dict[str, Any]) -> dict[str, float]:
         c = self.config
         obs, next_obs = critic_obs(batch, c.critic_obs_key)
         action = batch["action"]

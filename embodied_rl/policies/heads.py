@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from embodied_rl.policies.action_tokenizer import ActionTokenizer
+from embodied_rl.utils.precision import fp32_linear
 
 HEAD_TYPES = ("tokens", "gaussian", "deterministic")
 
@@ -45,7 +46,7 @@ class ActionHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits ``(..., action_dim, n_bins)`` for tokens, else the mean action ``(..., action_dim)``."""
-        out = self.proj(features)
+        out = fp32_linear(self.proj, features)  # full precision under bf16 autocast
         if self.kind == "tokens":
             return out.unflatten(-1, (self.action_dim, self.tokenizer.n_bins))
         centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
