@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +12,7 @@ from embodied_rl.policies.action_tokenizer import ActionTokenizer
 from embodied_rl.utils.precision import fp32_linear
 
 HEAD_TYPES = ("tokens", "gaussian", "deterministic")
+LOG_2PI = math.log(2 * math.pi)
 
 
 class ActionHead(nn.Module):
@@ -75,9 +77,9 @@ class ActionHead(nn.Module):
         if self.kind == "tokens":
             tokens = self.tokenizer.tokenize(actions)
             return out.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
-        if self.kind == "gaussian":
-            dist = torch.distributions.Normal(out, self.log_std.exp())
-            return dist.log_prob(actions).sum(-1)
+        if self.kind == "gaussian":  # closed form: torch.distributions validates every call
+            z = (actions - out) * torch.exp(-self.log_std)
+            return (-0.5 * z.square() - self.log_std).sum(-1) - 0.5 * LOG_2PI * self.action_dim
         raise ValueError(
             "a deterministic head has no log-probability; use head='gaussian' or 'tokens'"
         )
@@ -86,6 +88,7 @@ class ActionHead(nn.Module):
         if self.kind == "tokens":
             logp = out.log_softmax(-1)
             return -(logp.exp() * logp).sum(-1).sum(-1)
-        if self.kind == "gaussian":
-            return torch.distributions.Normal(out, self.log_std.exp()).entropy().sum(-1)
+        if self.kind == "gaussian":  # state-independent: 0.5 log(2 pi e) + log_std per dim
+            per_dim = 0.5 + 0.5 * LOG_2PI + self.log_std
+            return per_dim.sum().expand(out.shape[:-1])
         raise ValueError("a deterministic head has no entropy; use head='gaussian' or 'tokens'")

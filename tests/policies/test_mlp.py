@@ -34,6 +34,8 @@ def test_gaussian_log_prob_matches_the_normal_density():
     std = policy.head.log_std.exp()
     expected = (-0.5 * ((0.1 / std) ** 2) - torch.log(std) - 0.5 * np.log(2 * np.pi)).sum()
     torch.testing.assert_close(policy.log_prob(batch, actions), expected.expand(4))
+    normal = torch.distributions.Normal(mean, std)  # entropy: 0.5 log(2 pi e sigma^2) per dim
+    torch.testing.assert_close(policy.entropy(batch), normal.entropy().sum(-1))
 
 
 def test_mlp_learns_a_linear_map():
