@@ -11,6 +11,7 @@ fp32's resolution instead of bf16's 0.25. ``"fp32"`` (the default) changes nothi
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 
@@ -30,6 +31,7 @@ def check_precision(value: str) -> None:
         )
 
 
+@functools.cache
 def native_bf16(device_type: str) -> bool:
     """Whether ``device_type`` computes bf16 matmuls in hardware (AVX512-BF16 or AMX on CPU)."""
     if device_type == "cuda":
