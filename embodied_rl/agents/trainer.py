@@ -214,7 +214,7 @@ class Trainer:
         self.run_config = {"trainer": asdict(config), **(run_config or {})}
         self.history: list[dict[str, float]] = []  # evaluation results with "step"
         self._sums: dict[str, float] = defaultdict(float)  # metrics since the last row
-        self._count = 0
+        self._counts: dict[str, int] = defaultdict(int)  # per metric: some are not every step
         self._resumed_at: int | None = None  # the checkpoint step resume() loaded
 
     @property
@@ -236,7 +236,7 @@ class Trainer:
         return result
 
     def _checkpoint(self) -> Path:
-        state = {"evaluations": self.history, "log_sums": self._sums, "log_count": self._count}
+        state = {"evaluations": self.history, "log_sums": self._sums, "log_counts": self._counts}
         return save_checkpoint(
             self.agent,
             self.checkpoints,
@@ -265,7 +265,10 @@ class Trainer:
             )
         self.history = list(state.get("evaluations", []))
         self._sums = defaultdict(float, state.get("log_sums", {}))
-        self._count = int(state.get("log_count", 0))
+        counts = state.get("log_counts")
+        if counts is None:  # checkpoints before per-metric counts: one count for all
+            counts = dict.fromkeys(self._sums, int(state.get("log_count", 0)))
+        self._counts = defaultdict(int, counts)
         self._resumed_at = self.agent.step
         logger.info("resumed %s at step %d", self.out, self.agent.step)
         return self.agent.step
@@ -324,15 +327,15 @@ class Trainer:
             )
         for key, value in metrics.items():
             self._sums[key] += value
-        self._count += 1
+            self._counts[key] += 1
         bar.update(1)
         step, result = agent.step, {}
         if step % c.log_every == 0 or step == c.steps:
-            means = {f"train/{k}": v / self._count for k, v in self._sums.items()}
+            means = {f"train/{k}": v / self._counts[k] for k, v in self._sums.items()}
             writer.write(step, means)
             bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in list(means.items())[:3]})
             self._sums.clear()
-            self._count = 0
+            self._counts.clear()
         if (c.eval_every and step % c.eval_every == 0) or step == c.steps:
             result = self._evaluate()
             if result:

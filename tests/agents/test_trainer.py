@@ -86,6 +86,33 @@ def test_fit_writes_metrics_checkpoints_and_prunes(tiny_data, tmp_path):
     assert state["step"] == 12 and {"python", "numpy", "torch", "sampler"} <= set(state["rng"])
 
 
+class SometimesMetric:
+    """Wraps an agent: adds ``rare`` = the step number to every other step's metrics."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+
+    def __getattr__(self, name):
+        return getattr(self.agent, name)
+
+    def update(self, batch):
+        metrics = self.agent.update(batch)
+        if self.agent.step % 2 == 0:
+            metrics["rare"] = float(self.agent.step)
+        return metrics
+
+
+def test_metric_means_count_only_the_steps_that_logged_them(tiny_data, tmp_path):
+    from embodied_rl.agents import make_agent
+
+    config = TrainerConfig(steps=8, log_every=4, checkpoint_every=0, **QUIET)
+    agent = SometimesMetric(make_agent("bc", default_policy("bc", tiny_data)))
+    Trainer(agent, make_sampler(agent.agent, tiny_data, 16), config, tmp_path).fit()
+    rows = [r.split(",") for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    rare = {int(step): float(value) for step, name, value, _ in rows if name == "train/rare"}
+    assert rare == {4: 3.0, 8: 7.0}  # means of (2, 4) and (6, 8), not halved
+
+
 def test_trainer_config_errors_name_the_value():
     with pytest.raises(ValueError, match="steps=0"):
         TrainerConfig(steps=0)
