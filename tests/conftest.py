@@ -6,8 +6,20 @@ os.environ.setdefault("LP_NUM_THREADS", "0")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import embodied_rl  # noqa: E402,F401  (chooses the GL backend before any test imports mujoco)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op torch thread for the whole suite, set before any fixture trains: the
+    tests' networks are tiny and only lose from threading on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package, installed by scripts/setup.sh
 # headless as root, and no background connections (this machine's network is closed)

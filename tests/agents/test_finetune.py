@@ -25,14 +25,6 @@ STATE_DIM = 39  # tabletop state with one object
 ENV = {"n_objects": 1, "reward_type": "dense"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bc_policy(seed: int = 0) -> MLPPolicy:
     """A 'BC-pretrained' MLP: deterministic head, fitted observation statistics."""
     torch.manual_seed(seed)

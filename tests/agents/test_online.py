@@ -66,12 +66,9 @@ class PointEnv(gym.Env):
 
 @pytest.fixture(autouse=True)
 def fresh_log():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: threads only cost on a busy CPU
     PointEnv.log, PointEnv.interrupt_at = [], None
     yield
     PointEnv.log, PointEnv.interrupt_at = [], None
-    torch.set_num_threads(threads)
 
 
 def offline_checkpoint(algo, data, path, steps=5):

@@ -9,19 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from embodied_rl.datasets import collect
 
 ENV = "tabletop/reach-v0"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

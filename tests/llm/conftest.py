@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
 from embodied_rl.llm.tasks import TaskGenerator
 from embodied_rl.llm.tokenizer import train_tokenizer
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

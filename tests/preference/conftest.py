@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from gymnasium import spaces
 
 from embodied_rl.datasets import Episode, OfflineDataset
@@ -65,13 +64,3 @@ def make_toy_dataset():
 def good_action_fn():
     """:func:`good_action`, the action the good episodes take."""
     return good_action
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread per test module (set before module fixtures that train): these
-    small networks only lose from threading on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
