@@ -65,7 +65,7 @@ class CQLConfig:
     # AntMaze (Monte-Carlo returns of Cal-QL are computed from the transformed rewards)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
-    # "bf16": hidden-layer matmuls in bf16 under autocast (1.9x on a CPU with AVX512-BF16);
+    # "bf16": hidden-layer matmuls in bf16 under autocast (1.8x on a CPU with AVX512-BF16);
     # weights, Q-values and losses stay fp32 (embodied_rl.utils.precision)
     precision: str = "fp32"
 

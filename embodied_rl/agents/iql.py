@@ -57,7 +57,7 @@ class IQLConfig:
     # steps to the goal so that advantages are O(1) instead of O(1 - gamma)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
-    # "bf16": hidden-layer matmuls in bf16 under autocast (1.4x IQL, 1.9x CQL on a CPU
+    # "bf16": hidden-layer matmuls in bf16 under autocast (1.4x IQL, 1.8x CQL on a CPU
     # with AVX512-BF16); weights, outputs and losses stay fp32 (embodied_rl.utils.precision)
     precision: str = "fp32"
 
