@@ -139,12 +139,21 @@ def with_precision(algo: str, config, precision: str):
 
 
 def run_ours(
-    algo: str, data, steps: int, seed: int, eval_episodes: int, out: Path, precision: str = "fp32"
+    algo: str,
+    data,
+    steps: int,
+    seed: int,
+    eval_episodes: int,
+    out: Path,
+    precision: str = "fp32",
+    config=None,
 ) -> dict:
+    """Train and evaluate one run; ``config``: the agent config (default: :func:`agent_config`)."""
     from embodied_rl.agents import TrainerConfig, train
     from embodied_rl.agents.trainer import default_policy, seed_everything
 
-    config = TrainerConfig(
+    agent_cfg = config if config is not None else agent_config(algo, data, steps)
+    trainer = TrainerConfig(
         steps=steps, batch_size=DT_BATCH if algo == "dt" else 256, seed=seed, eval_every=0, eval_episodes=eval_episodes,
         checkpoint_every=0, progress=False, tensorboard=False, log_every=max(1, steps // 4),
     )  # fmt: skip
@@ -154,8 +163,8 @@ def run_ours(
         overrides["return_scale"] = max(1.0, float(data.metadata.get("ref_max_score", 1.0)))
     policy = default_policy(algo, data, **overrides)
     _, result = train(
-        algo, data, out, agent_config=with_precision(algo, agent_config(algo, data, steps), precision),
-        trainer_config=config, policy=policy,
+        algo, data, out, agent_config=with_precision(algo, agent_cfg, precision),
+        trainer_config=trainer, policy=policy,
     )  # fmt: skip
     return result
 
