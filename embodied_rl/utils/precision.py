@@ -2,8 +2,8 @@
 
 ``precision="bf16"`` runs an agent's update under ``torch.autocast`` with bfloat16: the
 hidden layers' matmuls take bf16 inputs and accumulate in fp32, which doubles the matmul
-rate on CPUs with AVX512-BF16 or AMX (and on GPUs) and halves the memory traffic of the
-activations. Weights, optimiser state and every loss stay fp32, and the output layers
+rate on a CPU with AVX512-BF16 (measured on an AMD EPYC; AMX CPUs and GPUs with bf16 support
+run it too, not measured here) and halves the memory traffic of the activations. Weights, optimiser state and every loss stay fp32, and the output layers
 (Q, V, the action head) run in fp32 through :func:`fp32_linear`, so a Q-value of -50 keeps
 fp32's resolution instead of bf16's 0.25. ``"fp32"`` (the default) changes nothing.
 """
