@@ -54,3 +54,9 @@ def synthetic_dataset(
 @pytest.fixture(scope="session")
 def tiny_data() -> OfflineDataset:
     return synthetic_dataset()
+
+
+@pytest.fixture(scope="session")
+def tiny_image_data() -> OfflineDataset:
+    """:func:`synthetic_dataset` with 32 x 32 images and instructions (VLA policies)."""
+    return synthetic_dataset(image=32)

@@ -14,6 +14,7 @@ from embodied_rl.agents.trainer import default_policy, make_agent, make_sampler
 from embodied_rl.utils.precision import autocast, check_precision, fp32_linear
 
 MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
+OBS_DIM, ACTION_DIM = 6, 2  # the synthetic dataset's sizes (conftest.synthetic_dataset)
 
 
 class MatmulDtypes(TorchDispatchMode):
@@ -105,3 +106,22 @@ def test_bf16_iql_tracks_fp32_iql(tiny_data):
     scale = q["fp32"].abs().mean()
     assert scale > 0.5  # the critics moved away from their initial ~0 (rewards are -1)
     assert (q["bf16"] - q["fp32"]).abs().mean() < 0.05 * scale
+
+
+def test_bf16_iql_trains_the_vla_policy_like_fp32(tiny_image_data):
+    """The whole update runs under autocast, so the VLA's image and text encoders and its
+    transformer run in bf16 too; the token head stays fp32 and the losses match fp32's."""
+    from embodied_rl.policies import VLAPolicy, vla_preset
+
+    metrics = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        bounds = {"action_low": (-1.0,) * ACTION_DIM, "action_high": (1.0,) * ACTION_DIM}
+        preset = vla_preset("tiny", history=2, n_layers=1, dropout=0.0, image_size=32, **bounds)
+        config = IQLConfig(critic_obs_dim=OBS_DIM, precision=precision)
+        agent = make_agent("iql", VLAPolicy(preset), config)
+        sampler = make_sampler(agent, tiny_image_data, 8)
+        for _ in range(3):
+            metrics[precision] = agent.update(sampler.sample())
+    for key in ("critic_loss", "token_loss"):
+        assert metrics["bf16"][key] == pytest.approx(metrics["fp32"][key], rel=0.02), key
