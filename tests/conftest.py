@@ -1,4 +1,5 @@
 import os
+import signal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("LP_NUM_THREADS", "0")
@@ -19,6 +20,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def interruptible() -> dict:
+    """``Popen`` keyword arguments for a child that a test interrupts with SIGINT. A shell
+    starts a background job (``make test &``, some CI runners) with SIGINT ignored; children
+    inherit that, and Python then installs no KeyboardInterrupt handler, so the child would
+    never see the test's Ctrl-C. The child gets the default disposition back."""
+    return {"preexec_fn": _default_sigint}
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package, installed by scripts/setup.sh

@@ -202,11 +202,12 @@ if __name__ == "__main__":
 """
 
 
-def test_ctrl_c_with_workers_saves_a_valid_dataset(tmp_path):
+def test_ctrl_c_with_workers_saves_a_valid_dataset(tmp_path, interruptible):
     script = tmp_path / "run.py"
     script.write_text(CTRL_C_SCRIPT)
     episodes_dir = tmp_path / "demo" / ".ctrl-c-v0.partial" / "episodes"
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=subprocess.PIPE)
+    command = [sys.executable, str(script), str(tmp_path)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, **interruptible)
     deadline = time.monotonic() + 60
     while len(list(episodes_dir.glob("episode_*.hdf5"))) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)

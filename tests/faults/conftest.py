@@ -38,14 +38,16 @@ def truncate():
 
 
 @pytest.fixture(scope="session")
-def erl():
-    """``erl(*args, cwd=...)``: start ``python -m embodied_rl.cli`` (a ``Popen``)."""
+def erl(interruptible):
+    """``erl(*args, cwd=...)``: start ``python -m embodied_rl.cli`` (a ``Popen`` that a test
+    may interrupt with SIGINT)."""
 
     def start(*args: str, cwd: Path) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         command = [sys.executable, "-m", "embodied_rl.cli", *map(str, args)]
         return subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            **interruptible,
+        )  # fmt: skip
 
     return start
