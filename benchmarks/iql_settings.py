@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from offline_learning import dataset_for, run_ours  # noqa: E402
+from offline_learning import dataset_for, objects_tag, run_ours  # noqa: E402
 
 SETTINGS = {
     "antmaze": {"expectile": 0.9, "temperature": 10.0, "reward_bias": -1.0},
@@ -54,6 +54,7 @@ def main() -> int:
     import torch
 
     from embodied_rl.agents.iql import IQLConfig
+    from embodied_rl.utils.io import write_text_atomic
 
     torch.set_num_threads(1)
     work, started = Path(args.work), time.perf_counter()
@@ -63,7 +64,7 @@ def main() -> int:
         for name in args.settings:
             successes = []
             for seed in range(args.seeds):
-                objects = f"_{n_objects}obj" if n_objects else ""
+                objects = objects_tag(n_objects)
                 tag = f"{task.replace('/', '_')}{objects}-{tier}-iql_{name}-{args.precision}-{seed}"
                 record = work / "settings" / f"{tag}.json"
                 if record.exists():
@@ -75,8 +76,7 @@ def main() -> int:
                         work / "settings" / tag, config=config,
                     )  # fmt: skip
                     record.parent.mkdir(parents=True, exist_ok=True)
-                    record.with_suffix(".tmp").write_text(json.dumps(result))
-                    record.with_suffix(".tmp").replace(record)
+                    write_text_atomic(record, json.dumps(result))
                 successes.append(result["eval/success_rate"])
                 print(f"{tag}: success {successes[-1]:.0%}", flush=True)
             label = f"{task}{f' ({n_objects} object)' if n_objects else ''}"

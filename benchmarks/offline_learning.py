@@ -84,13 +84,20 @@ class TorchScriptPolicy:
             return self.module(x)[0].numpy()
 
 
+PRECISION_ALGOS = ("iql", "cql", "calql")  # agents with a precision setting
+
+
+def objects_tag(n_objects: int) -> str:
+    """The name suffix of a scene with ``n_objects`` (0: the task's default, no suffix)."""
+    return f"_{n_objects}obj" if n_objects else ""
+
+
 def dataset_for(task: str, tier: str, episodes: int, work: Path, n_objects: int = 0):
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
 
     suite, name = task.split("/")
     name = name.rsplit("-v", 1)[0].replace("-", "_")
-    objects = f"_{n_objects}obj" if n_objects else ""
-    dataset_id = f"bench/{suite}_{name}{objects}-{tier}{episodes}-v0"
+    dataset_id = f"bench/{suite}_{name}{objects_tag(n_objects)}-{tier}{episodes}-v0"
     root = work / "datasets"
     if not (dataset_dir(root, dataset_id) / "data" / "metadata.json").exists():
         collect(
@@ -131,7 +138,7 @@ def agent_config(algo: str, data, steps: int = 0):
 
 def with_precision(algo: str, config, precision: str):
     """``config`` (None: the algorithm's defaults) with ``precision`` for IQL, CQL and Cal-QL."""
-    if precision == "fp32" or algo not in ("iql", "cql", "calql"):
+    if precision == "fp32" or algo not in PRECISION_ALGOS:
         return config
     from embodied_rl.agents.base import agent_class
 
@@ -254,6 +261,8 @@ def main() -> int:
 
     import torch
 
+    from embodied_rl.utils.io import write_text_atomic
+
     torch.set_num_threads(1)
     work = Path(args.work)
     started = time.perf_counter()
@@ -264,8 +273,8 @@ def main() -> int:
             for algo in args.algos:
                 steps = steps_for.get(algo, args.steps)
                 for seed in range(args.seeds):
-                    objects = f"_{args.n_objects}obj" if args.n_objects else ""
-                    bf16 = "-bf16" if with_precision(algo, None, args.precision) else ""
+                    bf16 = "-bf16" if args.precision == "bf16" and algo in PRECISION_ALGOS else ""
+                    objects = objects_tag(args.n_objects)
                     tag = f"{task.replace('/', '_')}{objects}-{tier}-{algo}{bf16}-{seed}"
                     record = work / "runs" / f"{tag}.json"
                     if record.exists():
@@ -290,9 +299,7 @@ def main() -> int:
                         )
                     res = {**res, "steps": steps, "seconds": time.perf_counter() - t0}
                     record.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = record.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(res))
-                    tmp.replace(record)
+                    write_text_atomic(record, json.dumps(res))
                     results.setdefault((task, tier, algo), []).append(res)
                     print(
                         f"{tag}: score {res['eval/normalized_score']:.1f}, success "
