@@ -27,7 +27,7 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
-## The main job (about 3 min on 2 idle CPU cores, 15 when they are shared): demonstrations -> BC (tiny VLA) -> offline IQL
+## The main job (about 6 min on 2 idle CPU cores): demonstrations -> BC (tiny VLA) -> offline IQL
 ## -> PPO fine-tuning with a KL penalty -> transfer evaluation -> outputs/demo/report/report.html.
 ## Rerunning continues an interrupted run (finished stages are skipped).
 demo: $(STAMP)

@@ -69,6 +69,7 @@ def _parse_sweep(text: str) -> tuple[str, list[float]]:
 
 
 def _transfer(args: argparse.Namespace) -> int:
+    from embodied_rl.evaluation.rollout import held_out_seed
     from embodied_rl.evaluation.transfer import evaluate_transfer
 
     sweeps = dict(_parse_sweep(s) for s in args.sweep)
@@ -78,7 +79,7 @@ def _transfer(args: argparse.Namespace) -> int:
         args.targets,
         task_id=args.task,
         episodes=args.episodes,
-        seed=args.seed,
+        seed=held_out_seed(args.seed),
         workers=args.workers,
         sweeps=sweeps,
         out=args.out,
@@ -294,7 +295,12 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from embodied_rl.envs import make
-    from embodied_rl.evaluation.rollout import format_markdown, run_episodes, success_table
+    from embodied_rl.evaluation.rollout import (
+        format_markdown,
+        held_out_seed,
+        run_episodes,
+        success_table,
+    )
     from embodied_rl.policies import load_policy
     from embodied_rl.utils.io import write_text_atomic
 
@@ -302,13 +308,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     kwargs = {"randomization": args.randomization} if args.randomization else {}
     if args.obs_mode:
         kwargs["obs_mode"] = args.obs_mode
+    if args.task.startswith("tabletop/"):
+        kwargs["split"] = args.split
     env = make(args.task, image_size=args.image_size, backend=args.backend, **kwargs)
+    first = held_out_seed(args.seed) if args.first_seed is None else args.first_seed
     try:
-        results = run_episodes(env, policy, args.episodes, seed=args.seed, desc=args.task)
+        results = run_episodes(env, policy, args.episodes, seed=first, desc=args.task)
     finally:
         env.close()
     table = format_markdown(success_table(results))
-    print(table)
+    print(f"reset seeds {first}..{first + args.episodes - 1}\n{table}")
     if args.out:
         write_text_atomic(Path(args.out), table + "\n")
         print(f"wrote {args.out}")
@@ -444,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("--episodes", type=int, default=50)
     transfer.add_argument("--workers", type=int, default=1, help="parallel processes")
-    transfer.add_argument("--seed", type=int, default=0)
+    transfer.add_argument(
+        "--seed", type=int, default=0, help="evaluation run: held-out scenes 1e9 + 1000 * seed + i"
+    )
     transfer.add_argument(
         "--sweep", action="append", default=[], help="parameter=v1,v2,... (repeatable)"
     )
@@ -563,7 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--policy", required=True, help="policy directory (Policy.save)")
     evaluate.add_argument("--task", required=True, help="task id, e.g. tabletop/reach-v0")
     evaluate.add_argument("--episodes", type=int, default=50)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="evaluation run: held-out scenes 1e9 + 1000 * seed + i"
+    )
+    evaluate.add_argument(
+        "--first-seed", type=int, default=None, help="reset seed of the first episode (replay "
+        "chosen scenes; collections use seed + i, so small values replay training scenes)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--split", default="all", choices=["seen", "unseen", "all"], help="tabletop instructions"
+    )
     evaluate.add_argument("--randomization", default=None, help="none/light/default/heavy")
     evaluate.add_argument("--backend", default="mujoco", choices=["mujoco", "pybullet"])
     evaluate.add_argument("--obs-mode", default=None, choices=["state", "rgb", "rgb+state"])

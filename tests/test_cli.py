@@ -24,7 +24,7 @@ def test_demo_writes_video_and_success_table(tmp_path, capsys):
     rows = list(csv.DictReader((out / "success.csv").open()))
     assert [r["task"] for r in rows] == ["reach", "pick", "all"]
     assert all(float(r["success_rate"]) == 1.0 for r in rows)
-    assert "| reach | 2 | 100% |" in (out / "success.md").read_text()
+    assert "| reach | seen | 2 | 100% |" in (out / "success.md").read_text()
 
 
 def test_cli_reports_bad_task_cleanly(tmp_path, capsys):
@@ -65,8 +65,10 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     load_agent(run / "checkpoints").policy.save(tmp_path / "policy")
     table = tmp_path / "eval.md"
     evaluate = ["evaluate", "--policy", str(tmp_path / "policy"), "--task", "tabletop/reach-v0"]
-    assert main([*evaluate, "--episodes", "2", "--out", str(table)]) == 0
-    assert "| reach | 2 |" in table.read_text()
+    capsys.readouterr()
+    assert main([*evaluate, "--episodes", "2", "--split", "unseen", "--out", str(table)]) == 0
+    assert "| reach | unseen | 2 |" in table.read_text()
+    assert "reset seeds 1000000000..1000000001" in capsys.readouterr().out  # held-out scenes
 
     # finetune online: the IQL checkpoint continues with a replay buffer seeded by the dataset
     online = tmp_path / "online"

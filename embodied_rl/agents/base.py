@@ -169,11 +169,14 @@ def policy_input(policy: Policy, batch: dict[str, Any]) -> dict[str, Any]:
     if "history" not in batch:
         return batch["obs"]
     history = batch["history"]
-    return {
+    out = {
         "images": history["image"],  # (B, k, H, W, 3) uint8
         "instructions": [row[-1] for row in history["instruction"]],
         "frame_mask": batch["history_mask"],  # (B, k)
     }
+    if "proprio" in history:
+        out["proprio"] = history["proprio"]  # (B, k, P)
+    return out
 
 
 def current_output(out: Tensor, policy: Policy, batch: dict[str, Any]) -> Tensor:

@@ -137,8 +137,8 @@ def actor_critic(
 
 
 def _is_statistic(key: str) -> bool:
-    """Observation-normalizer buffers (``obs_norm.mean`` and the like)."""
-    return f".{key}".rsplit(".", 2)[-2] == "obs_norm"
+    """Observation-normalizer buffers (``obs_norm.mean``, the VLA's ``proprio_norm.std``, ...)."""
+    return f".{key}".rsplit(".", 2)[-2] in ("obs_norm", "proprio_norm")
 
 
 def _load_into(policy: Policy, tensors: dict[str, torch.Tensor], allow_missing: bool) -> None:

@@ -52,6 +52,7 @@ from embodied_rl.agents.replay import ReplayBuffer
 from embodied_rl.agents.trainer import MetricsWriter, env_factory, evaluate, seed_everything
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.offline import OBS_KEY
+from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.policies import VLAPolicy
 from embodied_rl.utils.io import write_text_atomic
 
@@ -251,7 +252,7 @@ class _OnlineRun:
             return {}
         env = self.env_fn()
         try:
-            seed = 10_000 + c.seed * 1_000  # the offline trainer's evaluation seeds
+            seed = held_out_seed(c.seed)  # the offline trainer's evaluation seeds
             result = evaluate(self.agent.policy, env, c.eval_episodes, seed, self.reference)
         finally:
             env.close()

@@ -269,7 +269,7 @@ def take(flat: dict[str, Tensor | np.ndarray], index: Tensor) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- policy glue
 def policy_batch(policy: Policy, obs: dict[str, Any]) -> dict[str, Any]:
     """Environment observations ``{key: (B, ...)}`` as the policy's batch: the VLA gets a
-    one-frame history ``images (B, 1, H, W, 3)`` and ``instructions``; others take ``obs`` as is."""
+    one-frame history ``images (B, 1, H, W, 3)``, ``instructions`` (and ``proprio``); others take ``obs`` as is."""
     if policy.policy_type != "vla":
         return obs
     if "image" not in obs or "instruction" not in obs:
@@ -277,7 +277,10 @@ def policy_batch(policy: Policy, obs: dict[str, Any]) -> dict[str, Any]:
             f"the VLA policy needs 'image' and text 'instruction' observations, got {sorted(obs)}; "
             "make the env with obs_mode='rgb' (or 'rgb+state') and instruction_mode='text'"
         )
-    return {"images": obs["image"].unsqueeze(1), "instructions": list(obs["instruction"])}
+    batch = {"images": obs["image"].unsqueeze(1), "instructions": list(obs["instruction"])}
+    if "proprio" in obs:
+        batch["proprio"] = obs["proprio"].unsqueeze(1)  # (B, 1, P)
+    return batch
 
 
 def _head_input(features: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ from embodied_rl.agents.data import AgentSampler, reward_transform
 from embodied_rl.agents.dt import DecisionTransformerPolicy, DTPolicyConfig
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
-from embodied_rl.evaluation.rollout import run_episodes
+from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
 from embodied_rl.utils.io import truncate_csv
 
@@ -226,9 +226,12 @@ class Trainer:
             return {}
         env = self.eval_env()
         try:
-            seed = 10_000 + self.config.seed * 1_000
             result = evaluate(
-                self.agent.policy, env, self.config.eval_episodes, seed, self.reference
+                self.agent.policy,
+                env,
+                self.config.eval_episodes,
+                held_out_seed(self.config.seed),  # never a scene of the data
+                self.reference,
             )
         finally:
             env.close()

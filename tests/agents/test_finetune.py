@@ -102,7 +102,7 @@ def test_from_scratch_run_has_no_reference(tmp_path):
 
 def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
     torch.manual_seed(0)
-    vla = VLAPolicy(vla_preset("tiny", history=2, n_layers=1, dropout=0.0))
+    vla = VLAPolicy(vla_preset("tiny", history=2, n_layers=1, dropout=0.0, head="tokens"))
     policy = actor_critic(vla)
     assert policy.head.kind == "tokens" and policy.value_head is not None
     result = finetune_ppo(

@@ -23,6 +23,7 @@ from embodied_rl.agents.online import (
     regret,
 )
 from embodied_rl.agents.trainer import default_policy, make_sampler, seed_everything
+from embodied_rl.evaluation.rollout import HELD_OUT_SEED
 
 CONFIGS = {"iql": IQLConfig, "cql": CQLConfig, "calql": CalQLConfig}
 
@@ -30,7 +31,8 @@ CONFIGS = {"iql": IQLConfig, "cql": CQLConfig, "calql": CalQLConfig}
 class PointEnv(gym.Env):
     """A 2-D point that must come within 0.3 of a goal: the 6-D state of the synthetic dataset
     (position, goal, difference), 2-D actions, sparse reward, 12-step horizon. Training
-    episodes (reset with the loop's large seeds; evaluation seeds are ~10,000) are recorded in
+    episodes (reset with the loop's seeds; evaluations use the held-out block from
+    ``HELD_OUT_SEED``) are recorded in
     ``log``, and the step with index ``interrupt_at`` raises KeyboardInterrupt (a Ctrl-C)."""
 
     observation_space = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (6,), np.float32)})
@@ -40,7 +42,8 @@ class PointEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.training = seed is not None and seed >= 100_000
+        evaluation = seed is not None and HELD_OUT_SEED <= seed < HELD_OUT_SEED + 1_000_000
+        self.training = seed is not None and not evaluation
         self.pos, self.goal = self.np_random.uniform(-1, 1, (2, 2))
         self.t = 0
         return self._obs(), {}

@@ -117,7 +117,10 @@ def test_bf16_iql_trains_the_vla_policy_like_fp32(tiny_image_data):
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         bounds = {"action_low": (-1.0,) * ACTION_DIM, "action_high": (1.0,) * ACTION_DIM}
-        preset = vla_preset("tiny", history=2, n_layers=1, dropout=0.0, image_size=32, **bounds)
+        preset = vla_preset(
+            "tiny", history=2, n_layers=1, dropout=0.0, image_size=32, head="tokens",
+            proprio_dim=0, random_shift=0, **bounds,
+        )  # fmt: skip
         config = IQLConfig(critic_obs_dim=OBS_DIM, precision=precision)
         agent = make_agent("iql", VLAPolicy(preset), config)
         sampler = make_sampler(agent, tiny_image_data, 8)

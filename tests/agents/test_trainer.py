@@ -140,3 +140,35 @@ def test_bc_on_expert_reach_beats_the_untrained_policy(tmp_path):
     _, after = train("bc", data, tmp_path / "run", trainer_config=config, policy=untrained)
     env.close()
     assert after["eval/normalized_score"] >= before + 30, (before, after)
+
+
+def test_default_evaluation_never_replays_a_scene_of_the_training_data(tmp_path):
+    """The trainer evaluates on held-out reset seeds, even for a collection whose seeds
+    start where the old evaluation block did (10,000)."""
+    import gymnasium as gym
+
+    from embodied_rl.agents.trainer import env_factory
+    from embodied_rl.datasets import collect, load_dataset
+
+    result = collect(
+        "tabletop/reach-v0", "expert", episodes=3, out=tmp_path / "data", seed=10_000,
+        dataset_id="tests/reach-seeds-v0", reference_episodes=2, progress=False,
+    )  # fmt: skip
+    data = load_dataset(result.path, obs_keys=["state"])
+    collection = data.metadata["embodied_rl"]["collection"]
+    start = collection["seed"]
+    scenes = set(range(start, start + 3)) | {start + 1_000_000 + j for j in range(2)}
+    seeds: list[int] = []
+
+    class RecordSeeds(gym.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            seeds.append(seed)
+            return self.env.reset(seed=seed, options=options)
+
+    config = TrainerConfig(steps=2, eval_every=1, eval_episodes=3, **{
+        k: v for k, v in QUIET.items() if k != "eval_episodes"
+    })  # fmt: skip
+    train("bc", data, tmp_path / "run", trainer_config=config,
+          eval_env=lambda: RecordSeeds(env_factory(data)()))  # fmt: skip
+    assert len(seeds) == 6 and None not in seeds
+    assert not scenes & set(seeds), sorted(scenes & set(seeds))

@@ -15,7 +15,7 @@ def test_rollouts_record_frames_and_summarise_success():
     rows = {row["task"]: row for row in success_table(results)}
     assert rows["all"]["episodes"] == 3
     assert rows["pick"]["success_rate"] == pytest.approx(np.mean([r.success for r in results]))
-    assert "| pick | 3 |" in format_markdown(list(rows.values()))
+    assert "| pick | seen | 3 |" in format_markdown(list(rows.values()))
     env.close()
 
 

@@ -19,7 +19,8 @@ SMALL_EFFNET = {
 @pytest.fixture(scope="module")
 def tiny() -> VLAPolicy:
     torch.manual_seed(0)
-    return VLAPolicy(vla_preset("tiny", history=3, dropout=0.0)).eval()
+    # images only (RT-1's inputs): the proprio token has tests of its own below
+    return VLAPolicy(vla_preset("tiny", history=3, dropout=0.0, proprio_dim=0)).eval()
 
 
 def batch(b=2, t=3, size=64, seed=0):
@@ -28,6 +29,7 @@ def batch(b=2, t=3, size=64, seed=0):
     return {
         "images": images,
         "instructions": ["pick up the red block", "stack the blue block on the red block"][:b],
+        "proprio": torch.zeros(b, t, 7),  # read by policies with proprio_dim=7 (the default)
     }
 
 
@@ -162,7 +164,9 @@ def test_tiny_policy_overfits_expert_demonstrations():
     actions = torch.as_tensor(np.stack(actions)).view(4, 3, 4)
     demo = {"images": images, "instructions": instructions[::3]}
     torch.manual_seed(0)
-    policy = VLAPolicy(vla_preset("tiny", history=3, dropout=0.0))
+    policy = VLAPolicy(
+        vla_preset("tiny", history=3, dropout=0.0, head="tokens", proprio_dim=0, random_shift=0)
+    )
     tokens = policy.head.tokenizer.tokenize(actions)
     optimiser = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(120):
@@ -231,3 +235,96 @@ def test_config_validation():
         vla_preset("tiny", width=130)
     with pytest.raises(KeyError, match="rt2"):
         vla_preset("rt2")
+    with pytest.raises(ValueError, match="random_shift=40"):
+        vla_preset("tiny", random_shift=40)
+    with pytest.raises(ValueError, match="one stride per stage"):
+        vla_preset("tiny", convnet_strides=(2, 2))
+    with pytest.raises(ValueError, match="proprio_dim=-1"):
+        vla_preset("tiny", proprio_dim=-1)
+
+
+# ---------------------------------------------------------------------- inputs beyond RT-1's
+def test_random_shift_moves_each_sequence_by_at_most_pad_pixels_alike_in_every_frame():
+    from embodied_rl.policies.encoders import random_shift
+
+    torch.manual_seed(0)
+    images = torch.zeros(64, 2, 16, 16, 3, dtype=torch.uint8)
+    images[:, :, 8, 5] = 255  # one bright pixel at row 8, column 5 in every frame
+    shifted = random_shift(images, pad=3)
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    moves = set()
+    for sequence in shifted:
+        where = [torch.nonzero(frame[..., 0] == 255).tolist() for frame in sequence]
+        assert where[0] == where[1] and len(where[0]) == 1  # the same shift in both frames
+        ((row, col),) = where[0]
+        assert abs(row - 8) <= 3 and abs(col - 5) <= 3
+        moves.add((row - 8, col - 5))
+    assert len(moves) > 10  # shifts differ between sequences
+    torch.testing.assert_close(random_shift(images, pad=0), images)
+
+
+def test_position_features_are_coordinates_that_token_learner_pools_into_keypoints():
+    from embodied_rl.policies.encoders import TokenLearner, with_coordinates
+
+    features = torch.zeros(1, 4, 5, 7)
+    grid = with_coordinates(features)
+    assert grid.shape == (1, 6, 5, 7)
+    x, y = grid[0, 4], grid[0, 5]
+    assert x[0, 0] == -1 and x[0, -1] == 1 and y[0, 0] == -1 and y[-1, 0] == 1
+    assert torch.all(x[0] == x[-1]) and torch.all(y[:, 0] == y[:, -1])  # x along width
+    # attention concentrated on one cell: the pooled token's last channels are its (x, y)
+    learner = TokenLearner(6, n_tokens=1)
+    with torch.no_grad():
+        learner.attention[-1].weight.zero_()
+        learner.attention[-1].bias.zero_()
+    features[0, 0, 3, 6] = 50.0  # a peak the attention can find through the layer norm
+    with torch.no_grad():
+        learner.attention[0].weight.zero_()
+        learner.attention[0].weight[0, 0] = 1.0
+        learner.attention[-1].weight[0, 0] = 100.0
+    token = learner(with_coordinates(features))[0, 0]
+    torch.testing.assert_close(token[4:], torch.tensor([1.0, 0.5]), atol=1e-3, rtol=0)
+
+
+def test_proprio_token_feeds_the_action_and_travels_with_the_weights(tmp_path):
+    torch.manual_seed(0)
+    config = vla_preset(
+        "tiny", history=2, dropout=0.0, proprio_dim=7, position_features=True,
+        convnet_strides=(2, 2, 1, 1), head="deterministic",
+    )  # fmt: skip
+    policy = VLAPolicy(config).eval()
+    policy.proprio_norm.fit(np.random.default_rng(0).normal(0.1, 0.05, size=(100, 7)))
+    inputs = {**batch(b=2, t=2), "proprio": torch.zeros(2, 2, 7)}
+    with torch.no_grad():
+        out = policy(inputs)
+        moved = policy({**inputs, "proprio": torch.ones(2, 2, 7)})
+    assert out.shape == (2, 2, 4) and not torch.allclose(out, moved)
+    # acting one frame at a time matches the batch forward
+    policy.reset()
+    frames = inputs["images"][0]
+    acted = [
+        policy.act({"image": f.numpy(), "instruction": inputs["instructions"][0],
+                    "proprio": np.zeros(7, np.float32)})
+        for f in frames
+    ]  # fmt: skip
+    np.testing.assert_allclose(acted[-1], out[0, -1].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="no 'proprio'"):
+        policy.act({"image": frames[0].numpy(), "instruction": "reach the red block"})
+    policy.save(tmp_path / "p")
+    loaded = load_policy(tmp_path / "p").eval()
+    torch.testing.assert_close(loaded.proprio_norm.mean, policy.proprio_norm.mean)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(inputs), out)
+
+
+def test_random_shift_applies_only_while_training():
+    torch.manual_seed(0)
+    policy = VLAPolicy(vla_preset("tiny", history=1, dropout=0.0, random_shift=4))
+    inputs = batch(b=2, t=1)
+    with torch.no_grad():
+        policy.train()
+        a, b = policy(inputs), policy(inputs)
+        policy.eval()
+        c, d = policy(inputs), policy(inputs)
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(c, d)

@@ -160,7 +160,7 @@ def test_cpl_trains_the_tiny_vla_and_lowers_its_loss():
     segments = sample_segments(data, 8, length=8, seed=0)
     first, second = random_pairs(8, 4, seed=0)
     prefs = ScriptedTeacher().label_pairs(segments, first, second)
-    policy = VLAPolicy(vla_preset("tiny", dropout=0.0))
+    policy = VLAPolicy(vla_preset("tiny", dropout=0.0, proprio_dim=0, head="tokens"))
     batch = PreferenceSampler(prefs, SamplerConfig(2, 0)).sample()
     logp = segment_log_probs(policy, batch["obs_a"], batch["action_a"])
     assert logp.shape == (2, 8)  # 8 steps cut into chunks of history=6 (the last padded)

@@ -1,0 +1,302 @@
+"""Why the tiny VLA did not learn, and what makes it learn: BC learning curves on held-out
+scenes, seen and unseen instructions, for variants of the policy's inputs and head.
+
+Every variant trains by behaviour cloning on the same expert demonstrations (collection seeds
+``0 .. episodes-1``) and is evaluated every ``--eval-every`` steps on held-out scenes (reset
+seeds from 1,000,000: no scene of the data), ``--eval-episodes`` episodes per split, with 95%
+Wilson intervals. Also per evaluation: the action error (MSE of the deterministic action vs the
+expert's) on training transitions and on held-out expert episodes (seeds from 500,000), and
+the failures sorted by cause from the final scene (wrong object, near the right object but
+outside the success radius, drifted away). A state MLP trained by BC on the same data is the
+privileged reference. Runs cache their datasets and checkpoints under ``--work``.
+
+    python benchmarks/vla_learning.py --out benchmarks/results/vla_learning.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+EVAL_SEED = 1_000_000  # held-out scenes for success
+HELD_OUT_SEED = 500_000  # held-out expert episodes for the action error
+IMAGE_SIZE = 64
+
+# The tiny preset before this study; every variant overrides these.
+BEFORE = {
+    "convnet_channels": (32, 64, 64, 128), "convnet_strides": (2, 2, 2, 2),
+    "feature_channels": 128, "random_shift": 0, "position_features": False, "proprio_dim": 0,
+    "proprio_indices": (), "head": "tokens",
+}  # fmt: skip
+SLIM = {"convnet_channels": (32, 32, 64, 64), "feature_channels": 64}
+PROPRIO = {"proprio_dim": 7, "proprio_indices": (0, 1, 2, 6)}  # ee position and opening
+MSE = {"head": "deterministic"}
+AUG = {"random_shift": 4, "position_features": True}
+
+GAUSS = {"head": "gaussian"}
+EIGHT = {"convnet_strides": (2, 2, 2, 1), **SLIM}  # 64 px -> an 8x8 map
+
+# name -> VLA preset overrides (and "bc": BCConfig fields). "pipeline" is the quickstart's
+# tiny VLA before this study; "8px+shift+proprio+gaussian" is the new tiny preset; the rows
+# after it add or remove one part (several of them from the first candidate, which also had
+# the keypoint coordinates).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "pipeline": {"head": "tokens"},  # images + instruction, 256-bin tokens, 4x4 map
+    "8px+shift+proprio+gaussian": {**EIGHT, "random_shift": 4, **PROPRIO, **GAUSS},
+    "8px+shift+proprio-with-velocity+gaussian": {
+        **EIGHT,
+        "random_shift": 4,
+        "proprio_dim": 7,
+        **GAUSS,
+    },  # fmt: skip
+    "8px+shift+coords+proprio+gaussian": {**EIGHT, **AUG, **PROPRIO, **GAUSS},
+    "8px+shift+coords+proprio": {**EIGHT, **AUG, **PROPRIO, "head": "tokens"},
+    "8px+shift+coords+proprio+mse": {**EIGHT, **AUG, **PROPRIO, **MSE},
+    "8px+coords+proprio+gaussian": {**EIGHT, "position_features": True, **PROPRIO, **GAUSS},
+    "8px+shift+coords+gaussian": {**EIGHT, **AUG, **GAUSS},
+    # earlier probes (1,500-3,000 steps) with the MSE head
+    "8px+shift+coords+mse": {**EIGHT, **AUG, **MSE},
+    "16px+shift+coords+mse": {"convnet_strides": (2, 2, 1, 1), **AUG, **MSE},
+    "shift+coords+proprio-with-velocity+mse": {**AUG, "proprio_dim": 7, **MSE},
+}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+# ---------------------------------------------------------------------- data
+def dataset(args, name: str, episodes: int, seed: int):
+    from embodied_rl.datasets import collect, dataset_dir, load_dataset
+
+    root = Path(args.work) / "data"
+    dataset_id = f"vla-learning/{args.task.split('/')[1].rsplit('-v', 1)[0]}-{name}-v0"
+    path = dataset_dir(root, dataset_id)
+    if not path.exists():
+        collect(
+            args.task, "expert", episodes=episodes, randomization=args.randomization,
+            out=root, dataset_id=dataset_id, seed=seed, progress=not args.no_progress,
+            env_kwargs={"obs_mode": "rgb+state", "image_size": IMAGE_SIZE},
+        )  # fmt: skip
+    return load_dataset(path)
+
+
+# ---------------------------------------------------------------------- evaluation
+def classify(env) -> str:
+    """The cause of a failed reach from the final scene: the fingertips ended nearer another
+    object ("wrong object"), within 8 cm of the goal ("imprecise"), or elsewhere ("drift")."""
+    from embodied_rl.envs.tabletop.tasks import goal_position
+
+    base = env.unwrapped
+    scene, spec = base.scene_state(), base.spec_
+    d_goal = float(np.linalg.norm(scene.ee_pos - goal_position(spec, scene)))
+    tops = scene.object_pos + np.array([0.0, 0.0, scene.object_half_size])
+    others = [np.linalg.norm(scene.ee_pos - p) for i, p in enumerate(tops) if i != spec.object_slot]
+    if others and min(others) < d_goal and min(others) < 0.06:
+        return "wrong object"
+    return "imprecise" if d_goal < 0.08 else "drift"
+
+
+def rollouts(args, policy, split: str) -> dict[str, Any]:
+    """Success and failure causes over ``--eval-episodes`` held-out scenes of ``split``."""
+    from embodied_rl.envs import make
+
+    env = make(
+        args.task, obs_mode="rgb+state", image_size=IMAGE_SIZE, split=split,
+        randomization=args.randomization,
+    )  # fmt: skip
+    causes: dict[str, int] = {}
+    successes = 0
+    policy.eval()
+    try:
+        for i in range(args.eval_episodes):
+            obs, _ = env.reset(seed=EVAL_SEED + i)
+            policy.reset()
+            while True:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs))
+                if terminated or truncated:
+                    break
+            if info["success"]:
+                successes += 1
+            else:
+                cause = classify(env)
+                causes[cause] = causes.get(cause, 0) + 1
+    finally:
+        env.close()
+    policy.train()
+    n = args.eval_episodes
+    return {"success": successes, "n": n, "interval": wilson(successes, n), "causes": causes}
+
+
+@torch.no_grad()
+def action_error(policy, data, n: int = 1024, seed: int = 0) -> float:
+    """MSE between the policy's deterministic action and the data's, over ``n`` transitions."""
+    from embodied_rl.agents.base import current_output, policy_input
+    from embodied_rl.agents.data import AgentSampler
+    from embodied_rl.datasets.samplers import SamplerConfig
+
+    history = policy.config.history if hasattr(policy.config, "history") else None
+    sampler = AgentSampler(data, config=SamplerConfig(batch_size=n, seed=seed), history=history)
+    batch = sampler.sample()
+    policy.eval()
+    out = current_output(policy(policy_input(policy, batch)), policy, batch)
+    policy.train()
+    return float((policy.head.mode(out) - batch["action"]).square().mean())
+
+
+# ---------------------------------------------------------------------- training
+def build_policy(args, variant: str, data, seed: int):
+    from embodied_rl.agents.trainer import default_policy, seed_everything
+    from embodied_rl.policies.vla import VLAPolicy, vla_preset
+
+    seed_everything(seed)
+    if variant == "state-mlp":
+        return default_policy("bc", data)
+    space = data.action_space
+    overrides = {
+        **BEFORE, "image_size": IMAGE_SIZE, "history": args.history, "dropout": 0.1,
+        "action_low": tuple(float(x) for x in space.low),
+        "action_high": tuple(float(x) for x in space.high),
+        **{k: v for k, v in VARIANTS[variant].items() if k != "bc"},
+    }  # fmt: skip
+    return VLAPolicy(vla_preset("tiny", **overrides))
+
+
+def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]:
+    """Train ``variant`` to ``--steps`` in chunks of ``--eval-every``; one row per chunk."""
+    from embodied_rl.agents import BCConfig, TrainerConfig, train
+
+    out = Path(args.work) / "runs" / f"{variant}-s{seed}"
+    record = out / "curve.json"
+    rows = json.loads(record.read_text()) if record.exists() else []
+    if args.table_only:
+        return rows
+    seconds = rows[-1]["train_s"] if rows else 0.0
+    for steps in range(args.eval_every, args.steps + 1, args.eval_every):
+        if any(r["step"] == steps for r in rows):
+            continue
+        started = time.perf_counter()
+        agent, _ = train(
+            "bc", data, out, BCConfig(lr=args.lr, **VARIANTS.get(variant, {}).get("bc", {})),
+            TrainerConfig(
+                steps=steps, batch_size=args.batch_size, seed=seed, eval_episodes=0,
+                checkpoint_every=args.eval_every, log_every=100, progress=not args.no_progress,
+                tensorboard=False,
+            ),
+            policy=build_policy(args, variant, data, seed), resume=steps > args.eval_every,
+        )  # fmt: skip
+        seconds += time.perf_counter() - started
+        row = {
+            "variant": variant, "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            "train_mse": action_error(agent.policy, data),
+            "held_out_mse": action_error(agent.policy, held_out),
+            **{split: rollouts(args, agent.policy, split) for split in ("seen", "unseen")},
+        }  # fmt: skip
+        print(json.dumps({k: row[k] for k in ("variant", "step", "train_s")}),
+              {s: row[s]["success"] for s in ("seen", "unseen")}, flush=True)  # fmt: skip
+        rows.append(row)
+        record.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+# ---------------------------------------------------------------------- report
+def rate(cell: dict[str, Any]) -> str:
+    lo, hi = cell["interval"]
+    return f"{cell['success'] / cell['n']:.0%} [{lo:.0%}, {hi:.0%}]"
+
+
+def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: float) -> str:
+    lines = [
+        "# The tiny VLA on tabletop reach: what makes it learn",
+        "",
+        f"`python benchmarks/vla_learning.py {' '.join(args.argv)}`".replace("  ", " "),
+        "",
+        f"Task {args.task}, randomization `{args.randomization}` (training and evaluation), "
+        f"{args.episodes} expert demonstrations (seeds 0-{args.episodes - 1}), BC with batch "
+        f"{args.batch_size}, Adam {args.lr:g}, frame history {args.history}, "
+        f"one torch thread. Success on {args.eval_episodes} held-out scenes per split (seeds from "
+        f"{EVAL_SEED:,}), 95% Wilson intervals. Action MSE on 1,024 training transitions and on "
+        f"{args.held_out} held-out expert episodes (seeds from {HELD_OUT_SEED:,}).",
+        "",
+        "## Learning curves",
+        "",
+        "| variant | seed | step | train s | seen | unseen | train MSE | held-out MSE | "
+        "failures seen / unseen |",
+        "|---|---:|---:|---:|---|---|---:|---:|---|",
+    ]
+    for (variant, seed), rows in results.items():
+        for r in rows:
+            causes = " / ".join(
+                ", ".join(f"{k} {v}" for k, v in sorted(r[split]["causes"].items())) or "-"
+                for split in ("seen", "unseen")
+            )
+            lines.append(
+                f"| {variant} | {seed} | {r['step']} | {r['train_s']:.0f} | {rate(r['seen'])} | "
+                f"{rate(r['unseen'])} | {r['train_mse']:.4f} | {r['held_out_mse']:.4f} | "
+                f"{causes} |"
+            )
+    lines += ["", f"Wall time of this invocation {minutes:.0f} min (finished runs are cached)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="tabletop/reach-v0")
+    parser.add_argument("--randomization", default="light")
+    parser.add_argument("--episodes", type=int, default=500)
+    parser.add_argument("--held-out", type=int, default=50)
+    parser.add_argument(
+        "--variants", nargs="+", default=[*VARIANTS, "state-mlp"], help="NAME or NAME@SEED"
+    )
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--eval-every", type=int, default=1500)
+    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--history", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--work", default="outputs/bench/vla_learning")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--table-only", action="store_true", help="report cached runs only")
+    args = parser.parse_args()
+    args.argv = sys.argv[1:]
+    # NAME runs every --seeds; NAME@S runs seed S only
+    runs = [
+        (name, int(seed)) if seed else (name, s)
+        for v in args.variants
+        for name, _, seed in [v.partition("@")]
+        for s in ([0] if seed else args.seeds)
+    ]
+    unknown = sorted({name for name, _ in runs} - {*VARIANTS, "state-mlp"})
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {[*VARIANTS, 'state-mlp']}")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data = dataset(args, f"expert{args.episodes}", args.episodes, 0)
+    held_out = dataset(args, f"held-out{args.held_out}", args.held_out, HELD_OUT_SEED)
+    results = {(v, seed): curve(args, v, seed, data, held_out) for v, seed in runs}
+    text = report(args, results, (time.perf_counter() - started) / 60)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
