@@ -9,7 +9,10 @@ ranges, the PyBullet twin).
 randomization matter to it, visual randomization does not. Runs resume if interrupted.
 
     python benchmarks/randomization_gap.py --policy mlp --out benchmarks/results/randomization_gap_mlp.md
-    python benchmarks/randomization_gap.py --policy vla bc.steps=1000 --out benchmarks/results/randomization_gap_vla.md
+    python benchmarks/randomization_gap.py --policy vla \
+        "transfer.targets=[heavy,camera_yaw_deg=10,light_intensity_scale=0.4,action_latency_steps=2,pybullet]" \
+        transfer.episodes=50 transfer.video_episodes=0 --arms none default \
+        --out benchmarks/results/randomization_gap_vla.md  (overrides before --arms)
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def main() -> int:
     minutes = (time.perf_counter() - started) / 60
     intro = (
         f"Task {config.task}; {config.collect.episodes} expert demonstrations per arm; BC of "
-        f"the tiny VLA (images + instruction) for {config.bc.steps} steps; "
+        f"the tiny VLA (images, instruction, ee position) for {config.bc.steps} steps; "
         f"{config.transfer.episodes} evaluation episodes per domain (95% Wilson intervals)."
     )
     write_table(args, results, minutes, intro)
