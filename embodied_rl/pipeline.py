@@ -94,6 +94,13 @@ class PPOStage:
     # KL 0.4-3 per rollout, success 100% -> 50%); sparse: KL 0.01-0.03, success kept
     reward_type: str = "sparse"
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.value_warmup_steps < self.steps:
+            raise ValueError(
+                f"ppo.value_warmup_steps={self.value_warmup_steps} must lie in [0, ppo.steps="
+                f"{self.steps}): the warm-up is part of the stage's environment steps"
+            )
+
 
 @dataclass(frozen=True)
 class TransferStage:

@@ -96,3 +96,13 @@ def test_report_renders_in_headless_chromium(run, tmp_path, chromium):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape[0] > 800 and pixels.std() > 20  # not a blank page
     assert (pixels < 128).mean() > 0.01  # text and plots drawn
+
+
+def test_ppo_warmup_longer_than_the_stage_is_refused_before_anything_runs():
+    from embodied_rl.config import ConfigError
+    from embodied_rl.pipeline import load_pipeline_config
+
+    with pytest.raises(
+        ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.steps=512\)"
+    ):
+        load_pipeline_config(overrides=["ppo.steps=512"])
