@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -68,16 +67,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 # ---------------------------------------------------------------------- data
 def dataset(args, name: str, episodes: int, seed: int):
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
@@ -115,6 +104,7 @@ def classify(env) -> str:
 def rollouts(args, policy, split: str) -> dict[str, Any]:
     """Success and failure causes over ``--eval-episodes`` held-out scenes of ``split``."""
     from embodied_rl.envs import make
+    from embodied_rl.evaluation.transfer import wilson_interval
 
     env = make(
         args.task, obs_mode="rgb+state", image_size=IMAGE_SIZE, split=split,
@@ -140,7 +130,12 @@ def rollouts(args, policy, split: str) -> dict[str, Any]:
         env.close()
     policy.train()
     n = args.eval_episodes
-    return {"success": successes, "n": n, "interval": wilson(successes, n), "causes": causes}
+    return {
+        "success": successes,
+        "n": n,
+        "interval": wilson_interval(successes, n),
+        "causes": causes,
+    }
 
 
 @torch.no_grad()
