@@ -33,6 +33,7 @@ import torch
 from embodied_rl.agents.ppo import PPO, PPOConfig
 from embodied_rl.agents.rollout import make_vec_env
 from embodied_rl.agents.trainer import evaluate
+from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.policies import ActorCriticPolicy, Policy, load_policy
 from embodied_rl.policies.base import check_state_match, policy_class
 from embodied_rl.utils.io import write_text_atomic
@@ -196,7 +197,8 @@ def _evaluate(policy: Policy, config: PPOFinetuneConfig) -> dict[str, float]:
 
     env = make(config.task, **_env_kwargs(policy, config))
     try:
-        return evaluate(OneFrameActor(policy), env, config.eval_episodes, 50_000 + config.seed)
+        seed = held_out_seed(config.seed)  # scenes no collection used
+        return evaluate(OneFrameActor(policy), env, config.eval_episodes, seed)
     finally:
         env.close()
 
