@@ -4,7 +4,7 @@ DPO raise the oracle score over the SFT policy (minutes on one core: slow).
 The demo and the DPO run use the settings of ``benchmarks/llm_frontier.py``, so this test
 and ``benchmarks/results/llm_frontier.md`` check the same numbers. On a smaller demo (4,000
 demonstrations, 400 SFT steps) DPO at beta 0.1 peaks near +0.18 after one epoch and then
-over-optimises (KL from 0.8 to 4 nats, oracle back below the SFT policy's by two epochs)."""
+over-optimises (KL from 0.8 to 4 nats, oracle back to the SFT policy's level by two epochs)."""
 
 import copy
 
