@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import embodied_rl  # noqa: F401  (headless GL before mujoco)
+from embodied_rl.config import CONFIG_DIR
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -133,16 +134,13 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
 def _agent_config_path(name: str, given: str | None) -> Path | None:
-    """``--config`` if given (it must exist), else ``configs/agents/<name>.yaml`` if present."""
+    """``--config`` if given (it must exist), else ``embodied_rl/configs/agents/<name>.yaml`` if present."""
     if given:
         if not Path(given).is_file():
             raise FileNotFoundError(f"--config {given} does not exist")
         return Path(given)
-    default = CONFIGS / "agents" / f"{name}.yaml"
+    default = CONFIG_DIR / "agents" / f"{name}.yaml"
     return default if default.is_file() else None
 
 
@@ -406,7 +404,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     o2o = kinds.add_parser(
         "offline-to-online", help="offline training then online fine-tuning (IQL, CQL, Cal-QL)"
     )
-    o2o.add_argument("--suite", default="small", help="configs/bench/<name>.yaml or a YAML path")
+    o2o.add_argument(
+        "--suite", default="small", help="embodied_rl/configs/bench/<name>.yaml or a YAML path"
+    )
     o2o.add_argument("--algos", default="iql,cql,calql", help="comma-separated agents")
     o2o.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per algorithm and task")
     o2o.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray cluster address")
@@ -499,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=10_000)
     train.add_argument("--out", default="runs/offline")
     train.add_argument(
-        "--config", default=None, help="YAML config (default configs/agents/<algo>.yaml)"
+        "--config",
+        default=None,
+        help="YAML config (default embodied_rl/configs/agents/<algo>.yaml)",
     )
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--seed", type=int, default=0)
@@ -519,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--steps", type=int, default=100_000, help="environment steps")
     ppo.add_argument("--out", default="runs/ppo")
     ppo.add_argument(
-        "--config", default=None, help="YAML overrides (default configs/agents/ppo.yaml)"
+        "--config",
+        default=None,
+        help="YAML overrides (default embodied_rl/configs/agents/ppo.yaml)",
     )
     ppo.add_argument("--n-envs", type=int, default=1)
     ppo.add_argument("--vectorization", default="sync", choices=["sync", "async"])
@@ -561,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="config overrides, dotted for sections, e.g. bc.steps=2000 ppo.kl_coef=0.05",
     )  # fmt: skip
     pipeline.add_argument(
-        "--config", default=str(Path(__file__).resolve().parent.parent / "configs/pipeline/quickstart.yaml"),
-        help="YAML config (default configs/pipeline/quickstart.yaml)",
+        "--config", default=str(CONFIG_DIR / "pipeline" / "quickstart.yaml"),
+        help="YAML config (default embodied_rl/configs/pipeline/quickstart.yaml)",
     )  # fmt: skip
     pipeline.add_argument("--out", default="outputs/pipeline", help="run directory")
     pipeline.add_argument("--stages", nargs="*", help="run only these stages (in order)")

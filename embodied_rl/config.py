@@ -6,7 +6,7 @@ dataclass, checking every key and type against the field annotations. An unknown
 value of the wrong type is an error that names the dotted key, the expected type and the
 value, so ``bc.stepz=10`` or ``bc.steps=ten`` fails at once rather than hours into a run.
 
-    config = load_config(PipelineConfig, "configs/pipeline/quickstart.yaml", ["bc.steps=500"])
+    config = load_config(PipelineConfig, CONFIG_DIR / "pipeline" / "quickstart.yaml", ["bc.steps=500"])
     as_dict(config)  # the resolved config, JSON-ready
 """
 
@@ -16,10 +16,15 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+CONFIG_DIR = Path(str(files("embodied_rl") / "configs"))
+"""The YAML presets and default configs shipped inside the package (randomization, agents,
+pipelines, benchmark suites): found the same way from a clone and from a wheel install."""
 
 T = TypeVar("T")
 

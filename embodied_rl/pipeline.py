@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from embodied_rl.config import as_dict, load_config
+from embodied_rl.config import CONFIG_DIR, as_dict, load_config
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("collect", "bc", "iql", "ppo", "transfer", "report")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline" / "quickstart.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "pipeline" / "quickstart.yaml"
 
 
 # ---------------------------------------------------------------------- configuration

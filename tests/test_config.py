@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from embodied_rl.config import ConfigError, as_dict, load_config, parse_overrides
+from embodied_rl.config import CONFIG_DIR, ConfigError, as_dict, load_config, parse_overrides
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ def test_parse_overrides_builds_sections():
 
 
 def test_the_shipped_pipeline_and_agent_configs_load():
-    from pathlib import Path
 
     import yaml
 
@@ -86,7 +85,7 @@ def test_the_shipped_pipeline_and_agent_configs_load():
     from embodied_rl.pipeline import DEFAULT_CONFIG, load_pipeline_config
 
     assert load_pipeline_config(DEFAULT_CONFIG).task.startswith("tabletop/")
-    for path in Path("configs/agents").glob("*.yaml"):
+    for path in (CONFIG_DIR / "agents").glob("*.yaml"):
         if path.stem == "ppo":
             continue
         values = yaml.safe_load(path.read_text()) or {}

@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
+from embodied_rl.config import CONFIG_DIR
 from embodied_rl.envs.domain import (
     ENV_GROUPS,
     PARAMETERS,
@@ -30,7 +31,7 @@ from embodied_rl.envs.domain import (
 from embodied_rl.utils.io import write_text_atomic
 
 PRESETS: tuple[str, ...] = ("none", "light", "default", "heavy")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "randomization"
+PRESET_DIR = CONFIG_DIR / "randomization"
 _IMAGE_KEY_PREFIX = "image"
 _VECTOR_KEYS = ("state", "proprio")
 
@@ -76,7 +77,7 @@ class RandomizationConfig:
 
 
 def load_preset(name_or_path: str) -> RandomizationConfig:
-    """A named preset from ``configs/randomization/`` or a YAML file with a ``ranges`` map."""
+    """A named preset from ``embodied_rl/configs/randomization/`` or a YAML file with a ``ranges`` map."""
     path = Path(name_or_path)
     if name_or_path in PRESETS:
         path = PRESET_DIR / f"{name_or_path}.yaml"

@@ -1,6 +1,6 @@
 """The offline-to-online benchmark runner: algorithm x task x seed grids on Ray.
 
-A *suite* (YAML in ``configs/bench/``, fields of :class:`Suite` and :class:`BenchTask`) names
+A *suite* (YAML in ``embodied_rl/configs/bench/``, fields of :class:`Suite` and :class:`BenchTask`) names
 tasks and the datasets to collect for them, the offline and online budgets and per-agent
 overrides. :func:`run_benchmark` collects the datasets (once, in the driver), then runs every
 ``(algo, task, seed)`` as one Ray task (``num_cpus=1``, one torch thread): offline training
@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from embodied_rl.config import CONFIG_DIR
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-SUITE_DIR = Path(__file__).resolve().parents[2] / "configs" / "bench"
+SUITE_DIR = CONFIG_DIR / "bench"
 RESULTS = "results"  # one JSON per finished run
 SUMMARY_FIELDS = ("offline_score", "online_score", "offline_success", "online_success", "regret")
 
@@ -141,7 +142,7 @@ def suite_from_dict(values: Mapping[str, Any], source: str = "suite") -> Suite:
 
 
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
-    """A suite by name (``configs/bench/<name>.yaml``) or from a YAML path."""
+    """A suite by name (``embodied_rl/configs/bench/<name>.yaml``) or from a YAML path."""
     path = Path(name_or_path)
     if not path.suffix:
         path = SUITE_DIR / f"{name_or_path}.yaml"

@@ -76,7 +76,7 @@ def test_kill_9_during_erl_train_loses_at_most_the_work_since_the_last_checkpoin
         "--out", tmp_path / "run",
     ]  # fmt: skip
     last = tmp_path / "run" / "checkpoints" / "last"
-    process = erl(*args, cwd=REPO)  # as this process: the same configs/agents/bc.yaml
+    process = erl(*args, cwd=REPO)  # as this process: the same embodied_rl/configs/agents/bc.yaml
     wait_for(
         lambda: last.is_file() and last.read_text().strip() >= "step_000000100", process=process
     )
