@@ -28,12 +28,12 @@ def main() -> int:
     parser.add_argument("--work", default="outputs/bench/ppo_finetune_vla")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-
     import torch
 
     from embodied_rl.agents.finetune import PPOFinetuneConfig, finetune_ppo
     from embodied_rl.agents.ppo import PPOConfig
     from embodied_rl.evaluation.transfer import wilson_interval
+    from embodied_rl.utils.io import write_text_atomic
 
     if not (Path(args.policy) / "config.json").is_file():
         parser.error(f"--policy {args.policy} is not a saved policy; run `make demo` first")
@@ -84,7 +84,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomic(Path(args.out), text)
     return 0
 
 

@@ -42,7 +42,7 @@ AUG = {"random_shift": 4, "position_features": True}
 GAUSS = {"head": "gaussian"}
 EIGHT = {"convnet_strides": (2, 2, 2, 1), **SLIM}  # 64 px -> an 8x8 map
 
-# name -> VLA preset overrides (and "bc": BCConfig fields). "pipeline" is the quickstart's
+# name -> VLA preset overrides. "pipeline" is the quickstart's
 # tiny VLA before this study; "8px+shift+proprio+gaussian" is the new tiny preset; the rows
 # after it add or remove one part (several of them from the first candidate, which also had
 # the keypoint coordinates).
@@ -167,7 +167,7 @@ def build_policy(args, variant: str, data, seed: int):
         **BEFORE, "image_size": IMAGE_SIZE, "history": args.history, "dropout": 0.1,
         "action_low": tuple(float(x) for x in space.low),
         "action_high": tuple(float(x) for x in space.high),
-        **{k: v for k, v in VARIANTS[variant].items() if k != "bc"},
+        **VARIANTS[variant],
     }  # fmt: skip
     return VLAPolicy(vla_preset("tiny", **overrides))
 
@@ -187,7 +187,7 @@ def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]
             continue
         started = time.perf_counter()
         agent, _ = train(
-            "bc", data, out, BCConfig(lr=args.lr, **VARIANTS.get(variant, {}).get("bc", {})),
+            "bc", data, out, BCConfig(lr=args.lr),
             TrainerConfig(
                 steps=steps, batch_size=args.batch_size, seed=seed, eval_episodes=0,
                 checkpoint_every=args.eval_every, log_every=100, progress=not args.no_progress,
@@ -272,6 +272,8 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="report cached runs only")
     args = parser.parse_args()
+    from embodied_rl.utils.io import write_text_atomic
+
     args.argv = sys.argv[1:]
     # NAME runs every --seeds; NAME@S runs seed S only
     runs = [
@@ -291,7 +293,7 @@ def main() -> int:
     text = report(args, results, (time.perf_counter() - started) / 60)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomic(Path(args.out), text)
     return 0
 
 

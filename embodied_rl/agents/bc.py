@@ -1,8 +1,8 @@
 """Behaviour cloning: maximise the likelihood of the dataset's actions.
 
 The loss follows the policy's head: MSE for a deterministic head, Gaussian negative
-log-likelihood for a Gaussian head (or, with ``mse=True``, the squared error of its mean),
-action-token cross-entropy for a token head (RT-1). Works with the MLP policy (state batches) and the VLA policy (frame-history batches).
+log-likelihood for a Gaussian head, action-token cross-entropy for a token head (RT-1).
+Works with the MLP policy (state batches) and the VLA policy (frame-history batches).
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ class BCConfig:
 
     lr: float = 3e-4  # Adam learning rate (CORL's BC; RT-1 uses 1e-4)
     weight_decay: float = 0.0  # L2 penalty of Adam
-    # regress the mean action of a Gaussian head (its log-std is kept for RL fine-tuning);
-    # on tabletop reach from images this beat the likelihood (benchmarks/results/vla_learning.md)
-    mse: bool = False
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -48,11 +45,6 @@ class BCAgent(Agent):
 
     def __init__(self, policy: Policy, config: BCConfig) -> None:
         super().__init__(policy, config)
-        if config.mse and policy.head.kind == "tokens":
-            raise ValueError(
-                "BCConfig(mse=True) regresses a mean action; the policy's head is 'tokens' "
-                "(use head='gaussian' or 'deterministic', or mse=False)"
-            )
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = adam([{"params": params}], lr=config.lr, weight_decay=config.weight_decay)
 
@@ -61,6 +53,6 @@ class BCAgent(Agent):
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         out = current_output(self.policy(policy_input(self.policy, batch)), self.policy, batch)
-        loss, metrics = behavior_loss(self.policy.head, out, batch["action"], mse=self.config.mse)
+        loss, metrics = behavior_loss(self.policy.head, out, batch["action"])
         self.optimize(self.optimizer, {"bc_loss": loss})
         return {"bc_loss": loss.item(), **metrics}

@@ -37,17 +37,14 @@ def _gaussian_nll(out: Tensor, actions: Tensor, head) -> Tensor:
 
 
 def behavior_loss(
-    head, out: Tensor, actions: Tensor, weights: Tensor | None = None, mse: bool = False
+    head, out: Tensor, actions: Tensor, weights: Tensor | None = None
 ) -> tuple[Tensor, dict[str, float]]:
     """(Weighted) behaviour-cloning loss chosen by the head's kind: MSE for ``deterministic``,
     Gaussian negative log-likelihood for ``gaussian``, action-token cross-entropy for
-    ``tokens``. ``weights`` ``(B,)`` multiply each sample's loss (IQL's advantage weights).
-    ``mse=True`` regresses a Gaussian head's mean action and leaves its log-std alone."""
+    ``tokens``. ``weights`` ``(B,)`` multiply each sample's loss (IQL's advantage weights)."""
     if head.kind == "tokens":
-        if mse:
-            raise ValueError("a token head has no mean action to regress; use mse=False")
         return action_token_loss(out, head.tokenizer.tokenize(actions), weights=weights)
-    per_sample = _PER_SAMPLE["deterministic" if mse else head.kind](out, actions, head)  # (B,)
+    per_sample = _PER_SAMPLE[head.kind](out, actions, head)  # (B,)
     loss = per_sample.mean() if weights is None else (weights * per_sample).mean()
     return loss, {}
 

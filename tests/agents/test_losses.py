@@ -108,21 +108,3 @@ def test_temperature_loss_gradient_raises_alpha_when_entropy_is_low():
     # log pi = 1 > -target_entropy = 0.5: entropy too low -> alpha should grow
     temperature_loss(log_alpha, torch.tensor([1.0]), target_entropy=-0.5).backward()
     assert log_alpha.grad.item() < 0
-
-
-def test_behavior_loss_mse_regresses_a_gaussian_mean_and_leaves_its_log_std():
-    from embodied_rl.agents.losses import behavior_loss
-    from embodied_rl.policies.heads import ActionHead
-
-    head = ActionHead(3, (-1.0, -1.0), (1.0, 1.0), kind="gaussian")
-    mean = torch.tensor([[0.5, -0.5], [0.0, 0.25]], requires_grad=True)
-    actions = torch.tensor([[0.0, 0.0], [0.0, -0.25]])
-    loss, _ = behavior_loss(head, mean, actions, mse=True)
-    assert loss.item() == pytest.approx((0.25 + 0.25 + 0.0 + 0.25) / 4)  # mean over dims, batch
-    loss.backward()
-    assert head.log_std.grad is None and mean.grad is not None
-    nll, _ = behavior_loss(head, mean, actions)  # the likelihood does train the log-std
-    nll.backward()
-    assert head.log_std.grad is not None
-    with pytest.raises(ValueError, match="token head"):
-        behavior_loss(ActionHead(3, (-1.0,), (1.0,), kind="tokens"), mean, actions, mse=True)
