@@ -68,7 +68,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------- data
-def dataset(args, name: str, episodes: int, seed: int):
+def dataset(args, name: str, episodes: int, seed: int, noise: float = 0.0):
+    """Expert demonstrations (cached); ``noise`` > 0 injects Gaussian action noise while the
+    clean expert action is stored as the label (DART)."""
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
 
     root = Path(args.work) / "data"
@@ -78,6 +80,7 @@ def dataset(args, name: str, episodes: int, seed: int):
         collect(
             args.task, "expert", episodes=episodes, randomization=args.randomization,
             out=root, dataset_id=dataset_id, seed=seed, progress=not args.no_progress,
+            noise=noise,
             env_kwargs={"obs_mode": "rgb+state", "image_size": IMAGE_SIZE},
         )  # fmt: skip
     return load_dataset(path)
@@ -85,15 +88,36 @@ def dataset(args, name: str, episodes: int, seed: int):
 
 # ---------------------------------------------------------------------- evaluation
 def classify(env) -> str:
-    """The cause of a failed reach from the final scene: the fingertips ended nearer another
-    object ("wrong object"), within 8 cm of the goal ("imprecise"), or elsewhere ("drift")."""
-    from embodied_rl.envs.tabletop.tasks import goal_position
+    """The cause of a failure from the final scene.
+
+    reach: the fingertips ended nearer another object ("wrong object"), within 8 cm of the
+    goal ("imprecise"), or elsewhere ("drift"). push and pick: another object was moved and
+    the named one was not ("wrong object"), the named one was not touched ("untouched"); push:
+    it was pushed sideways (> 6 cm), tipped or lifted off the table, or not far enough
+    ("short"); pick: it was moved but not lifted ("not lifted").
+    """
+    from embodied_rl.envs.tabletop import tasks
 
     base = env.unwrapped
     scene, spec = base.scene_state(), base.spec_
+    if spec.family in ("push", "pick"):
+        moved = np.linalg.norm(scene.object_pos - scene.initial_object_pos, axis=1) > 0.01
+        others = np.delete(moved, spec.object_slot)
+        if not moved[spec.object_slot]:
+            return "wrong object" if others.any() else "untouched"
+        if spec.family == "pick":
+            return "not lifted"
+        obj = scene.object_pos[spec.object_slot]
+        d = np.asarray(tasks.DIRECTIONS[spec.direction])
+        shift = obj[:2] - scene.initial_object_pos[spec.object_slot, :2]
+        if obj[2] >= scene.object_half_size + 0.015:
+            return "tipped or lifted"
+        if abs(float(shift[0] * d[1] - shift[1] * d[0])) > tasks.PUSH_MAX_LATERAL:
+            return "sideways"
+        return "short"
     if spec.family != "reach":
-        return "failure"  # causes are classified for reach only
-    d_goal = float(np.linalg.norm(scene.ee_pos - goal_position(spec, scene)))
+        return "failure"  # causes are classified for reach, push and pick
+    d_goal = float(np.linalg.norm(scene.ee_pos - tasks.goal_position(spec, scene)))
     tops = scene.object_pos + np.array([0.0, 0.0, scene.object_half_size])
     others = [np.linalg.norm(scene.ee_pos - p) for i, p in enumerate(tops) if i != spec.object_slot]
     if others and min(others) < d_goal and min(others) < 0.06:
@@ -101,14 +125,15 @@ def classify(env) -> str:
     return "imprecise" if d_goal < 0.08 else "drift"
 
 
-def rollouts(args, policy, split: str) -> dict[str, Any]:
-    """Success and failure causes over ``--eval-episodes`` held-out scenes of ``split``."""
+def rollouts(args, policy, split: str, randomization: Any = None, **env_kwargs) -> dict[str, Any]:
+    """Success and failure causes over ``--eval-episodes`` held-out scenes of ``split``
+    (under ``randomization``, default ``--randomization``; ``env_kwargs`` go to ``make``)."""
     from embodied_rl.envs import make
     from embodied_rl.evaluation.transfer import wilson_interval
 
     env = make(
         args.task, obs_mode="rgb+state", image_size=IMAGE_SIZE, split=split,
-        randomization=args.randomization,
+        randomization=randomization or args.randomization, **env_kwargs,
     )  # fmt: skip
     causes: dict[str, int] = {}
     successes = 0
@@ -172,11 +197,16 @@ def build_policy(args, variant: str, data, seed: int):
     return VLAPolicy(vla_preset("tiny", **overrides))
 
 
+def run_suffix(args) -> str:
+    """Runs on noise-injected data or expert labels are cached apart from the plain ones."""
+    return f"-dart{args.noise:g}-{args.labels}" if args.noise or args.labels != "action" else ""
+
+
 def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]:
     """Train ``variant`` to ``--steps`` in chunks of ``--eval-every``; one row per chunk."""
     from embodied_rl.agents import BCConfig, TrainerConfig, train
 
-    out = Path(args.work) / "runs" / f"{variant}-s{seed}"
+    out = Path(args.work) / "runs" / f"{variant}-s{seed}{run_suffix(args)}"
     record = out / "curve.json"
     rows = json.loads(record.read_text()) if record.exists() else []
     if args.table_only:
@@ -187,7 +217,7 @@ def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]
             continue
         started = time.perf_counter()
         agent, _ = train(
-            "bc", data, out, BCConfig(lr=args.lr),
+            "bc", data, out, BCConfig(lr=args.lr, labels=args.labels),
             TrainerConfig(
                 steps=steps, batch_size=args.batch_size, seed=seed, eval_episodes=0,
                 checkpoint_every=args.eval_every, log_every=100, progress=not args.no_progress,
@@ -222,7 +252,9 @@ def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: 
         f"`python benchmarks/vla_learning.py {' '.join(args.argv)}`".replace("  ", " "),
         "",
         f"Task {args.task}, randomization `{args.randomization}` (training and evaluation), "
-        f"{args.episodes} expert demonstrations (seeds 0-{args.episodes - 1}), BC with batch "
+        f"{args.episodes} expert demonstrations (seeds 0-{args.episodes - 1}"
+        + (f", action noise {args.noise:g}, labels `{args.labels}`" if run_suffix(args) else "")
+        + f"), BC with batch "
         f"{args.batch_size}, Adam {args.lr:g}, frame history {args.history}, "
         f"one torch thread. Success on {args.eval_episodes} held-out scenes per split (seeds from "
         f"{EVAL_SEED:,}), 95% Wilson intervals. Action MSE on 1,024 training transitions and on "
@@ -249,28 +281,48 @@ def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: 
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    import sys
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser, work: str, steps: int) -> None:
+    """The data, training and evaluation options (shared with vla_generalisation.py)."""
     parser.add_argument("--task", default="tabletop/reach-v0")
     parser.add_argument("--randomization", default="light")
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--held-out", type=int, default=50)
-    parser.add_argument(
-        "--variants", nargs="+", default=[*VARIANTS, "state-mlp"], help="NAME or NAME@SEED"
-    )
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--eval-every", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--history", type=int, default=1)
+    parser.add_argument(
+        "--noise", type=float, default=0.0, help="expert action noise of the demonstrations (DART)"
+    )
+    parser.add_argument(
+        "--labels", choices=("action", "expert"), default="action",
+        help="imitate the executed actions or the expert's clean ones (BCConfig.labels)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--work", default="outputs/bench/vla_learning")
+    parser.add_argument("--work", default=work)
     parser.add_argument("--out", default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="report cached runs only")
+
+
+def training_data(args):
+    """The training demonstrations and the held-out expert episodes of ``args``."""
+    noisy = f"-dart{round(args.noise * 100)}" if args.noise else ""
+    data = dataset(args, f"expert{args.episodes}{noisy}", args.episodes, 0, args.noise)
+    held_out = dataset(args, f"held-out{args.held_out}", args.held_out, HELD_OUT_SEED)
+    return data, held_out
+
+
+def main() -> int:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, "outputs/bench/vla_learning", 6000)
+    parser.add_argument(
+        "--variants", nargs="+", default=[*VARIANTS, "state-mlp"], help="NAME or NAME@SEED"
+    )
+    parser.add_argument("--eval-every", type=int, default=1500)
     args = parser.parse_args()
     from embodied_rl.utils.io import write_text_atomic
 
@@ -287,8 +339,7 @@ def main() -> int:
         parser.error(f"unknown variants {unknown}; choose from {[*VARIANTS, 'state-mlp']}")
     torch.set_num_threads(1)
     started = time.perf_counter()
-    data = dataset(args, f"expert{args.episodes}", args.episodes, 0)
-    held_out = dataset(args, f"held-out{args.held_out}", args.held_out, HELD_OUT_SEED)
+    data, held_out = training_data(args)
     results = {(v, seed): curve(args, v, seed, data, held_out) for v, seed in runs}
     text = report(args, results, (time.perf_counter() - started) / 60)
     print(text)

@@ -29,8 +29,13 @@ class BCConfig:
 
     lr: float = 3e-4  # Adam learning rate (CORL's BC; RT-1 uses 1e-4)
     weight_decay: float = 0.0  # L2 penalty of Adam
+    # "action": imitate the recorded (executed) actions; "expert": imitate the expert's
+    # noise-free action stored with noise-injected demonstrations (DART, Laskey et al. 2017)
+    labels: str = "action"
 
     def __post_init__(self) -> None:
+        if self.labels not in ("action", "expert"):
+            raise ValueError(f"labels={self.labels!r} must be 'action' or 'expert'")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
         if self.weight_decay < 0:
@@ -48,11 +53,16 @@ class BCAgent(Agent):
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = adam([{"params": params}], lr=config.lr, weight_decay=config.weight_decay)
 
+    @property
+    def sampler_options(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"labels": self.config.labels}
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": self.optimizer}
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         out = current_output(self.policy(policy_input(self.policy, batch)), self.policy, batch)
-        loss, metrics = behavior_loss(self.policy.head, out, batch["action"])
+        target = batch["label"] if "label" in batch else batch["action"]
+        loss, metrics = behavior_loss(self.policy.head, out, target)
         self.optimize(self.optimizer, {"bc_loss": loss})
         return {"bc_loss": loss.item(), **metrics}

@@ -2,8 +2,8 @@
 
 :class:`AgentSampler` is a :class:`~embodied_rl.datasets.TransitionSampler` that remembers
 the indices of its last batch and adds, on request, the discounted Monte-Carlo return of
-each transition (Cal-QL) and the frame history ending at it (VLA policies), both gathered
-at the same indices.
+each transition (Cal-QL), the frame history ending at it (VLA policies) and the expert's
+noise-free action (DART labels), all gathered at the same indices.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from embodied_rl.agents.losses import discounted_returns
 from embodied_rl.datasets import OfflineDataset
+from embodied_rl.datasets.episode import EXPERT_ACTION
 from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig, TransitionSampler
 
 
@@ -48,7 +49,9 @@ def reward_transform(agent_config: Any) -> dict[str, float]:
 class AgentSampler(TransitionSampler):
     """Transitions; ``mc_return=True`` adds ``mc_return`` ``(B,)``; ``history=k`` adds
     ``history`` (observation windows ``(B, k, ...)``) and ``history_mask`` ``(B, k)``.
-    ``reward_scale``/``reward_bias`` transform the rewards (``reward`` and ``mc_return``)."""
+    ``reward_scale``/``reward_bias`` transform the rewards (``reward`` and ``mc_return``).
+    ``labels="expert"`` adds ``label`` ``(B, A)``: the expert's noise-free action at each
+    observation (``infos/expert_action``), the target of DART-style behaviour cloning."""
 
     def __init__(
         self,
@@ -59,8 +62,21 @@ class AgentSampler(TransitionSampler):
         history: int | None = None,
         reward_scale: float = 1.0,
         reward_bias: float = 0.0,
+        labels: str = "action",
     ) -> None:
         super().__init__(data, n_step=1, gamma=gamma, config=config)
+        self.labels = None
+        if labels == "expert":
+            if EXPERT_ACTION not in self.data.infos:
+                raise ValueError(
+                    f"labels='expert' needs infos/{EXPERT_ACTION} in the dataset, which has "
+                    f"infos {sorted(self.data.infos)}; collect the data with the scripted "
+                    "expert (for DART with noise: erl collect ... --noise 0.2), or train on "
+                    "labels='action'"
+                )
+            self.labels = np.asarray(self.data.infos[EXPERT_ACTION], dtype=np.float32)
+        elif labels != "action":
+            raise ValueError(f"labels={labels!r} must be 'action' or 'expert'")
         self.last_indices = np.empty(0, dtype=np.int64)
         # the agent's reward transform, applied to the reward column and the returns alike
         self.n_step_reward = scale_rewards(self.n_step_reward, reward_scale, reward_bias)
@@ -79,6 +95,8 @@ class AgentSampler(TransitionSampler):
     def sample(self) -> dict[str, Any]:
         batch = super().sample()
         i = self.last_indices
+        if self.labels is not None:
+            batch["label"] = torch.from_numpy(self.labels.take(self.obs_row.take(i), axis=0))
         if self.mc_return is not None:
             batch["mc_return"] = torch.from_numpy(self.mc_return.take(i))
         if self.history is not None:

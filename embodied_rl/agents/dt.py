@@ -28,7 +28,7 @@ from embodied_rl.policies.normalization import ObservationNormalizer
 class DTPolicyConfig:
     """Architecture of the Decision Transformer; defaults: the paper's Gym settings."""
 
-    obs_dim: int = 90
+    obs_dim: int = 96  # the tabletop state with four objects
     action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
     action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     obs_key: str = "state"

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from embodied_rl.datasets.episode import Episode, check_episode
+from embodied_rl.datasets.episode import EXPERT_ACTION, Episode, check_episode
 from embodied_rl.datasets.minari_format import ImageCodec, write_episode_group
 from embodied_rl.datasets.tiers import NoisyPolicy, RandomPolicy, episode_tier, expert_noise
 from embodied_rl.utils.io import atomic_path
@@ -137,9 +137,15 @@ def record_episode(env, make_policy, seed: int) -> Episode:
         policy.reset()
     observations, infos = [obs], [info]
     actions, rewards, terminations, truncations = [], [], [], []
+    labels: list[np.ndarray] | None = []  # None once a step has no clean action
     dtype = env.action_space.dtype
     while True:
         action = np.asarray(policy.act(obs), dtype=dtype)
+        clean = getattr(policy, "clean_action", None)
+        if labels is not None and clean is not None:
+            labels.append(np.asarray(clean, dtype=dtype).reshape(action.shape))
+        else:
+            labels = None
         obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         infos.append(info)
@@ -161,13 +167,18 @@ def record_episode(env, make_policy, seed: int) -> Episode:
         "physics_error": info.get("physics_error"),
         "domain": {k: float(v) for k, v in infos[0].get("domain", {}).items()},
     }
+    infos_arrays = {"success": np.array([bool(i.get("success", False)) for i in infos])}
+    if labels:
+        # The noise-free action at every observation (DART labels); the final observation,
+        # where no action is taken, repeats the last one so the array has T + 1 rows.
+        infos_arrays[EXPERT_ACTION] = np.stack([*labels, labels[-1]])
     return Episode(
         observations=_stack(observations, env.observation_space),
         actions=np.stack(actions),
         rewards=np.asarray(rewards, dtype=np.float64),
         terminations=np.asarray(terminations, dtype=bool),
         truncations=np.asarray(truncations, dtype=bool),
-        infos={"success": np.array([bool(i.get("success", False)) for i in infos])},
+        infos=infos_arrays,
         metadata=metadata,
     )
 

@@ -23,6 +23,9 @@ EPISODE_KEYS: tuple[str, ...] = (
     "terminations",
     "truncations",
 )
+# ``infos/expert_action`` (T + 1 rows): the expert's noise-free action at each observation,
+# written when the collecting policy exposes one (the DART label of noisy demonstrations).
+EXPERT_ACTION = "expert_action"
 
 
 class DatasetSchemaError(ValueError):

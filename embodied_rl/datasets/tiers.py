@@ -87,7 +87,8 @@ class RandomPolicy:
 
 
 class NoisyPolicy:
-    """Adds Gaussian noise (std ``noise``) to another policy's actions, clipped to the space."""
+    """Adds Gaussian noise (std ``noise``) to another policy's actions, clipped to the space;
+    ``clean_action`` keeps the policy's own action of the latest step."""
 
     def __init__(self, policy: Any, action_space: spaces.Box, noise: float, seed: Any = None):
         self.policy, self.noise = policy, float(noise)
@@ -100,6 +101,7 @@ class NoisyPolicy:
 
     def act(self, obs: Any) -> np.ndarray:
         action = np.asarray(self.policy.act(obs), dtype=np.float64)
+        self.clean_action = np.clip(action, self.low, self.high).astype(np.float32)
         action = action + self.rng.normal(0.0, self.noise, size=action.shape)
         return np.clip(action, self.low, self.high).astype(np.float32)
 

@@ -8,7 +8,10 @@ import numpy as np
 
 
 class Expert(Protocol):
-    """A scripted policy: ``act(obs) -> action``; ``reset()`` between episodes."""
+    """A scripted policy: ``act(obs) -> action``; ``reset()`` between episodes;
+    ``clean_action``: the noise-free action of the latest ``act`` (equal to it at noise 0)."""
+
+    clean_action: np.ndarray
 
     def act(self, obs: Any) -> np.ndarray: ...
 

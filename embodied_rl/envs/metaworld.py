@@ -255,6 +255,7 @@ class MetaWorldExpert:
         if self.env.last_raw_obs is None:
             raise RuntimeError("reset the environment before asking the expert for an action")
         action = np.asarray(self.policy.get_action(self.env.last_raw_obs), dtype=np.float32)
+        self.clean_action = np.clip(action, -1.0, 1.0)  # the DART label (see TabletopExpert)
         if self.noise > 0:
             action = action + self.rng.normal(0.0, self.noise, size=4).astype(np.float32)
         return np.clip(action, -1.0, 1.0)

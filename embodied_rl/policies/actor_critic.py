@@ -31,7 +31,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 class ActorCriticConfig:
     """Separate actor and critic MLPs on ``obs[obs_key]``; defaults are SB3's PPO ``MlpPolicy``."""
 
-    obs_dim: int = 90
+    obs_dim: int = 96  # the tabletop state with four objects
     action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
     action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     obs_key: str = "state"

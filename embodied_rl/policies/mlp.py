@@ -42,7 +42,7 @@ def _check_common(config) -> None:
 class MLPConfig:
     """A state-based policy: ``obs[obs_key]`` -> MLP -> action head."""
 
-    obs_dim: int = 90
+    obs_dim: int = 96  # the tabletop state with four objects
     action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
     action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     obs_key: str = "state"

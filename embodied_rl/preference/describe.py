@@ -74,7 +74,7 @@ def layout_for(segments: Segments) -> StateLayout:
     dim = segments.data.observations.get("state", np.empty((0, 0))).shape[-1]
     if dim == 39:
         return METAWORLD_LAYOUT
-    if dim == 90:
+    if dim in (90, 96):  # four objects; 90: collected before the task-relative vectors
         return tabletop_layout()
     raise ValueError(
         f"cannot tell the state layout of environment {env_id!r} (state size {dim}); "

@@ -21,7 +21,7 @@ from embodied_rl.agents.ppo import PPOConfig
 from embodied_rl.agents.rollout import make_vec_env
 from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, vla_preset
 
-STATE_DIM = 39  # tabletop state with one object
+STATE_DIM = 45  # tabletop state with one object
 ENV = {"n_objects": 1, "reward_type": "dense"}
 
 

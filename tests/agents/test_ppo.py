@@ -237,7 +237,7 @@ def test_dict_observations_under_randomization_with_tokens_head(tmp_path):
         seed=0,
     )
     torch.manual_seed(0)
-    policy = MLPPolicy(MLPConfig(obs_dim=90, hidden=(32, 32), head="tokens", value_head=True))
+    policy = MLPPolicy(MLPConfig(obs_dim=96, hidden=(32, 32), head="tokens", value_head=True))
     agent = PPO(policy, envs, PPOConfig(n_steps=32, batch_size=32, n_epochs=2), log_dir=tmp_path)
     metrics = agent.learn(128)
     envs.close()

@@ -254,6 +254,18 @@ def test_state_encodes_the_task_and_object_identities():
     assert list(COLORS)[int(np.argmax(colour_block))] == env.layout.colors[0]
 
 
+@pytest.mark.parametrize("task_id", ["tabletop/push-v0", "tabletop/stack-v0"])
+def test_state_ends_with_the_named_object_relative_to_fingertips_and_goal(task_id):
+    env = make(task_id, seed=3).unwrapped
+    env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(env.action_space.sample())
+    scene, state = env.scene_state(), obs["state"]
+    named = scene.object_pos[env.spec_.object_slot]
+    np.testing.assert_allclose(state[-6:-3], named - scene.ee_pos, atol=1e-5)
+    np.testing.assert_allclose(state[-3:], tasks.goal_position(env.spec_, scene) - named, atol=1e-5)
+
+
 @pytest.mark.parametrize("task_id", [t for t in TABLETOP if "multitask" not in t])
 def test_expert_solves_the_family(task_id):
     """Guard for the >= 95% figure (100 episodes per family in benchmarks/results)."""

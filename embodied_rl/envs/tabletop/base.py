@@ -273,10 +273,12 @@ class TabletopEnvBase(gym.Env, ABC):
     @property
     def state_dim(self) -> int:
         """proprio + per object (pos 3, quat 4, colour one-hot, shape one-hot) + bowl and
-        plate positions (6) + task (object one-hot, target one-hot, goal 3, family one-hot)."""
+        plate positions (6) + task (object one-hot, target one-hot, goal 3, family one-hot)
+        + task-relative vectors (the named object minus the fingertips, the goal minus the
+        named object: 6)."""
         n = self.config.n_objects
         per_object = 7 + len(COLORS) + len(SHAPES)
-        return self.proprio_dim + n * per_object + 6 + 2 * n + 3 + len(tasks.FAMILIES)
+        return self.proprio_dim + n * per_object + 6 + 2 * n + 3 + len(tasks.FAMILIES) + 6
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -400,8 +402,14 @@ class TabletopEnvBase(gym.Env, ABC):
         n = self.config.n_objects
         objects = np.concatenate([poses, identities], axis=1).ravel()
         fixtures = np.concatenate([scene.bowl_pos, scene.plate_pos])
+        # The named object relative to the fingertips and the goal relative to the object:
+        # without them an MLP must select the object's pose by its one-hot slot (a product of
+        # inputs), which BC on a few hundred push demonstrations did not learn (3/50 held-out
+        # successes with, 37/50 without that burden; benchmarks/results/vla_learning_push.md).
+        target = poses[self.spec_.object_slot, :3]
+        relative = np.concatenate([target - scene.ee_pos, goal - target])
         return np.concatenate(
-            [proprio, objects, fixtures, task[: 2 * n], goal, task[2 * n :]]
+            [proprio, objects, fixtures, task[: 2 * n], goal, task[2 * n :], relative]
         ).astype(np.float32)
 
     def _observation(self, scene: tasks.SceneState | None = None) -> dict[str, Any]:

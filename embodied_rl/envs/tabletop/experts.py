@@ -25,7 +25,8 @@ class TabletopExpert:
 
     ``noise`` is the standard deviation of Gaussian noise added to each action (before
     clipping); 0 gives the nominal expert. ``gain`` is the fraction of the position error
-    corrected per step.
+    corrected per step. After each :meth:`act`, ``clean_action`` holds the noise-free action
+    for the same state: the label of noise-injected demonstrations (DART, Laskey et al. 2017).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class TabletopExpert:
         norm = float(np.linalg.norm(step))
         action[:3] = step * (speed / norm) if norm > speed else step
         action[-1] = grip
+        self.clean_action = np.clip(action, -1.0, 1.0)
         if self.noise > 0:
             action += self.rng.normal(0.0, self.noise, size=action.shape).astype(np.float32)
         return np.clip(action, -1.0, 1.0)
