@@ -247,8 +247,7 @@ class Pipeline:
             algo, data, out, agent_config, self._trainer_config(stage, self.config.seed),
             policy=policy, eval_env=None, resume=resume,
         )  # fmt: skip
-        agent.policy.save(self._policy_dir(algo))
-        return agent
+        return agent  # train() wrote out/policy, which is self._policy_dir(algo)
 
     # -- stages
     def _collect(self, resume: bool) -> dict[str, Any]:

@@ -409,7 +409,9 @@ def train(
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
     its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
-    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run.
+    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run. The
+    trained policy is also written to ``out/policy`` (``config.json`` + safetensors), the
+    artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read.
 
     The default policy is built after seeding with ``trainer_config.seed``; a ``policy``
     passed in was initialised before this call, so seed first for reproducible initial
@@ -427,6 +429,7 @@ def train(
     if resume:
         trainer.resume()
     result = trainer.fit()
+    agent.policy.save(Path(out) / "policy")
     if result and not math.isfinite(result.get("eval/mean_return", 0.0)):
         logger.warning("evaluation returned a non-finite mean return: %s", result)
     return agent, result

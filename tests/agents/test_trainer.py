@@ -11,6 +11,7 @@ from embodied_rl.agents import NonFiniteLossError, TrainerConfig, load_agent, tr
 from embodied_rl.agents import checkpoint as checkpoint_module
 from embodied_rl.agents.checkpoint import latest_checkpoint, save_checkpoint
 from embodied_rl.agents.trainer import Trainer, default_policy, make_sampler, seed_everything
+from embodied_rl.policies import load_policy
 
 QUIET = {"progress": False, "tensorboard": False, "eval_episodes": 0, "batch_size": 16}
 
@@ -84,6 +85,9 @@ def test_fit_writes_metrics_checkpoints_and_prunes(tiny_data, tmp_path):
     assert kept == ["step_000000008", "step_000000012"]
     state = json.loads((tmp_path / "checkpoints" / kept[-1] / "state.json").read_text())
     assert state["step"] == 12 and {"python", "numpy", "torch", "sampler"} <= set(state["rng"])
+    saved = load_policy(tmp_path / "policy")  # the trained policy as a standalone artifact
+    for name, tensor in agent.policy.trainable_state_dict().items():
+        assert torch.equal(saved.trainable_state_dict()[name], tensor), name
 
 
 class SometimesMetric:
