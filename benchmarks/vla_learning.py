@@ -49,6 +49,14 @@ EIGHT = {"convnet_strides": (2, 2, 2, 1), **SLIM}  # 64 px -> an 8x8 map
 VARIANTS: dict[str, dict[str, Any]] = {
     "pipeline": {"head": "tokens"},  # images + instruction, 256-bin tokens, 4x4 map
     "8px+shift+proprio+gaussian": {**EIGHT, "random_shift": 4, **PROPRIO, **GAUSS},
+    # action chunking with ACT's temporal ensembling, on top of the preset
+    "8px+shift+proprio+gaussian+chunk4": {
+        **EIGHT,
+        "random_shift": 4,
+        **PROPRIO,
+        **GAUSS,
+        "action_chunk": 4,
+    },  # fmt: skip
     "8px+shift+proprio-with-velocity+gaussian": {
         **EIGHT,
         "random_shift": 4,
@@ -176,7 +184,8 @@ def action_error(policy, data, n: int = 1024, seed: int = 0) -> float:
     policy.eval()
     out = current_output(policy(policy_input(policy, batch)), policy, batch)
     policy.train()
-    return float((policy.head.mode(out) - batch["action"]).square().mean())
+    action = batch["action"]  # a chunked policy: its prediction for the current step
+    return float((policy.head.mode(out)[:, : action.shape[1]] - action).square().mean())
 
 
 # ---------------------------------------------------------------------- training

@@ -73,6 +73,21 @@ def config_from_dict(config_class: type, values: dict[str, Any], source: str = "
         raise ConfigError(f"{source}: {error}") from None
 
 
+def action_chunk(policy: Policy) -> int:
+    """Actions the policy predicts per step (``VLAConfig.action_chunk``; 1 for the others)."""
+    return int(getattr(policy.config, "action_chunk", 1))
+
+
+def check_single_action(policy: Policy, user: str, chunks_allowed: bool = False) -> None:
+    """Value-based and on-policy learners score one action per step: refuse action chunks."""
+    if action_chunk(policy) > 1 and not chunks_allowed:
+        raise ValueError(
+            f"{user} scores one action per step, but the policy predicts chunks of "
+            f"action_chunk={action_chunk(policy)}; train chunked policies with BC, or build "
+            "the policy with action_chunk=1"
+        )
+
+
 class Agent(ABC):
     """One offline RL algorithm: a config, a policy, extra networks and ``update``."""
 
@@ -80,12 +95,14 @@ class Agent(ABC):
     config_class: ClassVar[type]
     uses_history: ClassVar[bool] = False  # DT: sequence batches instead of transitions
     sampler_options: ClassVar[dict[str, Any]] = {}  # extra AgentSampler options (Cal-QL)
+    trains_action_chunks: ClassVar[bool] = False  # BC: policies that predict k actions per step
 
     def __init__(self, policy: Policy, config: Any) -> None:
         if not isinstance(config, self.config_class):
             raise TypeError(
                 f"{type(self).__name__} needs a {self.config_class.__name__}; got {type(config).__name__}"
             )
+        check_single_action(policy, type(self).__name__, self.trains_action_chunks)
         self.policy, self.config = policy, config
         self.step = 0  # gradient steps taken
 
@@ -192,7 +209,7 @@ def critic_obs_dim(policy: Policy, configured: int) -> int:
         return int(policy.config.obs_dim)
     raise ValueError(
         f"critic_obs_dim=0 but {type(policy).__name__} has no obs_dim; set critic_obs_dim to "
-        "the size of the state the critics read (90 for the tabletop suite)"
+        "the size of the state the critics read (96 for the tabletop suite)"
     )
 
 

@@ -14,6 +14,7 @@ import torch
 
 from embodied_rl.agents.base import (
     Agent,
+    action_chunk,
     adam,
     current_output,
     policy_input,
@@ -53,9 +54,11 @@ class BCAgent(Agent):
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = adam([{"params": params}], lr=config.lr, weight_decay=config.weight_decay)
 
+    trains_action_chunks = True
+
     @property
     def sampler_options(self) -> dict[str, Any]:  # type: ignore[override]
-        return {"labels": self.config.labels}
+        return {"labels": self.config.labels, "action_chunk": action_chunk(self.policy)}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": self.optimizer}

@@ -51,7 +51,9 @@ class AgentSampler(TransitionSampler):
     ``history`` (observation windows ``(B, k, ...)``) and ``history_mask`` ``(B, k)``.
     ``reward_scale``/``reward_bias`` transform the rewards (``reward`` and ``mc_return``).
     ``labels="expert"`` adds ``label`` ``(B, A)``: the expert's noise-free action at each
-    observation (``infos/expert_action``), the target of DART-style behaviour cloning."""
+    observation (``infos/expert_action``), the target of DART-style behaviour cloning.
+    ``action_chunk=k > 1`` makes ``label`` ``(B, k * A)``: the targets of steps ``t .. t+k-1``
+    (actions or expert labels), the episode's last one repeated past its end (ACT)."""
 
     def __init__(
         self,
@@ -63,9 +65,12 @@ class AgentSampler(TransitionSampler):
         reward_scale: float = 1.0,
         reward_bias: float = 0.0,
         labels: str = "action",
+        action_chunk: int = 1,
     ) -> None:
         super().__init__(data, n_step=1, gamma=gamma, config=config)
-        self.labels = None
+        if action_chunk < 1:
+            raise ValueError(f"action_chunk={action_chunk} must be >= 1")
+        self.labels, self.action_chunk = None, action_chunk
         if labels == "expert":
             if EXPERT_ACTION not in self.data.infos:
                 raise ValueError(
@@ -77,6 +82,13 @@ class AgentSampler(TransitionSampler):
             self.labels = np.asarray(self.data.infos[EXPERT_ACTION], dtype=np.float32)
         elif labels != "action":
             raise ValueError(f"labels={labels!r} must be 'action' or 'expert'")
+        if self.labels is None and action_chunk > 1:
+            self.labels = self.actions  # per transition, not per observation row
+            self._label_rows = np.arange(self.data.n_transitions)
+        else:
+            self._label_rows = self.obs_row
+        d = self.data
+        self._episode_last = d.episode_starts[d.episode_index + 1] - 1  # per transition
         self.last_indices = np.empty(0, dtype=np.int64)
         # the agent's reward transform, applied to the reward column and the returns alike
         self.n_step_reward = scale_rewards(self.n_step_reward, reward_scale, reward_bias)
@@ -96,7 +108,11 @@ class AgentSampler(TransitionSampler):
         batch = super().sample()
         i = self.last_indices
         if self.labels is not None:
-            batch["label"] = torch.from_numpy(self.labels.take(self.obs_row.take(i), axis=0))
+            steps = np.minimum(
+                i[:, None] + np.arange(self.action_chunk), self._episode_last[i, None]
+            )
+            rows = self._label_rows.take(steps)  # (B, k)
+            batch["label"] = torch.from_numpy(self.labels.take(rows, axis=0).reshape(len(i), -1))
         if self.mc_return is not None:
             batch["mc_return"] = torch.from_numpy(self.mc_return.take(i))
         if self.history is not None:

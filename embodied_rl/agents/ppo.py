@@ -35,7 +35,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
 from embodied_rl.agents import ppo_checkpoint
-from embodied_rl.agents.base import NonFiniteLossError
+from embodied_rl.agents.base import NonFiniteLossError, check_single_action
 from embodied_rl.agents.checkpoint import last_checkpoint_note
 from embodied_rl.agents.rollout import (
     MetricsLog,
@@ -269,6 +269,7 @@ class PPO:
             single = envs
             envs = SyncVectorEnv([lambda: single], autoreset_mode=AutoresetMode.SAME_STEP)
         self.envs, self.mode = envs, autoreset_mode(envs)
+        check_single_action(policy, "PPO")
         self.policy = policy.eval()
         self.head = policy.head
         if getattr(self.head, "kind", None) not in ("gaussian", "tokens"):

@@ -74,6 +74,11 @@ class VLAConfig:
     proprio_indices: tuple[int, ...] = ()
     random_shift: int = 0  # training-time random shift of up to this many pixels (DrQ); 0: off
     position_features: bool = False  # (x, y) maps beside the features: tokens carry where they look
+    # Action chunking (ACT, Zhao et al. 2023, arXiv:2304.13705): the head predicts the next
+    # action_chunk actions; acting averages every prediction made for the current step with
+    # weights exp(-chunk_decay * i), i = 0 for the oldest (ACT's temporal ensembling, m = 0.01).
+    action_chunk: int = 1
+    chunk_decay: float = 0.01
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -98,9 +103,14 @@ class VLAConfig:
             )
         if self.head_dim is not None and self.head_dim < 1:
             raise ValueError(f"head_dim={self.head_dim} must be >= 1")
-        for name in ("image_size", "history", "n_layers", "tokens_per_frame", "feature_channels"):
+        for name in (
+            "image_size", "history", "n_layers", "tokens_per_frame", "feature_channels",
+            "action_chunk",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.chunk_decay < 0:
+            raise ValueError(f"chunk_decay={self.chunk_decay} must be >= 0 (ACT uses 0.01)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
         for name in ("proprio_dim", "random_shift"):
@@ -177,6 +187,16 @@ def frame_causal_mask(n_frames: int, tokens_per_frame: int, device=None) -> Tens
     return frame[None, :] <= frame[:, None]
 
 
+def temporal_ensemble(chunks: list[np.ndarray], decay: float) -> np.ndarray:
+    """ACT's temporal ensembling: ``chunks[j]`` ``(k, A)`` was predicted ``len(chunks) - 1 - j``
+    steps ago (the last is the newest); the current step's action is the average of each
+    chunk's entry for this step, weighted ``exp(-decay * i)`` with ``i = 0`` the oldest."""
+    n = len(chunks)
+    entries = np.stack([chunk[n - 1 - j] for j, chunk in enumerate(chunks)])  # (n, A)
+    weights = np.exp(-decay * np.arange(n))
+    return (weights @ entries / weights.sum()).astype(np.float32)
+
+
 @register_policy("vla")
 class VLAPolicy(Policy):
     """RT-1-style policy. Batches: ``images`` uint8 ``(B, T, H, W, 3)``, ``instructions``
@@ -226,12 +246,14 @@ class VLAPolicy(Policy):
             c.width, c.n_layers, c.n_heads, c.head_dim or c.width // c.n_heads, c.ffn_dim,
             c.dropout,
         )  # fmt: skip
-        self.head = ActionHead(c.width, c.action_low, c.action_high, c.head, c.n_bins)
+        k = c.action_chunk  # a chunk is one flat action of k * A values
+        self.head = ActionHead(c.width, c.action_low * k, c.action_high * k, c.head, c.n_bins)
         self.value_head = nn.Linear(c.width, 1) if c.value_head else None
         self.register_buffer(
             "_mask", frame_causal_mask(c.history, c.frame_tokens), persistent=False
         )
         self._history: collections.deque[Tensor] = collections.deque(maxlen=c.history)
+        self._chunks: collections.deque[np.ndarray] = collections.deque(maxlen=c.action_chunk)
 
     @staticmethod
     def _build_text_encoder(c: VLAConfig) -> nn.Module:
@@ -324,6 +346,7 @@ class VLAPolicy(Policy):
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
         self._history.clear()
+        self._chunks.clear()
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
@@ -359,4 +382,8 @@ class VLAPolicy(Policy):
         mask[0, c.history - t :] = True
         out = self.head(self.transform(tokens, mask)[:, -1])  # the current frame
         action = self.head.mode(out) if deterministic else self.head.sample(out)
-        return action[0].cpu().numpy().astype(np.float32)
+        action = action[0].cpu().numpy().astype(np.float32)
+        if c.action_chunk == 1:
+            return action
+        self._chunks.append(action.reshape(c.action_chunk, -1))
+        return temporal_ensemble(list(self._chunks), c.chunk_decay)
