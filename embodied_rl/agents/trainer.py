@@ -13,6 +13,8 @@ checkpoint so that, on CPU, the result equals the uninterrupted run's bit for bi
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -283,6 +285,13 @@ class Trainer:
             for key in RESUMABLE_CHANGES:
                 config.get("run", {}).get("trainer", {}).pop(key, None)
         saved.setdefault("run", current["run"])  # checkpoints of older versions lack "run"
+        for part, config in (("agent", self.agent.config), ("policy", self.agent.policy.config)):
+            # fields added by a later version are absent from older checkpoints: they were
+            # trained with the field's default
+            fields = saved.get(part, {}).get("config")
+            if isinstance(fields, dict):
+                for name, default in _field_defaults(type(config)).items():
+                    fields.setdefault(name, default)
         diff = _differences(
             {k: saved.get(k) for k in ("agent", "policy", "run")},
             {k: current.get(k) for k in ("agent", "policy", "run")},
@@ -347,6 +356,17 @@ class Trainer:
         if (c.checkpoint_every and step % c.checkpoint_every == 0) or step == c.steps:
             self._checkpoint()
         return result
+
+
+def _field_defaults(config_class: type) -> dict[str, Any]:
+    """The JSON form of every field default of a config dataclass (factories called)."""
+    defaults = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

@@ -133,6 +133,28 @@ def test_resume_refuses_other_settings_and_extends_steps(tiny_data, tmp_path):
     assert sorted({int(step) for step, _ in logged}) == [4, 6]  # log_every > steps: the last
 
 
+def test_resume_reads_fields_added_since_the_checkpoint_as_their_defaults(tiny_data, tmp_path):
+    """A checkpoint of an older version lacks the config fields added since; it was trained
+    with their defaults, so it resumes, unless the new run sets such a field otherwise."""
+    import json
+
+    from embodied_rl.agents import BCConfig
+    from embodied_rl.agents.trainer import default_policy
+
+    config = TrainerConfig(steps=2, checkpoint_every=2, eval_episodes=0, **QUIET)
+    train("bc", tiny_data, tmp_path, None, config)
+    saved = tmp_path / "checkpoints" / "step_000000002" / "config.json"
+    meta = json.loads(saved.read_text())
+    del meta["agent"]["config"]["labels"], meta["policy"]["config"]["hidden"]
+    saved.write_text(json.dumps(meta))
+    longer = TrainerConfig(**{**vars(config), "steps": 4})
+    other = default_policy("bc", tiny_data, hidden=(32,))
+    with pytest.raises(CheckpointError, match=r"policy\.config\.hidden: \[256, 256\] -> \[32\]"):
+        train("bc", tiny_data, tmp_path, BCConfig(), longer, policy=other, resume=True)
+    agent, _ = train("bc", tiny_data, tmp_path, None, longer, resume=True)
+    assert agent.step == 4
+
+
 def test_resume_of_a_finished_run_changes_nothing(tiny_data, tmp_path):
     config = TrainerConfig(steps=4, checkpoint_every=2, eval_episodes=0, **QUIET)
     first, _ = train("bc", tiny_data, tmp_path, None, config)
