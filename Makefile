@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export LP_NUM_THREADS ?= 0
 
-.PHONY: setup test test-slow lint format demo bench clean
+.PHONY: setup test test-slow wheel-smoke lint format demo bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -26,6 +26,10 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+## Build the wheel, install it in a fresh venv outside the checkout, run a CLI smoke (~30 s).
+wheel-smoke: $(STAMP)
+	VENV=$(VENV) bash scripts/wheel_smoke.sh
 
 ## The main job (about 6 min on 2 idle CPU cores): demonstrations -> BC (tiny VLA) -> offline IQL
 ## -> PPO fine-tuning with a KL penalty -> transfer evaluation -> outputs/demo/report/report.html.

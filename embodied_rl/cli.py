@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import embodied_rl  # noqa: F401  (headless GL before mujoco)
+import embodied_rl  # headless GL before mujoco; __version__
 from embodied_rl.config import CONFIG_DIR
 
 
@@ -421,6 +421,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {embodied_rl.__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(

@@ -1,5 +1,7 @@
 import csv
 
+import pytest
+
 from embodied_rl.cli import main
 
 
@@ -92,3 +94,12 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     assert result["env_steps"] == 64 and not result["from_scratch"]
     assert main([*finetune, *settings, "ppo.kl_coeff=0.2"]) == 2
     assert "kl_coeff" in capsys.readouterr().err
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"erl {version('embodied-rl')}"

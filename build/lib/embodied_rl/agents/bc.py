@@ -1,0 +1,71 @@
+"""Behaviour cloning: maximise the likelihood of the dataset's actions.
+
+The loss follows the policy's head: MSE for a deterministic head, Gaussian negative
+log-likelihood for a Gaussian head, action-token cross-entropy for a token head (RT-1).
+Works with the MLP policy (state batches) and the VLA policy (frame-history batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from embodied_rl.agents.base import (
+    Agent,
+    action_chunk,
+    adam,
+    current_output,
+    policy_input,
+    register_agent,
+)
+from embodied_rl.agents.losses import behavior_loss
+from embodied_rl.policies.base import Policy
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """Behaviour cloning (Pomerleau 1989; RT-1 uses Adam 1e-4 on tokens)."""
+
+    lr: float = 3e-4  # Adam learning rate (CORL's BC; RT-1 uses 1e-4)
+    weight_decay: float = 0.0  # L2 penalty of Adam
+    # "action": imitate the recorded (executed) actions; "expert": imitate the expert's
+    # noise-free action stored with noise-injected demonstrations (DART, Laskey et al. 2017)
+    labels: str = "action"
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("action", "expert"):
+            raise ValueError(f"labels={self.labels!r} must be 'action' or 'expert'")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+
+
+@register_agent("bc")
+class BCAgent(Agent):
+    """``update``: one step of :func:`~embodied_rl.agents.losses.behavior_loss`."""
+
+    config_class = BCConfig
+
+    def __init__(self, policy: Policy, config: BCConfig) -> None:
+        super().__init__(policy, config)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = adam([{"params": params}], lr=config.lr, weight_decay=config.weight_decay)
+
+    trains_action_chunks = True
+
+    @property
+    def sampler_options(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"labels": self.config.labels, "action_chunk": action_chunk(self.policy)}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        out = current_output(self.policy(policy_input(self.policy, batch)), self.policy, batch)
+        target = batch["label"] if "label" in batch else batch["action"]
+        loss, metrics = behavior_loss(self.policy.head, out, target)
+        self.optimize(self.optimizer, {"bc_loss": loss})
+        return {"bc_loss": loss.item(), **metrics}

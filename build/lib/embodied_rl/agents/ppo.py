@@ -1,0 +1,646 @@
+"""Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347) for any policy with a value.
+
+Rollouts come from gymnasium vector environments (state, image and instruction observations);
+the update is the clipped surrogate with optional value clipping, an entropy bonus and
+per-minibatch advantage normalisation. An optional KL penalty to a frozen reference policy (the
+pretrained BC/VLA policy) shapes the reward as in RLHF, r - beta * KL(pi || pi_ref) (Ziegler et
+al. 2019, arXiv:1909.08593; Ouyang et al. 2022), with a fixed or adaptive beta.
+
+    agent = PPO(ActorCriticPolicy(ActorCriticConfig(obs_dim=11, ...)), make_vec_env("Hopper-v5"))
+    agent.learn(100_000, checkpoint_dir="runs/ppo/checkpoints", checkpoint_every=10_000)
+    agent = PPO.resume("runs/ppo/checkpoints", make_vec_env("Hopper-v5"))  # after a crash
+    agent.learn(100_000)  # continues the interrupted call
+
+Checkpoints are taken between rollouts; resuming replays the recorded environment actions
+(:mod:`embodied_rl.agents.ppo_checkpoint`), so on CPU the resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import Tensor
+
+from embodied_rl.agents import ppo_checkpoint
+from embodied_rl.agents.base import NonFiniteLossError, check_single_action
+from embodied_rl.agents.checkpoint import last_checkpoint_note
+from embodied_rl.agents.rollout import (
+    MetricsLog,
+    RolloutBuffer,
+    autoreset_mode,
+    head_and_value,
+    head_output,
+    obs_to_torch,
+    policy_batch,
+    stack_obs,
+    take,
+)
+from embodied_rl.policies import actor_critic  # noqa: F401  (registers "actor_critic" for load_policy)
+from embodied_rl.policies.base import Policy
+
+logger = logging.getLogger(__name__)
+KL_ESTIMATORS = ("k1", "k3")
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters; defaults are Stable-Baselines3's (CleanRL differs where noted)."""
+
+    learning_rate: float = 3e-4
+    n_steps: int = 2048  # steps per environment per rollout
+    batch_size: int = 64  # minibatch size (CleanRL: n_steps * n_envs / 32)
+    n_epochs: int = 10  # passes over each rollout
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2  # epsilon of the clipped surrogate
+    clip_range_vf: float | None = None  # value clipping around the rollout's values (None: off)
+    ent_coef: float = 0.0  # entropy bonus weight
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True  # per minibatch
+    anneal_lr: bool = False  # linear decay to 0 over learn() (CleanRL: True)
+    target_kl: float | None = None  # stop an update's epochs once approx KL(old||new) > 1.5x this
+    adam_eps: float = 1e-5  # SB3 and CleanRL both use 1e-5, not Adam's 1e-8
+    kl_coef: float = (
+        0.0  # beta of the KL penalty to the reference policy (initial value if adaptive)
+    )
+    kl_target: float | None = (
+        None  # per-step KL the adaptive controller steers to (None: fixed beta)
+    )
+    kl_horizon: int = 10_000  # steps over which the adaptive controller can move beta by ~20%
+    kl_estimator: str = "k1"  # "k1": log(pi/ref) as in RLHF; "k3": non-negative, lower variance
+    torch_threads: int | None = 1  # intra-op threads during learn(); None: leave torch's setting
+    fast_acting: bool = True  # act with a numpy copy of small MLP actor-critics (same maths)
+    seed: int = 0  # action sampling and minibatch order (seed the policy's init yourself)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "learning_rate",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "clip_range",
+            "kl_horizon",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm", "kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("clip_range_vf", "target_kl", "kl_target"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}={value} must be > 0 or None (off)")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads={self.torch_threads} must be >= 1 or None")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator={self.kl_estimator!r}; choose one of {KL_ESTIMATORS}")
+        if self.kl_target is not None and self.kl_coef == 0:
+            raise ValueError(
+                f"kl_target={self.kl_target} needs kl_coef > 0 as the starting beta "
+                "(a multiplicative controller never leaves 0); e.g. kl_coef=0.1"
+            )
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> PPOConfig:
+    """A :class:`PPOConfig` from a YAML file of field overrides (unknown names and wrong types
+    are errors naming the key; see :mod:`embodied_rl.config`)."""
+    from embodied_rl.config import load_config as load_typed
+
+    return load_typed(PPOConfig, path, overrides)
+
+
+# ---------------------------------------------------------------------------- losses
+def gae(
+    rewards: Tensor,  # (T, N)
+    values: Tensor,  # (T, N) V(s_t)
+    next_values: Tensor,  # (T, N) V(s_{t+1}); V(final obs) where truncated; bootstrap at T-1
+    terminated: Tensor,  # (T, N) bool: s_{t+1} is terminal (no bootstrap)
+    ended: Tensor,  # (T, N) bool: terminated or truncated (the lambda-return stops here)
+    gamma: float,
+    gae_lambda: float,
+) -> Tensor:
+    """Generalized advantage estimates ``(T, N)`` (Schulman et al. 2016, arXiv:1506.02438, eq. 16).
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t);
+    A_t = delta_t + gamma lambda (1 - ended_t) A_{t+1}.
+    """
+    r, v, nv = (x.detach().double().numpy() for x in (rewards, values, next_values))
+    alive = 1.0 - terminated.numpy().astype(np.float64)
+    carry = gamma * gae_lambda * (1.0 - ended.numpy().astype(np.float64))
+    delta = r + gamma * alive * nv - v  # (T, N)
+    advantages = np.zeros_like(delta)
+    last = np.zeros(delta.shape[1])
+    for t in range(delta.shape[0] - 1, -1, -1):
+        last = delta[t] + carry[t] * last
+        advantages[t] = last
+    return torch.from_numpy(advantages).to(values.dtype)
+
+
+def clipped_surrogate_loss(
+    log_probs: Tensor,  # (B,) under the policy being trained
+    old_log_probs: Tensor,  # (B,) under the rollout policy
+    advantages: Tensor,  # (B,)
+    clip_range: float,
+) -> tuple[Tensor, Tensor]:
+    """PPO's clipped objective, negated (Schulman et al. 2017, eq. 7); returns (loss, clip fraction)."""
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+    return -torch.minimum(unclipped, clipped).mean(), clip_fraction
+
+
+def value_loss(
+    values: Tensor,  # (B,) predictions
+    returns: Tensor,  # (B,) lambda-returns
+    old_values: Tensor | None = None,  # (B,) the rollout's predictions (for clipping)
+    clip_range: float | None = None,
+) -> Tensor:
+    """Mean squared error; with ``clip_range``, the max of the plain and the clipped error
+    (OpenAI baselines' value clipping, as CleanRL's ``clip_vloss``)."""
+    error = (values - returns).square()
+    if clip_range is None:
+        return error.mean()
+    if old_values is None:
+        raise ValueError(f"clip_range={clip_range} needs old_values (the rollout's predictions)")
+    clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    return torch.maximum(error, (clipped - returns).square()).mean()
+
+
+def kl_penalty(log_probs: Tensor, ref_log_probs: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-sample estimate of KL(pi || pi_ref) at actions drawn from pi (Schulman 2020,
+    "Approximating KL divergence"): ``k1 = log pi - log pi_ref`` (unbiased, the RLHF penalty),
+    ``k3 = r - 1 - log r`` with ``r = pi_ref / pi`` (unbiased and never negative)."""
+    log_ratio = log_probs - ref_log_probs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"estimator={estimator!r}; choose one of {KL_ESTIMATORS}")
+
+
+def explained_variance(predictions: Tensor, targets: Tensor) -> float:
+    """1 - Var[target - prediction] / Var[target]: 1 is perfect, 0 no better than the mean."""
+    variance = targets.var()
+    if variance == 0:
+        return float("nan")
+    return float(1.0 - (targets - predictions).var() / variance)
+
+
+class FixedKLController:
+    """A constant KL coefficient beta."""
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def update(self, kl: float, n_steps: int) -> None:
+        """A fixed beta ignores the measured KL."""
+
+
+class AdaptiveKLController:
+    """Steers the measured KL to ``target`` (Ziegler et al. 2019, section 2.2):
+    beta <- beta * (1 + K * e) with e = clip(KL / target - 1, -0.2, 0.2) and K = n_steps / horizon."""
+
+    def __init__(self, coef: float, target: float, horizon: int):
+        self.coef, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, n_steps: int) -> None:
+        error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+        self.coef *= 1.0 + error * n_steps / self.horizon
+
+
+def default_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
+    """SB3's PPO network (separate 64-64 tanh actor and critic) for ``envs``' state observation
+    (a Box, or the ``state`` entry of a Dict) and Box actions."""
+    space = envs.single_observation_space
+    state = space["state"] if isinstance(space, spaces.Dict) and "state" in space.spaces else space
+    if not isinstance(state, spaces.Box) or len(state.shape) != 1:
+        raise ValueError(
+            f"default_policy needs a flat Box state observation, got {space}; "
+            "build a VLA or CNN policy with value_head=True for images"
+        )
+    actions = envs.single_action_space
+    return actor_critic.ActorCriticPolicy(
+        actor_critic.ActorCriticConfig(
+            obs_dim=state.shape[0],
+            action_low=tuple(map(float, actions.low)),
+            action_high=tuple(map(float, actions.high)),
+            head=head,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- the agent
+class PPO:
+    """PPO on a vector env (or one env, wrapped). ``learn(total_steps)`` alternates rollouts and
+    ``update()``; metrics go to ``log_dir/metrics.csv``. ``reference`` (optional) is the frozen
+    policy of the KL penalty. The policy runs in eval mode (no dropout) so that rollout and
+    update log-probabilities agree."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        envs: VectorEnv | gym.Env,
+        config: PPOConfig | None = None,
+        reference: Policy | None = None,
+        log_dir: str | os.PathLike | None = None,
+    ):
+        self.config = c = config or PPOConfig()
+        if not isinstance(envs, VectorEnv):
+            single = envs
+            envs = SyncVectorEnv([lambda: single], autoreset_mode=AutoresetMode.SAME_STEP)
+        self.envs, self.mode = envs, autoreset_mode(envs)
+        check_single_action(policy, "PPO")
+        self.policy = policy.eval()
+        self.head = policy.head
+        if getattr(self.head, "kind", None) not in ("gaussian", "tokens"):
+            raise ValueError(
+                "PPO needs a stochastic head: build the policy with head='gaussian' or 'tokens'"
+            )
+        if (
+            not hasattr(policy, "forward_with_value")
+            and getattr(policy, "value_head", None) is None
+        ):
+            raise ValueError(
+                f"{type(policy).__name__} has no value head; build it with value_head=True"
+            )
+        space = envs.single_action_space
+        if not isinstance(space, spaces.Box) or space.shape != (self.head.action_dim,):
+            raise ValueError(
+                f"action space {space} does not fit the policy's {self.head.action_dim}-D Box actions"
+            )
+        self.action_low, self.action_high = space.low, space.high
+        self.reference = None
+        if reference is not None:
+            self.reference = copy.deepcopy(reference).eval().requires_grad_(False)
+        controller = AdaptiveKLController if c.kl_target is not None else FixedKLController
+        args = (c.kl_coef, c.kl_target, c.kl_horizon) if c.kl_target is not None else (c.kl_coef,)
+        self.kl_controller = controller(*args)
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        fused = all(
+            p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in self.params
+        )
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=c.learning_rate, eps=c.adam_eps, fused=fused or None
+        )
+        self.buffer = RolloutBuffer(
+            envs.single_observation_space, self.head.action_dim, c.n_steps, envs.num_envs
+        )
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.rng = np.random.default_rng(c.seed)
+        self._numpy_actor = None
+        self.log = MetricsLog(log_dir)
+        self.num_steps = 0  # environment steps so far (summed over envs)
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self._obs: Any = None  # the vector env's last observation (numpy, as returned)
+        self.env_actions: list[np.ndarray] = []  # per rollout, what envs.step got (for resume)
+        self._call: dict[str, int] | None = None  # the learn() call in progress (for resume)
+
+    # ------------------------------------------------------------------ rollouts
+    def _reset(self) -> None:
+        self._obs, _ = self.envs.reset(seed=self.config.seed)
+        n = self.envs.num_envs
+        self._running_return, self._running_length = np.zeros(n), np.zeros(n, dtype=np.int64)
+        self._was_ended = np.zeros(n, dtype=bool)  # NEXT_STEP: the next step only resets
+
+    def _snapshot(self) -> None:
+        """Take a numpy copy of a small MLP's weights for this rollout's acting (``fast_acting``)."""
+        self._numpy_actor = None
+        if (
+            self.config.fast_acting
+            and hasattr(self.policy, "numpy_actor")
+            and self.head.kind == "gaussian"
+        ):
+            self._numpy_actor = self.policy.numpy_actor()
+            self._log_std = self.head.log_std.detach().numpy().copy()
+
+    def _numpy_input(self, obs: Any) -> np.ndarray:
+        return obs[self.policy.config.obs_key] if isinstance(obs, dict) else obs
+
+    def _torch_batch(self, obs: Any, policy: Policy) -> dict[str, Any]:
+        return policy_batch(policy, obs_to_torch(obs, self.envs.single_observation_space))
+
+    @torch.inference_mode()
+    def _act(self, obs: Any) -> tuple[np.ndarray, ...]:
+        """Sampled actions, their log-probs, values and KL estimates to the reference (numpy)."""
+        if self._numpy_actor is not None:
+            mean, value = self._numpy_actor(self._numpy_input(obs))
+            noise = self.rng.standard_normal(mean.shape, dtype=np.float32)
+            action = mean + noise * np.exp(self._log_std)
+            log_prob = (-0.5 * noise**2 - self._log_std - _LOG_SQRT_2PI).sum(-1)
+        else:
+            out, value = head_and_value(self.policy, self._torch_batch(obs, self.policy))
+            action = self.head.sample(out, self.generator)
+            log_prob = self.head.log_prob(out, action)
+            action, log_prob, value = action.numpy(), log_prob.numpy(), value.numpy()
+        kl = np.zeros_like(log_prob)
+        if self.reference is not None:
+            out = head_output(self.reference, self._torch_batch(obs, self.reference))
+            ref_log_prob = self.reference.head.log_prob(out, torch.from_numpy(action))
+            kl = kl_penalty(
+                torch.from_numpy(log_prob), ref_log_prob, self.config.kl_estimator
+            ).numpy()
+        return action, log_prob, value, kl
+
+    @torch.inference_mode()
+    def _values(self, obs: Any) -> np.ndarray:
+        if self._numpy_actor is not None:
+            return self._numpy_actor(self._numpy_input(obs))[1]
+        return head_and_value(self.policy, self._torch_batch(obs, self.policy))[1].numpy()
+
+    def collect_rollout(self) -> None:
+        """Fill the buffer with ``n_steps`` steps of every env, then compute advantages."""
+        buf, same_step = self.buffer, self.mode == AutoresetMode.SAME_STEP
+        if self._obs is None:
+            self._reset()
+        self._snapshot()
+        sent = None  # the actions envs.step received, recorded so resume can replay them
+        for t in range(buf.n_steps):
+            action, log_prob, value, kl = self._act(self._obs)
+            buf.store_obs(t, self._obs)  # before step(): a copy=False vector env reuses its array
+            env_action = np.clip(action, self.action_low, self.action_high)
+            if sent is None:
+                sent = np.empty((buf.n_steps, *env_action.shape), env_action.dtype)
+            sent[t] = env_action
+            obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            buf.actions[t], buf.log_probs[t], buf.values[t], buf.kl[t] = action, log_prob, value, kl
+            buf.rewards[t], buf.terminated[t], buf.truncated[t] = reward, terminated, truncated
+            buf.valid[t] = ~self._was_ended
+            if same_step and truncated.any():
+                index = np.flatnonzero(truncated)
+                finals = stack_obs(
+                    [info["final_obs"][i] for i in index], self.envs.single_observation_space
+                )
+                buf.final_values[t, index] = self._values(finals)
+            self._obs = obs
+            self._track_episodes(reward, terminated | truncated)
+        self.env_actions.append(sent)
+        self.num_steps += buf.n_steps * buf.n_envs
+        self._compute_advantages()
+
+    def _track_episodes(self, reward: np.ndarray, ended: np.ndarray) -> None:
+        live = ~self._was_ended
+        self._running_return += reward * live
+        self._running_length += live
+        finished = ended & live
+        if finished.any():
+            for i in np.flatnonzero(finished):
+                self.episode_returns.append(float(self._running_return[i]))
+                self.episode_lengths.append(int(self._running_length[i]))
+            self._running_return[finished], self._running_length[finished] = 0.0, 0
+        if self.mode == AutoresetMode.NEXT_STEP:
+            self._was_ended = finished
+
+    def _compute_advantages(self) -> None:
+        buf, c = self.buffer, self.config
+        next_values = np.concatenate([buf.values[1:], self._values(self._obs)[None]])
+        if self.mode == AutoresetMode.SAME_STEP:
+            next_values = np.where(buf.truncated, buf.final_values, next_values)
+        rewards = buf.rewards - self.kl_controller.coef * buf.kl
+        ended = buf.terminated | buf.truncated
+        advantages = gae(
+            *(
+                torch.from_numpy(x)
+                for x in (rewards, buf.values, next_values, buf.terminated, ended)
+            ),
+            c.gamma,
+            c.gae_lambda,
+        )
+        buf.advantages[:] = advantages.numpy()
+        buf.returns[:] = buf.advantages + buf.values
+
+    # ------------------------------------------------------------------ update
+    def update(self) -> dict[str, float]:
+        """``n_epochs`` passes of minibatch gradient steps over the buffer; returns metrics."""
+        buf, c = self.buffer, self.config
+        self._install_flat_grad()
+        flat = buf.flat()
+        index = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
+        stats: list[Tensor] = []
+        for _ in range(c.n_epochs):
+            epoch = take(flat, index[torch.randperm(len(index), generator=self.generator)])
+            for start in range(0, len(index), c.batch_size):
+                row = self._minibatch_step(
+                    {k: v[start : start + c.batch_size] for k, v in epoch.items()}
+                )
+                stats.append(row)
+                if c.target_kl is not None and row[3] > 1.5 * c.target_kl:
+                    break
+            else:
+                continue
+            break  # the KL early stop ends every epoch
+        means = torch.stack(stats).mean(0).tolist()
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        metrics = dict(zip(names, means, strict=True))
+        valid = buf.valid
+        metrics["explained_variance"] = explained_variance(
+            torch.from_numpy(buf.values[valid]), torch.from_numpy(buf.returns[valid])
+        )
+        metrics["n_minibatches"] = float(len(stats))
+        return metrics
+
+    def _install_flat_grad(self) -> None:
+        """Make every ``param.grad`` a view into one flat buffer, so that zeroing and clipping the
+        gradient are one tensor op each instead of a Python loop over parameters (backward adds
+        into existing ``.grad`` tensors in place, so the views stay)."""
+        first = self.params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in self.params):
+            raise ValueError("PPO needs every trainable parameter on one device with one dtype")
+        self._flat_grad = torch.zeros(
+            sum(p.numel() for p in self.params), dtype=first.dtype, device=first.device
+        )
+        offset = 0
+        for p in self.params:
+            p.grad = self._flat_grad[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+
+    def _minibatch_step(self, mb: dict[str, Any]) -> Tensor:
+        c = self.config
+        out, values = head_and_value(self.policy, policy_batch(self.policy, mb))
+        log_probs = self.head.log_prob(out, mb["actions"])
+        with torch.set_grad_enabled(c.ent_coef > 0):  # no graph for a zero-weight bonus
+            entropy = self.head.entropy(out).mean()
+        advantages = mb["advantages"]
+        if c.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss, clip_fraction = clipped_surrogate_loss(
+            log_probs, mb["log_probs"], advantages, c.clip_range
+        )
+        v_loss = value_loss(values, mb["returns"], mb["values"], c.clip_range_vf)
+        loss = policy_loss + c.vf_coef * v_loss
+        if c.ent_coef > 0:
+            loss = loss - c.ent_coef * entropy
+        self._flat_grad.zero_()
+        loss.backward()  # accumulates in place into the views of _flat_grad
+        norm = torch.linalg.vector_norm(self._flat_grad)
+        if not torch.isfinite(loss.detach() + norm):  # one read per minibatch (cheap on CPU)
+            parts = {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy}
+            bad = [(k, v.item()) for k, v in parts.items() if not torch.isfinite(v)]
+            name, value = (bad or [("gradient_norm", norm.item())])[0]
+            raise NonFiniteLossError(name, self.num_steps, value)
+        self._flat_grad.mul_((c.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))  # global clip
+        self.optimizer.step()
+        with torch.no_grad():
+            log_ratio = log_probs - mb["log_probs"]
+            approx_kl = (torch.expm1(log_ratio) - log_ratio).mean()
+        return torch.stack(
+            [policy_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl, clip_fraction]
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def learn(
+        self,
+        total_steps: int,
+        progress: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+        keep_checkpoints: int = 2,
+    ) -> dict[str, float]:
+        """Train for at least ``total_steps`` environment steps (whole rollouts); returns the
+        last rollout's metrics (empty if a resumed call had nothing left to do).
+
+        With ``checkpoint_dir``, a checkpoint is written after the rollout that crosses each
+        multiple of ``checkpoint_every`` environment steps (0: only at the end) and after the
+        last one. On an agent from :meth:`resume` whose checkpoint was taken inside a
+        ``learn`` call, the same ``total_steps`` continues that call where it stopped.
+
+        Runs with ``config.torch_threads`` intra-op threads (restored afterwards): PPO's tensors
+        are too small for threads to pay, and on a busy 2-core CPU two threads made a small
+        MLP's training 10-40x slower than one.
+        """
+        if total_steps < 1:
+            raise ValueError(f"total_steps={total_steps} must be >= 1")
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0 (0: at the end)")
+        threads = torch.get_num_threads()
+        if self.config.torch_threads is not None:
+            torch.set_num_threads(self.config.torch_threads)
+        try:
+            return self._learn(
+                total_steps, progress, checkpoint_dir, checkpoint_every, keep_checkpoints
+            )
+        except NonFiniteLossError as error:
+            if checkpoint_dir is None:
+                raise
+            raise NonFiniteLossError(error.loss, error.step, error.value) from RuntimeError(
+                last_checkpoint_note(checkpoint_dir)
+            )
+        finally:
+            torch.set_num_threads(threads)
+
+    def _start_call(self, total_steps: int) -> dict[str, int]:
+        """The state of this learn() call: a new one, or the resumed one it continues."""
+        per_rollout = self.config.n_steps * self.envs.num_envs
+        call = self._call
+        if call is not None and call["total_steps"] == total_steps:
+            return call
+        if call is not None and call["rollout"] < call["n_rollouts"]:
+            raise ValueError(
+                f"this agent resumes a learn(total_steps={call['total_steps']}) call stopped "
+                f"after {call['rollout']} of {call['n_rollouts']} rollouts; call learn with "
+                f"that total (got {total_steps}) to continue it"
+            )
+        n_rollouts = math.ceil(total_steps / per_rollout)
+        return {"total_steps": total_steps, "n_rollouts": n_rollouts, "rollout": 0}
+
+    def _learn(
+        self, total_steps: int, progress: bool, checkpoint_dir: Any, every: int, keep: int
+    ) -> dict[str, float]:
+        c, per_rollout = self.config, self.config.n_steps * self.envs.num_envs
+        self._call = call = self._start_call(total_steps)
+        n_rollouts = call["n_rollouts"]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=n_rollouts * per_rollout, initial=call["rollout"] * per_rollout,
+                unit="step", desc="ppo",
+            )  # fmt: skip
+        start, start_steps, metrics = time.perf_counter(), self.num_steps, {}
+        for i in range(call["rollout"], n_rollouts):
+            if c.anneal_lr:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = c.learning_rate * (1.0 - i / n_rollouts)
+            before = self.num_steps
+            self.collect_rollout()
+            metrics = self.update()
+            ref_kl = float(self.buffer.kl[self.buffer.valid].mean())
+            metrics.update(
+                ref_kl=ref_kl,
+                kl_coef=self.kl_controller.coef,
+                learning_rate=self.optimizer.param_groups[0]["lr"],
+                steps_per_s=(self.num_steps - start_steps) / (time.perf_counter() - start),
+                episode_return=float(np.mean(self.episode_returns))
+                if self.episode_returns
+                else float("nan"),
+                episode_length=float(np.mean(self.episode_lengths))
+                if self.episode_lengths
+                else float("nan"),
+            )
+            self.kl_controller.update(ref_kl, per_rollout)
+            self.log.write(self.num_steps, metrics)
+            call["rollout"] = i + 1
+            crossed = every and self.num_steps // every > before // every
+            if checkpoint_dir is not None and (crossed or i + 1 == n_rollouts):
+                self.checkpoint(checkpoint_dir, keep)
+            if bar is not None:
+                bar.update(per_rollout)
+                bar.set_postfix(
+                    ret=f"{metrics['episode_return']:.1f}", fps=f"{metrics['steps_per_s']:.0f}"
+                )
+        if bar is not None:
+            bar.close()
+        self._call = None  # finished: a further learn() call starts a new one
+        return metrics
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        """``policy/`` (and ``reference/``) as safetensors + JSON, the optimizer state as
+        safetensors, and ``ppo.json`` (config, step count, KL coefficient)."""
+        return ppo_checkpoint.save_ppo(self, directory)
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike, envs: VectorEnv | gym.Env, log_dir: str | None = None
+    ) -> PPO:
+        """Rebuild a saved agent on ``envs``: policy, reference, optimizer and KL coefficient."""
+        return ppo_checkpoint.load_ppo(cls, directory, envs, log_dir)
+
+    def checkpoint(self, directory: str | os.PathLike, keep: int = 2) -> Path:
+        """Write ``directory/step_<N>`` (what :meth:`save` writes plus the resume state)
+        atomically, point ``directory/last`` at it and keep the newest ``keep``."""
+        return ppo_checkpoint.save_checkpoint(self, directory, keep)
+
+    @classmethod
+    def resume(
+        cls,
+        directory: str | os.PathLike,
+        envs: VectorEnv | gym.Env,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> PPO:
+        """Rebuild the agent of the ``last`` checkpoint in ``directory`` on fresh ``envs``
+        (built as in the interrupted run, never reset) so that training continues exactly;
+        ``log_dir``'s ``metrics.csv`` loses the rows logged after the checkpoint."""
+        return ppo_checkpoint.resume(cls, directory, envs, log_dir, progress)

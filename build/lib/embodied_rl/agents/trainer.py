@@ -1,0 +1,455 @@
+"""The one training loop every offline agent shares.
+
+``Trainer(agent, sampler, config, out).fit()`` draws batches, calls ``agent.update``, logs
+the mean metrics to CSV and TensorBoard, shows a progress bar with gradient steps/s, runs
+evaluation episodes (normalized score with the dataset's reference returns, success rate)
+and writes checkpoints. A non-finite loss raises :class:`NonFiniteLossError` naming the
+loss and the step; no checkpoint is written after it, so the last good one stays.
+:func:`train` builds the policy, agent and sampler for a dataset and runs the loop;
+``train(..., resume=True)`` (``Trainer.resume()``) continues from the run's ``last``
+checkpoint so that, on CPU, the result equals the uninterrupted run's bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embodied_rl.agents.base import Agent, NonFiniteLossError, make_agent
+from embodied_rl.agents.checkpoint import (
+    LAST,
+    CheckpointError,
+    checkpoint_config,
+    last_checkpoint_note,
+    latest_checkpoint,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
+from embodied_rl.agents.data import AgentSampler, reward_transform
+from embodied_rl.agents.dt import DecisionTransformerPolicy, DTPolicyConfig
+from embodied_rl.datasets import OfflineDataset, normalized_score
+from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
+from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
+from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
+from embodied_rl.utils.io import truncate_csv
+
+logger = logging.getLogger(__name__)
+
+# The policy head each algorithm trains by default (BC: MSE; the critics' agents: Gaussian).
+DEFAULT_HEADS = {"bc": "deterministic", "iql": "gaussian", "cql": "gaussian", "calql": "gaussian"}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Options of the shared loop (the algorithm's options live in its own config)."""
+
+    steps: int = 100_000  # gradient steps
+    batch_size: int = 256
+    seed: int = 0  # seeds python, numpy, torch and the sampler
+    log_every: int = 1_000  # steps between metric rows (means over the interval)
+    eval_every: int = 10_000  # steps between evaluations; 0: only after the last step
+    eval_episodes: int = 10  # 0: no evaluation
+    checkpoint_every: int = 10_000  # steps between checkpoints; 0: only after the last step
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    progress: bool = True  # tqdm bar with steps/s
+    tensorboard: bool = True  # also write TensorBoard events (CSV is always written)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (the global generator other code may use)
+    torch.manual_seed(seed)
+
+
+class MetricsWriter:
+    """Rows ``step, name, value`` to ``metrics.csv`` and, if available, TensorBoard.
+
+    ``resume_step``: a resumed run first drops the rows (and TensorBoard events) logged
+    after that step, so no step appears twice, and continues the wall-clock column."""
+
+    def __init__(self, out: Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        wall = 0.0
+        if resume_step is not None:
+            kept = truncate_csv(out / "metrics.csv", resume_step)
+            wall = max((float(row["wall_s"]) for row in kept), default=0.0)
+        new = not (out / "metrics.csv").exists()
+        self._file = open(out / "metrics.csv", "a", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._file)
+        if new:
+            self._csv.writerow(["step", "name", "value", "wall_s"])
+        self._start = time.perf_counter() - wall
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
+            except ImportError:
+                logger.warning("tensorboard is not installed; metrics go to metrics.csv only")
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        wall = time.perf_counter() - self._start
+        for name, value in metrics.items():
+            self._csv.writerow([step, name, f"{value:.6g}", f"{wall:.2f}"])
+            if self._tb is not None:
+                self._tb.add_scalar(name, value, step)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+# ---------------------------------------------------------------------- evaluation
+class _RewardFeedback(gym.Wrapper):
+    """Passes each reward to ``policy.observe_reward`` (the Decision Transformer's return)."""
+
+    def __init__(self, env: gym.Env, policy: Any) -> None:
+        super().__init__(env)
+        self.policy = policy
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.policy.observe_reward(out[1])
+        return out
+
+
+def env_factory(data: OfflineDataset) -> Callable[[], gym.Env]:
+    """A function building the environment a dataset was collected on (its metadata)."""
+    collection = data.metadata.get("embodied_rl", {}).get("collection")
+    if not collection or "env_id" not in collection:
+        raise ValueError(
+            "the dataset's metadata does not name its environment (embodied_rl.collection."
+            "env_id); pass eval_env= or set eval_episodes=0"
+        )
+
+    def build() -> gym.Env:
+        from embodied_rl.envs import make
+
+        kwargs = dict(collection.get("env_kwargs") or {})
+        if collection.get("randomization") is not None:
+            kwargs["randomization"] = collection["randomization"]
+        return make(collection["env_id"], **kwargs)
+
+    return build
+
+
+def evaluate(
+    policy: Policy, env: gym.Env, n_episodes: int, seed: int, reference: Any = None
+) -> dict[str, float]:
+    """Mean return, success rate and (with reference returns) the D4RL normalized score."""
+    policy.eval()
+    if hasattr(policy, "observe_reward"):
+        env = _RewardFeedback(env, policy)
+    results = run_episodes(env, policy, n_episodes, seed=seed, progress=False)
+    policy.train()
+    returns = [r.episode_return for r in results]
+    out = {
+        "eval/mean_return": float(np.mean(returns)),
+        "eval/success_rate": float(np.mean([r.success for r in results])),
+    }
+    if reference is not None:
+        out["eval/normalized_score"] = float(np.mean(normalized_score(returns, reference)))
+    return out
+
+
+def _reference(data: OfflineDataset) -> Any:
+    meta = data.metadata
+    return data if "ref_min_score" in meta and "ref_max_score" in meta else None
+
+
+# ---------------------------------------------------------------------- the loop
+# TrainerConfig fields that may change when a run is resumed (they do not change the result).
+RESUMABLE_CHANGES = (
+    "steps", "eval_every", "eval_episodes", "checkpoint_every", "keep_checkpoints",
+    "progress", "tensorboard", "log_every",
+)  # fmt: skip
+
+
+class Trainer:
+    """Runs ``agent.update`` for ``config.steps`` steps with logging, evaluation and checkpoints.
+
+    ``run_config`` (JSON-able, e.g. the algorithm and dataset) is stored in each checkpoint
+    beside the trainer's config; :meth:`resume` refuses a checkpoint whose settings differ."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        sampler: Any,
+        config: TrainerConfig,
+        out: str | os.PathLike,
+        eval_env: Callable[[], gym.Env] | None = None,
+        reference: Any = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.agent, self.sampler, self.config = agent, sampler, config
+        self.out = Path(out)
+        self.eval_env, self.reference = eval_env, reference
+        self.run_config = {"trainer": asdict(config), **(run_config or {})}
+        self.history: list[dict[str, float]] = []  # evaluation results with "step"
+        self._sums: dict[str, float] = defaultdict(float)  # metrics since the last row
+        self._counts: dict[str, int] = defaultdict(int)  # per metric: some are not every step
+        self._resumed_at: int | None = None  # the checkpoint step resume() loaded
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _evaluate(self) -> dict[str, float]:
+        if self.eval_env is None or self.config.eval_episodes == 0:
+            return {}
+        env = self.eval_env()
+        try:
+            result = evaluate(
+                self.agent.policy,
+                env,
+                self.config.eval_episodes,
+                held_out_seed(self.config.seed),  # never a scene of the data
+                self.reference,
+            )
+        finally:
+            env.close()
+        self.history.append({"step": self.agent.step, **result})
+        return result
+
+    def _checkpoint(self) -> Path:
+        state = {"evaluations": self.history, "log_sums": self._sums, "log_counts": self._counts}
+        return save_checkpoint(
+            self.agent,
+            self.checkpoints,
+            self.sampler,
+            state,
+            self.config.keep_checkpoints,
+            run_config=self.run_config,
+        )
+
+    # ------------------------------------------------------------------ resume
+    def resume(self) -> int:
+        """Load the run's ``last`` checkpoint: weights, optimisers, RNGs, sampler, evaluation
+        history and partial metric sums; returns its step (0, with a warning, if the run
+        wrote none). ``fit()`` then runs the remaining steps."""
+        if not (self.checkpoints / LAST).is_file():
+            logger.warning("no checkpoint in %s: the run starts from step 0", self.checkpoints)
+            self._resumed_at = 0
+            return 0
+        path = latest_checkpoint(self.checkpoints)
+        self._check_same_run(path)
+        state = load_checkpoint(self.agent, path, self.sampler)
+        if state["step"] > self.config.steps:
+            raise CheckpointError(
+                f"{path} is at step {state['step']}, beyond steps={self.config.steps}; "
+                "raise steps to continue the run"
+            )
+        self.history = list(state.get("evaluations", []))
+        self._sums = defaultdict(float, state.get("log_sums", {}))
+        counts = state.get("log_counts")
+        if counts is None:  # checkpoints before per-metric counts: one count for all
+            counts = dict.fromkeys(self._sums, int(state.get("log_count", 0)))
+        self._counts = defaultdict(int, counts)
+        self._resumed_at = self.agent.step
+        logger.info("resumed %s at step %d", self.out, self.agent.step)
+        return self.agent.step
+
+    def _check_same_run(self, path: Path) -> None:
+        saved = read_json(path / "config.json")
+        current = checkpoint_config(self.agent, self.run_config)
+        for config in (saved, current):
+            for key in RESUMABLE_CHANGES:
+                config.get("run", {}).get("trainer", {}).pop(key, None)
+        saved.setdefault("run", current["run"])  # checkpoints of older versions lack "run"
+        for part, config in (("agent", self.agent.config), ("policy", self.agent.policy.config)):
+            # fields added by a later version are absent from older checkpoints: they were
+            # trained with the field's default
+            fields = saved.get(part, {}).get("config")
+            if isinstance(fields, dict):
+                for name, default in _field_defaults(type(config)).items():
+                    fields.setdefault(name, default)
+        diff = _differences(
+            {k: saved.get(k) for k in ("agent", "policy", "run")},
+            {k: current.get(k) for k in ("agent", "policy", "run")},
+        )
+        if diff:
+            raise CheckpointError(
+                f"cannot resume from {path}: the settings differ from the checkpoint's "
+                f"({'; '.join(diff)}); use the run's settings or another output directory"
+            )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self) -> dict[str, float]:
+        """Train (after :meth:`resume`, the remaining steps); returns the last evaluation
+        (empty without an evaluation environment)."""
+        c, agent = self.config, self.agent
+        resumed = self._resumed_at is not None
+        remaining = c.steps - agent.step if resumed else c.steps
+        writer = MetricsWriter(self.out, c.tensorboard, self._resumed_at)
+        last_eval = (
+            {k: v for k, v in self.history[-1].items() if k != "step"}
+            if resumed and self.history
+            else {}
+        )
+        bar = tqdm(
+            total=c.steps, initial=c.steps - remaining, desc=agent.agent_type, unit="step",
+            disable=not c.progress,
+        )  # fmt: skip
+        agent.train_mode(True)
+        try:
+            for _ in range(remaining):
+                last_eval = self._step(writer, bar) or last_eval
+        finally:
+            bar.close()
+            writer.close()
+        return last_eval
+
+    def _step(self, writer: MetricsWriter, bar: tqdm) -> dict[str, float]:
+        """One update with its logging, evaluation and checkpoint; returns a new evaluation."""
+        c, agent = self.config, self.agent
+        try:
+            metrics = agent.update(self.sampler.sample())
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(error.loss, error.step, error.value) from RuntimeError(
+                last_checkpoint_note(self.checkpoints)
+            )
+        for key, value in metrics.items():
+            self._sums[key] += value
+            self._counts[key] += 1
+        bar.update(1)
+        step, result = agent.step, {}
+        if step % c.log_every == 0 or step == c.steps:
+            means = {f"train/{k}": v / self._counts[k] for k, v in self._sums.items()}
+            writer.write(step, means)
+            bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in list(means.items())[:3]})
+            self._sums.clear()
+            self._counts.clear()
+        if (c.eval_every and step % c.eval_every == 0) or step == c.steps:
+            result = self._evaluate()
+            if result:
+                writer.write(step, result)
+                logger.info("step %d: %s", step, result)
+        if (c.checkpoint_every and step % c.checkpoint_every == 0) or step == c.steps:
+            self._checkpoint()
+        return result
+
+
+def _field_defaults(config_class: type) -> dict[str, Any]:
+    """The JSON form of every field default of a config dataclass (factories called)."""
+    defaults = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ, as ``"path: saved -> current"``."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [
+            line
+            for key in sorted(set(saved) | set(current))
+            for line in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
+        ]
+    return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
+
+
+# ---------------------------------------------------------------------- building blocks
+def default_policy(algo: str, data: OfflineDataset, obs_key: str = "state", **overrides: Any):
+    """A policy sized for ``data``: the MLP policy (the DT's own transformer for ``dt``)."""
+    obs_dim = int(np.prod(data.observations[obs_key].shape[1:]))
+    space = data.action_space
+    bounds = {
+        "action_low": tuple(float(x) for x in space.low),
+        "action_high": tuple(float(x) for x in space.high),
+    }
+    if algo == "dt":
+        target = float(data.metadata.get("ref_max_score", data.episode_returns().max()))
+        config = DTPolicyConfig(obs_dim=obs_dim, obs_key=obs_key, target_return=target, **bounds)
+        return DecisionTransformerPolicy(replace(config, **overrides))
+    head = DEFAULT_HEADS.get(algo, "gaussian")
+    config = MLPConfig(obs_dim=obs_dim, obs_key=obs_key, head=head, **bounds)
+    return MLPPolicy(replace(config, **overrides))
+
+
+def make_sampler(agent: Agent, data: OfflineDataset, batch_size: int = 256, seed: int = 0):
+    """The batches ``agent`` trains on: transitions (+ what its options ask for), frame
+    histories for the VLA policy, trajectory windows for the Decision Transformer."""
+    policy = agent.policy
+    if agent.uses_history:
+        keys = (policy.config.obs_key,)
+        config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
+        return HistorySampler(data, history=policy.config.context, config=config)
+    if isinstance(policy, VLAPolicy):
+        keys, history = None, policy.config.history
+    else:
+        keys = tuple({policy.config.obs_key, getattr(agent.config, "critic_obs_key", "state")})
+        keys, history = tuple(k for k in keys if k in data.observations), None
+    config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
+    gamma = getattr(agent.config, "discount", 0.99)
+    options = {**agent.sampler_options, **reward_transform(agent.config)}
+    return AgentSampler(data, gamma, config, history=history, **options)
+
+
+def train(
+    algo: str,
+    data: OfflineDataset,
+    out: str | os.PathLike,
+    agent_config: Any = None,
+    trainer_config: TrainerConfig | None = None,
+    policy: Policy | None = None,
+    eval_env: Callable[[], gym.Env] | None = None,
+    resume: bool = False,
+) -> tuple[Agent, dict[str, float]]:
+    """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
+    its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
+    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run. The
+    trained policy is also written to ``out/policy`` (``config.json`` + safetensors), the
+    artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read.
+
+    The default policy is built after seeding with ``trainer_config.seed``; a ``policy``
+    passed in was initialised before this call, so seed first for reproducible initial
+    weights: ``seed_everything(seed); policy = default_policy(algo, data, ...)``."""
+    config = trainer_config or TrainerConfig()
+    seed_everything(config.seed)
+    policy = policy if policy is not None else default_policy(algo, data)
+    agent = make_agent(algo, policy, agent_config)
+    agent.fit_observation_normalizers(data.observations)
+    sampler = make_sampler(agent, data, config.batch_size, config.seed)
+    if eval_env is None and config.eval_episodes:
+        eval_env = env_factory(data)
+    run = {"algo": algo, "dataset": data.metadata.get("dataset_id")}
+    trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data), run)
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    agent.policy.save(Path(out) / "policy")
+    if result and not math.isfinite(result.get("eval/mean_return", 0.0)):
+        logger.warning("evaluation returned a non-finite mean return: %s", result)
+    return agent, result

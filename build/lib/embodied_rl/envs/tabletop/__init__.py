@@ -1,0 +1,1 @@
+"""Language-conditioned tabletop manipulation suite (MuJoCo backend)."""

@@ -1,0 +1,1 @@
+"""embodied_rl.evaluation (see DESIGN.md)."""

@@ -1,0 +1,132 @@
+"""Text preference pairs and their tokenized, batched form (shared by the reward model and DPO).
+
+A batch of ``B`` pairs is one ``(2B, T)`` tensor: the ``B`` prompt + chosen sequences
+first, then the ``B`` prompt + rejected ones, right-padded (TRL's layout), so one forward
+pass scores both halves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from embodied_rl.llm.models import pad
+from embodied_rl.llm.tokenizer import encode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextPair:
+    """A prompt with a preferred and a dispreferred response."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0  # Llama 2's m(r): how clearly chosen wins (0: no margin)
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    """Token ids of a pair; each response ends with EOS."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    margin: float = 0.0
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in prompt + chosen and prompt + rejected together."""
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[TextPair], max_length: int
+) -> list[TokenizedPair]:
+    """Tokenize prompt and responses apart (each response + EOS); sequences longer than
+    ``max_length`` lose their end; pairs whose prompt fills ``max_length`` are dropped."""
+    if not pairs:
+        raise ValueError("no preference pairs given")
+    eos = tokenizer.eos_token_id
+    prompts = encode(tokenizer, [p.prompt for p in pairs])
+    chosen = encode(tokenizer, [p.chosen for p in pairs])
+    rejected = encode(tokenizer, [p.rejected for p in pairs])
+    out = []
+    for pair, p, c, r in zip(pairs, prompts, chosen, rejected, strict=True):
+        room = max_length - len(p)
+        if room < 1:
+            continue
+        out.append(TokenizedPair(p, (c + [eos])[:room], (r + [eos])[:room], pair.margin))
+    if len(out) < len(pairs):
+        logger.warning(
+            "dropped %d pairs whose prompt fills max_length=%d", len(pairs) - len(out), max_length
+        )
+    if not out:
+        raise ValueError(f"every prompt fills max_length={max_length}; raise max_length")
+    return out
+
+
+def collate_pairs(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, Tensor]:
+    """``input_ids``, ``attention_mask``, ``loss_mask`` ``(2B, T)`` (chosen rows first) and
+    ``margin`` ``(B,)``; ``loss_mask`` is 1 on response tokens."""
+    rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [
+        p.prompt_ids + p.rejected_ids for p in pairs
+    ]
+    prompt_lengths = [len(p.prompt_ids) for p in pairs] * 2
+    return {
+        "input_ids": pad(rows, pad_id),
+        "attention_mask": pad([[1] * len(r) for r in rows], 0),
+        "loss_mask": pad(
+            [[0] * n + [1] * (len(r) - n) for r, n in zip(rows, prompt_lengths, strict=True)], 0
+        ),
+        "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+    }
+
+
+def collate_shared_prompt(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, Tensor]:
+    """One row per pair, ``prompt + chosen + rejected``, so the prompt is encoded once.
+
+    The rejected tokens take the positions the chosen ones have (both continue the prompt)
+    and ``attention`` ``(B, 1, T, T)`` (True: may attend) hides the chosen tokens from them.
+    ``source`` / ``target`` ``(N,)`` list every response token: the flat ``(B * T)`` index of
+    the position whose output predicts it (the last prompt token for both first tokens)
+    and its id; ``sequence`` ``(N,)`` says which of the ``2B`` halves it belongs to (chosen
+    ``b``, rejected ``B + b``, the order of :func:`collate_pairs`)."""
+    n = len(pairs)
+    width = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    segment = torch.full((n, width), 3, dtype=torch.long)  # 0 prompt, 1 chosen, 2 rejected, 3 pad
+    source, target, sequence = [], [], []
+    for b, p in enumerate(pairs):
+        n_p, n_c, n_r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
+        ids[b, : n_p + n_c + n_r] = torch.tensor(p.prompt_ids + p.chosen_ids + p.rejected_ids)
+        positions[b, : n_p + n_c] = torch.arange(n_p + n_c)
+        positions[b, n_p + n_c : n_p + n_c + n_r] = torch.arange(n_p, n_p + n_r)
+        segment[b, :n_p], segment[b, n_p : n_p + n_c] = 0, 1
+        segment[b, n_p + n_c : n_p + n_c + n_r] = 2
+        row = b * width
+        source += [row + n_p - 1 + k for k in range(n_c)]
+        source += [row + n_p - 1] + [row + n_p + n_c + k for k in range(n_r - 1)]
+        target += p.chosen_ids + p.rejected_ids
+        sequence += [b] * n_c + [n + b] * n_r
+    q, k = segment[:, :, None], segment[:, None, :]  # (B, T, 1), (B, 1, T)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    attention = causal & (k != 3) & ((k == 0) | (k == q))  # (B, T, T)
+    attention |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves
+    counts = torch.tensor([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs])
+    return {
+        "input_ids": ids,
+        "position_ids": positions,
+        "attention": attention[:, None],  # (B, 1, T, T)
+        "source": torch.tensor(source),
+        "target": torch.tensor(target),
+        "sequence": torch.tensor(sequence),
+        "counts": counts,
+    }

@@ -1,0 +1,242 @@
+"""Supervised fine-tuning: next-token cross-entropy on response tokens only.
+
+Each example is a ``(prompt, response)`` pair; the model sees ``prompt + response + EOS``
+and the loss covers the response and its EOS (prompt and padding are labelled
+:data:`~embodied_rl.llm.models.IGNORE_INDEX`). With ``packing=True`` several examples share
+one row of ``max_length`` tokens; their positions restart at 0 and no attention mask is
+passed, which transformers (>= 5) turns into a block-diagonal causal mask, so packed
+examples never see each other (checked on the model before training).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from embodied_rl.llm.models import IGNORE_INDEX, causal_lm_forward, eval_mode, pad, save_causal_lm
+from embodied_rl.llm.tokenizer import encode
+from embodied_rl.llm.training import (
+    IndexBatches,
+    make_optimizer,
+    optimizer_step,
+    require_positive,
+    run_steps,
+    warmup_lambda,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning options."""
+
+    steps: int = 1_000  # optimiser steps
+    batch_size: int = 32  # examples per step (rows when packing)
+    learning_rate: float = 5e-4  # suits a small model from scratch; ~1e-5 for pretrained LMs
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    max_length: int = 128  # tokens per example (and per packed row); longer ones are cut
+    packing: bool = False
+    seed: int = 0  # data order
+    log_every: int = 50
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        require_positive(self, "steps", "batch_size", "max_length", "log_every")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """Token ids of prompt + response + EOS and which of them the loss sees."""
+
+    input_ids: list[int]
+    loss_mask: list[int]  # 0 on the prompt, 1 on the response and EOS
+
+
+def tokenize_examples(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str]], max_length: int
+) -> list[TokenizedExample]:
+    """Tokenize (prompt, response) pairs; pairs whose prompt fills ``max_length`` are dropped."""
+    prompts = encode(tokenizer, [p for p, _ in examples])
+    responses = encode(tokenizer, [r for _, r in examples])
+    out, dropped = [], 0
+    for prompt, response in zip(prompts, responses, strict=True):
+        ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
+        mask = ([0] * len(prompt) + [1] * (len(response) + 1))[:max_length]
+        if not any(mask):
+            dropped += 1
+            continue
+        out.append(TokenizedExample(ids, mask))
+    if dropped:
+        logger.warning("dropped %d examples whose prompt fills max_length=%d", dropped, max_length)
+    if not out:
+        raise ValueError(f"no example has a response token within max_length={max_length}")
+    return out
+
+
+def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy: ``logits[:, t]`` predicts ``labels[:, t + 1]``.
+
+    ``logits`` ``(B, T, V)``; ``labels`` ``(B, T)`` token ids with :data:`IGNORE_INDEX` on
+    the tokens no loss sees (the Hugging Face convention)."""
+    shifted = labels[:, 1:]
+    if not (shifted != IGNORE_INDEX).any():
+        raise ValueError("every label is IGNORE_INDEX: the batch has no response token")
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``(B, T)``."""
+    ids = pad([e.input_ids for e in examples], pad_id)
+    attention = pad([[1] * len(e.input_ids) for e in examples], 0)
+    keep = pad([e.loss_mask for e in examples], 0).bool()
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "labels": ids.masked_fill(~keep, IGNORE_INDEX),
+    }
+
+
+def pack(examples: Sequence[TokenizedExample], max_length: int, pad_id: int) -> dict[str, Tensor]:
+    """Greedy packing into rows of ``max_length``: ``input_ids``, ``position_ids`` (restarting
+    at every example) and ``labels`` ``(N, max_length)``. The first token of every example is
+    never a label (it would be predicted from the previous example)."""
+    rows: list[tuple[list[int], list[int], list[int]]] = []
+    ids: list[int] = []
+    positions: list[int] = []
+    labels: list[int] = []
+    for e in examples:
+        if len(ids) + len(e.input_ids) > max_length:
+            rows.append((ids, positions, labels))
+            ids, positions, labels = [], [], []
+        ids += e.input_ids
+        positions += list(range(len(e.input_ids)))
+        labels += [IGNORE_INDEX] + [
+            t if m else IGNORE_INDEX for t, m in zip(e.input_ids[1:], e.loss_mask[1:], strict=True)
+        ]
+    rows.append((ids, positions, labels))
+    n_pad = [max_length - len(r[0]) for r in rows]
+    return {
+        "input_ids": pad([r[0] + [pad_id] * k for r, k in zip(rows, n_pad, strict=True)], pad_id),
+        # padding forms its own sequence (positions from 0), so nothing attends across it
+        "position_ids": pad([r[1] + list(range(k)) for r, k in zip(rows, n_pad, strict=True)], 0),
+        "labels": pad(
+            [r[2] + [IGNORE_INDEX] * k for r, k in zip(rows, n_pad, strict=True)], IGNORE_INDEX
+        ),
+    }
+
+
+@torch.no_grad()
+def check_packing_support(model: nn.Module) -> None:
+    """Raise ``ValueError`` unless the model isolates packed sequences by their positions."""
+    with eval_mode(model):
+        ids = torch.arange(1, 9)[None] % model.config.vocab_size  # (1, 8)
+        positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4]])
+        packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, 3:]
+        alone = model(input_ids=ids[:, 3:], use_cache=False).logits[0]
+    if not torch.allclose(packed, alone, atol=1e-4):
+        raise ValueError(
+            f"{type(model).__name__} lets packed examples attend to each other (its attention "
+            "ignores restarting position_ids); train it with packing=False"
+        )
+
+
+def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """:func:`sft_loss` of the model on a :func:`collate` or :func:`pack` batch."""
+    if "position_ids" in batch:  # packed: no attention mask, positions mark the examples
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+    else:
+        logits = causal_lm_forward(model, batch["input_ids"], batch["attention_mask"]).logits
+    return sft_loss(logits, batch["labels"])
+
+
+class SFTTrainer:
+    """Fine-tunes a causal LM on (prompt, response) demonstrations."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: SFTConfig = SFTConfig(),
+    ) -> None:
+        if config.packing:
+            check_packing_support(model)
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.optimizer = make_optimizer(
+            model.parameters(), config.learning_rate, config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_lambda(config.warmup_steps)
+        )
+        self.step_count = 0
+
+    def _batches(self, examples: Sequence[tuple[str, str]]):
+        c = self.config
+        tokenized = tokenize_examples(self.tokenizer, examples, c.max_length)
+        pad_id = self.tokenizer.pad_token_id
+        if c.packing:
+            rows = pack(tokenized, c.max_length, pad_id)
+            order = IndexBatches(len(rows["input_ids"]), c.batch_size, c.seed + self.step_count)
+            return (({k: v[i] for k, v in rows.items()}) for i in order)
+        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
+        return (collate([tokenized[j] for j in i], pad_id) for i in order)
+
+    def train(
+        self,
+        examples: Sequence[tuple[str, str]],
+        out: str | os.PathLike | None = None,
+        eval_examples: Sequence[tuple[str, str]] | None = None,
+    ) -> list[dict[str, float]]:
+        """Run ``config.steps`` steps; returns the logged metric rows (``eval/loss`` at the end
+        when ``eval_examples`` are given). ``out`` receives metrics.csv and TensorBoard."""
+        c, batches = self.config, self._batches(examples)
+        self.model.train()
+
+        def step(i: int) -> dict[str, float]:
+            loss = lm_loss(self.model, next(batches))
+            norm = optimizer_step(loss, self.optimizer, c.max_grad_norm, i, "sft", self.scheduler)
+            return {"loss": loss.item(), "grad_norm": norm}
+
+        evaluate = (lambda: self.evaluate(eval_examples)) if eval_examples else None
+        rows = run_steps(
+            step, c.steps, desc="sft", out=out, log_every=c.log_every, progress=c.progress,
+            tensorboard=c.tensorboard, evaluate=evaluate, start=self.step_count,
+        )  # fmt: skip
+        self.step_count += c.steps
+        return rows
+
+    @torch.no_grad()
+    def evaluate(
+        self, examples: Sequence[tuple[str, str]], batch_size: int = 64
+    ) -> dict[str, float]:
+        """Token-weighted mean response loss over ``examples`` (no packing, eval mode)."""
+        tokenized = tokenize_examples(self.tokenizer, examples, self.config.max_length)
+        total, n_tokens = 0.0, 0
+        with eval_mode(self.model):
+            for start in range(0, len(tokenized), batch_size):
+                batch = collate(tokenized[start : start + batch_size], self.tokenizer.pad_token_id)
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                total += float(lm_loss(self.model, batch)) * n
+                n_tokens += n
+        return {"loss": total / n_tokens}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """The fine-tuned model and tokenizer (safetensors + JSON) in ``path``."""
+        return save_causal_lm(self.model, path, self.tokenizer)

@@ -1,0 +1,140 @@
+"""The step loop the LLM trainers share: seeded batches, guarded optimiser steps, logging.
+
+Each trainer supplies ``step(i) -> dict[str, float]``; :func:`run_steps` shows a tqdm bar,
+averages the metrics over ``log_every`` steps and writes them with the agents'
+:class:`~embodied_rl.agents.trainer.MetricsWriter` (CSV + TensorBoard).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from embodied_rl.agents.base import NonFiniteLossError
+from embodied_rl.agents.trainer import MetricsWriter
+
+
+def require_positive(config: object, *names: str) -> None:
+    """``ValueError`` naming the first of ``names`` whose value on ``config`` is below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{type(config).__name__}.{name}={value} must be >= 1")
+
+
+def make_optimizer(
+    parameters: Iterable[nn.Parameter], learning_rate: float, weight_decay: float = 0.0
+) -> torch.optim.AdamW:
+    """AdamW over the parameters that need gradients (torch's fused kernel where it exists)."""
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: every parameter has requires_grad=False")
+    try:
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+
+
+def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up from ``1 / warmup_steps`` to 1, then constant."""
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def optimizer_step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float | None,
+    step: int,
+    name: str = "loss",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> float:
+    """Backward, clip, step; refuses a non-finite loss before touching the weights.
+
+    Returns the gradient norm before clipping (0 when ``max_grad_norm`` is None)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(name, step, value)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = 0.0
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = float(nn.utils.clip_grad_norm_(params, max_grad_norm))
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return norm
+
+
+class IndexBatches:
+    """Endless seeded epochs of index batches over ``n`` examples (the last short batch of
+    an epoch is dropped when ``n >= batch_size``)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if n < 1:
+            raise ValueError("the dataset is empty; give at least one example")
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.rng = np.random.default_rng(seed)
+        self._order: list[int] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        if len(self._order) < self.batch_size:
+            self._order = self.rng.permutation(self.n).tolist()
+        batch, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        return batch
+
+
+def run_steps(
+    step: Callable[[int], dict[str, float]],
+    n_steps: int,
+    *,
+    desc: str,
+    out: str | os.PathLike | None = None,
+    log_every: int = 50,
+    progress: bool = True,
+    tensorboard: bool = True,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    start: int = 0,
+) -> list[dict[str, float]]:
+    """Call ``step(i)`` for ``i`` in ``start + 1 .. start + n_steps``; returns the logged rows.
+
+    Each row holds ``step`` and the means of ``train/<metric>`` over the interval, plus
+    ``eval/<metric>`` when ``evaluate`` runs (every ``eval_every`` steps and at the end)."""
+    writer = MetricsWriter(Path(out), tensorboard) if out is not None else None
+    sums: dict[str, float] = defaultdict(float)
+    count, rows = 0, []
+    bar = tqdm(total=n_steps, desc=desc, unit="step", disable=not progress)
+    try:
+        for i in range(start + 1, start + n_steps + 1):
+            for key, value in step(i).items():
+                sums[key] += value
+            count += 1
+            bar.update(1)
+            last = i == start + n_steps
+            if i % log_every == 0 or last:
+                row = {f"train/{k}": v / count for k, v in sums.items()}
+                if evaluate is not None and ((eval_every and i % eval_every == 0) or last):
+                    row.update({f"eval/{k}": v for k, v in evaluate().items()})
+                if writer is not None:
+                    writer.write(i, row)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(row.items())[:3]})
+                rows.append({"step": float(i), **row})
+                sums.clear()
+                count = 0
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return rows

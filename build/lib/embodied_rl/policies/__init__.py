@@ -1,0 +1,31 @@
+"""Policies: the RT-1-style VLA, MLP and CNN policies, action tokenizer and encoders.
+
+Every policy implements ``act(obs) -> action``, ``forward(batch)``, ``log_prob``,
+``entropy`` and (with ``value_head=True``) ``value``; ``policy.save(dir)`` writes
+safetensors + JSON and ``load_policy(dir)`` rebuilds it.
+"""
+
+from embodied_rl.policies.action_tokenizer import ActionTokenizer, action_token_loss
+from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
+from embodied_rl.policies.base import Policy, load_policy, make_policy, register_policy
+from embodied_rl.policies.mlp import CNNConfig, CNNPolicy, MLPConfig, MLPPolicy
+from embodied_rl.policies.vla import VLA_PRESETS, VLAConfig, VLAPolicy, vla_preset
+
+__all__ = [
+    "VLA_PRESETS",
+    "ActionTokenizer",
+    "ActorCriticConfig",
+    "ActorCriticPolicy",
+    "CNNConfig",
+    "CNNPolicy",
+    "MLPConfig",
+    "MLPPolicy",
+    "Policy",
+    "VLAConfig",
+    "VLAPolicy",
+    "action_token_loss",
+    "load_policy",
+    "make_policy",
+    "register_policy",
+    "vla_preset",
+]

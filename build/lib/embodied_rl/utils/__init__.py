@@ -1,0 +1,1 @@
+"""embodied_rl.utils (see DESIGN.md)."""
