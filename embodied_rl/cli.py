@@ -380,7 +380,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     ppo.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="PPOFinetuneConfig overrides (task=..., total_steps=..., randomization=...) and "
-        "PPOConfig ones under ppo. (ppo.kl_coef=0.05, ppo.lr=1e-4)",
+        "PPOConfig ones under ppo. (ppo.kl_coef=0.05, ppo.learning_rate=1e-4)",
     )  # fmt: skip
     ppo.add_argument(
         "--pretrained", required=True, help="a policy.save() dir or an agent checkpoint dir"

@@ -13,6 +13,7 @@ value, so ``bc.stepz=10`` or ``bc.steps=ten`` fails at once rather than hours in
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,30 @@ class ConfigError(ValueError):
     """A config key is unknown or its value has the wrong type (the message names the key)."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with numbers read as Python reads them: YAML 1.1 takes ``1e-5`` (no dot) for a
+    string, which turned ``learning_rate=1e-5`` into "expected a number"."""
+
+
+_FLOAT = re.compile(
+    r"""^[-+]?(?:\d[\d_]*)?\.\d[\d_]*(?:[eE][-+]?\d+)?$   # 1.5, .5, 1.5e-3
+    |^[-+]?\d[\d_]*\.(?:[eE][-+]?\d+)?$                  # 5., 5.e3
+    |^[-+]?\d[\d_]*[eE][-+]?\d+$                          # 1e-5
+    |^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""",
+    re.X,
+)
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely, with Python's number syntax (``1e-5`` is a float)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["a.b=1", "c=[1, 2]"]`` -> ``{"a": {"b": 1}, "c": [1, 2]}`` (values parsed as YAML)."""
     tree: dict[str, Any] = {}
@@ -42,7 +67,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key=value (dotted keys for sections)")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text) if text.strip() else ""
         except yaml.YAMLError as error:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({error})") from None
         node = tree
@@ -172,7 +197,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(loaded, Mapping):
@@ -189,9 +214,14 @@ def load_config(
     values = read_yaml(path) if path is not None else {}
     update = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
     try:
-        return from_dict(cls, merge(values, update))
+        from_dict(cls, values)
     except ConfigError as error:
         raise ConfigError(f"{path or cls.__name__}: {error}") from None
+    try:
+        return from_dict(cls, merge(values, update))
+    except ConfigError as error:  # the file alone was fine: an override is wrong
+        given = " ".join(overrides) if not isinstance(overrides, Mapping) else str(dict(overrides))
+        raise ConfigError(f"override ({given}): {error}") from None
 
 
 def as_dict(config: Any) -> dict[str, Any]:

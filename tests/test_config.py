@@ -61,6 +61,27 @@ def test_bad_keys_and_types_name_the_key(overrides, message):
         load_config(Outer, None, overrides)
 
 
+def test_numbers_read_as_python_reads_them(tmp_path):
+    """YAML 1.1 takes 1e-5 for a string; configs and overrides read it as a float."""
+    path = tmp_path / "c.yaml"
+    path.write_text("target: 1e-5\ninner:\n  lr: 2E-3\n")
+    config = load_config(Outer, path, ["inner.lr=1e-4", "name=1e5x"])
+    assert config.target == 1e-5 and config.inner.lr == 1e-4 and config.name == "1e5x"
+    assert parse_overrides(["a=.5", "b=5.", "c=1_000", "d=-3e2"]) == {
+        "a": 0.5, "b": 5.0, "c": 1000, "d": -300.0,
+    }  # fmt: skip
+
+
+def test_a_wrong_override_is_blamed_not_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  steps: 5\n")
+    with pytest.raises(ConfigError, match=r"^override \(inner.steps=ten\): inner.steps"):
+        load_config(Outer, path, ["inner.steps=ten"])
+    path.write_text("inner:\n  steps: five\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: inner.steps: expected an integer"):
+        load_config(Outer, path, ["inner.lr=0.1"])
+
+
 def test_missing_file_and_non_mapping(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(Outer, tmp_path / "nope.yaml")

@@ -19,9 +19,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
-from embodied_rl.config import CONFIG_DIR
+from embodied_rl.config import CONFIG_DIR, load_yaml
 from embodied_rl.envs.domain import (
     ENV_GROUPS,
     PARAMETERS,
@@ -87,7 +86,7 @@ def load_preset(name_or_path: str) -> RandomizationConfig:
         )
     if not path.is_file():
         raise FileNotFoundError(f"randomization preset file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path.read_text()) or {}
     unknown = set(data) - {"ranges", "every_n_steps"}
     if unknown:
         raise ValueError(

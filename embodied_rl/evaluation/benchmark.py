@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from embodied_rl.config import CONFIG_DIR
+from embodied_rl.config import CONFIG_DIR, load_yaml
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     if not path.is_file():
         known = sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"suite {str(name_or_path)!r} not found ({path}); known: {known}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = load_yaml(path.read_text()) or {}
     values.setdefault("name", path.stem)
     return suite_from_dict(values, str(path))
 
