@@ -303,12 +303,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from embodied_rl.utils.io import write_text_atomic
 
     policy = load_policy(args.policy).eval()
-    kwargs = {"randomization": args.randomization} if args.randomization else {}
+    kwargs = policy.env_options()  # the observations the policy reads; flags override
+    if args.randomization:
+        kwargs["randomization"] = args.randomization
     if args.obs_mode:
         kwargs["obs_mode"] = args.obs_mode
+    if args.image_size:
+        kwargs["image_size"] = args.image_size
     if args.task.startswith("tabletop/"):
         kwargs["split"] = args.split
-    env = make(args.task, image_size=args.image_size, backend=args.backend, **kwargs)
+    env = make(args.task, backend=args.backend, **kwargs)
     first = held_out_seed(args.seed) if args.first_seed is None else args.first_seed
     try:
         results = run_episodes(env, policy, args.episodes, seed=first, desc=args.task)
@@ -442,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument(
         "--policy",
         default="expert",
-        help="'expert', 'expert:noise=X', 'random' or 'module:factory'",
+        help="'expert', 'expert:noise=X', 'random', 'module:factory', or a saved policy, "
+        "checkpoint or run directory",
     )
     transfer.add_argument("--task", required=True, help="task id, e.g. tabletop/pick-v0")
     transfer.add_argument(
@@ -578,7 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.set_defaults(func=_pipeline)
 
     evaluate = sub.add_parser("evaluate", help="success rate of a saved policy on a task")
-    evaluate.add_argument("--policy", required=True, help="policy directory (Policy.save)")
+    evaluate.add_argument(
+        "--policy", required=True,
+        help="a saved policy, a checkpoint, or a run directory (erl train --out)",
+    )  # fmt: skip
     evaluate.add_argument("--task", required=True, help="task id, e.g. tabletop/reach-v0")
     evaluate.add_argument("--episodes", type=int, default=50)
     evaluate.add_argument(
@@ -593,8 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--randomization", default=None, help="none/light/default/heavy")
     evaluate.add_argument("--backend", default="mujoco", choices=["mujoco", "pybullet"])
-    evaluate.add_argument("--obs-mode", default=None, choices=["state", "rgb", "rgb+state"])
-    evaluate.add_argument("--image-size", type=int, default=64)
+    evaluate.add_argument(
+        "--obs-mode", default=None, choices=["state", "rgb", "rgb+state"],
+        help="default: what the policy reads",
+    )  # fmt: skip
+    evaluate.add_argument("--image-size", type=int, default=None, help="default: the policy's")
     evaluate.add_argument("--out", default=None, help="write the Markdown table here")
     evaluate.set_defaults(func=_evaluate)
 

@@ -62,15 +62,21 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     assert main([*train, "expectile=high"]) == 2
     assert "expectile: expected a number, got 'high'" in capsys.readouterr().err
 
-    from embodied_rl.agents import load_agent
-
-    load_agent(run / "checkpoints").policy.save(tmp_path / "policy")
+    # every command takes the run directory (its policy/), a checkpoint or a saved policy
+    assert (run / "policy" / "model.safetensors").is_file()
     table = tmp_path / "eval.md"
-    evaluate = ["evaluate", "--policy", str(tmp_path / "policy"), "--task", "tabletop/reach-v0"]
     capsys.readouterr()
-    assert main([*evaluate, "--episodes", "2", "--split", "unseen", "--out", str(table)]) == 0
-    assert "| reach | unseen | 2 |" in table.read_text()
-    assert "reset seeds 1000000000..1000000001" in capsys.readouterr().out  # held-out scenes
+    for policy in (run, run / "checkpoints", run / "checkpoints" / config):
+        evaluate = ["evaluate", "--policy", str(policy), "--task", "tabletop/reach-v0"]
+        assert main([*evaluate, "--episodes", "2", "--split", "unseen", "--out", str(table)]) == 0
+        assert "| reach | unseen | 2 |" in table.read_text()
+        assert "reset seeds 1000000000..1000000001" in capsys.readouterr().out  # held-out
+    transfer = ["transfer", "--policy", str(run), "--task", "tabletop/reach-v0", "--episodes"]
+    transfer += ["2", "--targets", "light", "--out", str(tmp_path / "transfer")]
+    assert main(transfer) == 0
+    assert "light" in (tmp_path / "transfer" / "transfer.md").read_text()
+    assert main(["evaluate", "--policy", str(data), "--task", "tabletop/reach-v0"]) == 2
+    assert "no policy/ and no checkpoints/last" in capsys.readouterr().err
 
     # finetune online: the IQL checkpoint continues with a replay buffer seeded by the dataset
     online = tmp_path / "online"
@@ -86,7 +92,7 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
 
     # finetune ppo: the saved policy with a KL penalty to itself
     ppo_out = tmp_path / "ppo"
-    finetune = ["finetune", "ppo", "--pretrained", str(tmp_path / "policy"), "--out", str(ppo_out)]
+    finetune = ["finetune", "ppo", "--pretrained", str(run), "--out", str(ppo_out)]
     settings = ["total_steps=64", "n_envs=1", "eval_episodes=1", "randomization=none"]
     settings += ["ppo.n_steps=32", "ppo.batch_size=16", "ppo.n_epochs=1", "ppo.kl_coef=0.2"]
     assert main([*finetune, *settings]) == 0

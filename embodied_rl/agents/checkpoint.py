@@ -39,11 +39,16 @@ from torch import Tensor, nn
 
 from embodied_rl.agents.base import Agent, agent_class, config_from_dict
 from embodied_rl.agents.env_state import env_rng_state, restore_env_rng_state
-from embodied_rl.policies.base import check_state_match, load_weights, policy_class
+from embodied_rl.policies.base import (
+    CHECKPOINT_POINTER,
+    check_state_match,
+    load_weights,
+    policy_class,
+)
 from embodied_rl.utils.io import write_text_atomic
 
 FORMAT_VERSION = 1
-LAST = "last"
+LAST = CHECKPOINT_POINTER  # the file naming the newest checkpoint
 
 
 class CheckpointError(ValueError):

@@ -95,24 +95,6 @@ class PPOFinetuneResult:
 
 
 # ---------------------------------------------------------------------- the policy
-def load_pretrained(path: str | os.PathLike) -> Policy:
-    """A policy from ``policy.save()``'s directory or from an agent checkpoint (a run's
-    ``checkpoints/``, or one ``step_*`` directory: its ``policy`` is taken)."""
-    path = Path(path)
-    config = path / "config.json"
-    if config.is_file() and "type" in json.loads(config.read_text()):
-        return load_policy(path)
-    from embodied_rl.agents.checkpoint import load_agent
-
-    try:
-        return load_agent(path).policy
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} is neither a saved policy (config.json + model.safetensors) nor an agent "
-            "checkpoint directory"
-        ) from None
-
-
 def actor_critic(
     pretrained: Policy, reinitialize: bool = False, init_log_std: float = -0.5, seed: int = 0
 ) -> Policy:
@@ -179,12 +161,7 @@ class OneFrameActor:
 
 
 def _env_kwargs(policy: Policy, config: PPOFinetuneConfig) -> dict[str, Any]:
-    kwargs = dict(config.env_kwargs)
-    if policy.policy_type == "vla":
-        kwargs.update(obs_mode="rgb", image_size=policy.config.image_size)
-        kwargs.setdefault("instruction_mode", "text")
-    else:
-        kwargs["obs_mode"] = "state"
+    kwargs = {**config.env_kwargs, **policy.env_options()}  # what the policy reads wins
     if config.randomization is not None:
         kwargs["randomization"] = config.randomization
     return kwargs
@@ -249,13 +226,13 @@ def finetune_ppo(
     """
     config = config or PPOFinetuneConfig()
     ppo = ppo or PPOConfig(kl_coef=0.1, n_steps=256, seed=config.seed)
-    source = pretrained if isinstance(pretrained, Policy) else load_pretrained(pretrained)
+    source = pretrained if isinstance(pretrained, Policy) else load_policy(pretrained)
     policy = actor_critic(source, from_scratch, config.init_log_std, config.seed)
     if from_scratch:
         reference = None
     else:
         anchor = source if reference is None else reference
-        anchor = anchor if isinstance(anchor, Policy) else load_pretrained(anchor)
+        anchor = anchor if isinstance(anchor, Policy) else load_policy(anchor)
         reference = actor_critic(anchor, False, config.init_log_std, config.seed)
     out = Path(out)
     start = time.perf_counter()

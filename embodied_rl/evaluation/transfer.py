@@ -8,6 +8,7 @@ per-parameter sensitivity sweeps; results go to JSON, Markdown and PNG plots.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -154,7 +155,22 @@ class TransferReport:
 
 
 # ---------------------------------------------------------------------------- episodes
+def _is_policy_path(policy: PolicyLike) -> bool:
+    """A string naming a directory: a saved policy, a checkpoint or a run directory."""
+    return isinstance(policy, str) and Path(policy).is_dir()
+
+
+@functools.lru_cache(maxsize=4)
+def _saved_policy(path: str):
+    """A saved policy, loaded once per process (each worker loads its own copy)."""
+    from embodied_rl.policies import load_policy
+
+    return load_policy(path).eval()
+
+
 def _build_policy(policy: PolicyLike, env, seed: int):
+    if _is_policy_path(policy):
+        return _saved_policy(str(policy))
     if isinstance(policy, str):
         from embodied_rl.envs import make_expert
 
@@ -170,7 +186,8 @@ def _build_policy(policy: PolicyLike, env, seed: int):
             module, _, attr = policy.partition(":")
             return getattr(importlib.import_module(module), attr)(env)
         raise ValueError(
-            f"policy={policy!r}; use 'expert', 'expert:noise=X', 'random' or 'module:factory'"
+            f"policy={policy!r}; use 'expert', 'expert:noise=X', 'random', 'module:factory' "
+            "or the directory of a saved policy, checkpoint or run"
         )
     return policy
 
@@ -328,7 +345,9 @@ def evaluate_transfer(
 
     Args:
         policy: ``"expert"``, ``"expert:noise=X"``, ``"random"``, ``"module:factory"`` (called
-            with the env), or a callable ``obs -> action`` (picklable when ``workers > 1``).
+            with the env), the directory of a saved policy, checkpoint or run (loaded in each
+            worker; its observation options are the environments' defaults), or a callable
+            ``obs -> action`` (picklable when ``workers > 1``).
         source, targets: :class:`Domain` objects or domain strings (see :func:`parse_domain`);
             strings need ``task_id``.
         sweeps: ``{parameter: [values]}``; each value is evaluated on the source domain with
@@ -363,6 +382,8 @@ def evaluate_transfer(
             for v in values
         ]
     flat = [source_d, *target_ds, *(d for ds in sweep_ds.values() for d in ds)]
+    if _is_policy_path(policy):  # the observations the saved policy reads
+        env_kwargs = {**_saved_policy(str(policy)).env_options(), **(env_kwargs or {})}
     rows = run_domains(policy, flat, episodes, seed, workers, env_kwargs, progress)
     for r in rows:
         r.gap = rows[0].success_rate - r.success_rate

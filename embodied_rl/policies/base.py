@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 FORMAT_VERSION = 1
+CHECKPOINT_POINTER = "last"  # checkpoints/last names the newest checkpoint directory
 _POLICIES: dict[str, type[Policy]] = {}
 
 
@@ -70,6 +71,11 @@ class Policy(nn.Module, ABC):
     def reset(self) -> None:
         """Forget the history of the previous episode (stateless policies: nothing)."""
 
+    def env_options(self) -> dict[str, Any]:
+        """The ``make(...)`` options whose observations this policy reads (state-based
+        policies: ``obs_mode="state"``; image policies add their image size)."""
+        return {"obs_mode": "state"}
+
     def log_prob(self, batch: dict[str, Any], actions: Tensor) -> Tensor:
         return self.head.log_prob(self(batch), actions)
 
@@ -120,13 +126,43 @@ def _to_json(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
-def load_policy(directory: str | os.PathLike, map_location: str = "cpu") -> Policy:
+def resolve_policy_path(path: str | os.PathLike) -> tuple[Path, bool]:
+    """The directory holding a policy's ``config.json`` and ``model.safetensors``, and
+    whether it is a training checkpoint (weights under ``policy.``) rather than a saved
+    policy. Accepts a saved policy, a checkpoint, a ``checkpoints/`` directory (its ``last``
+    pointer), or a run directory (its ``policy/``, else ``checkpoints/``; ``erl finetune ppo``
+    runs keep theirs in ``agent/``)."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"policy {root} does not exist")
+    for candidate in (root, root / "policy", root / "agent" / "policy"):
+        if (candidate / "config.json").is_file():
+            meta = json.loads((candidate / "config.json").read_text())
+            return candidate, "agent" in meta  # a checkpoint names its agent too
+    for checkpoints in (root, root / "checkpoints", root / "agent" / "checkpoints"):
+        pointer = checkpoints / CHECKPOINT_POINTER
+        if pointer.is_file():
+            target = checkpoints / pointer.read_text().strip()
+            if not (target / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{pointer} names {target.name}, which holds no config.json"
+                )
+            return target, True
+    raise FileNotFoundError(
+        f"{root} is not a saved policy: no config.json there, no policy/ and no "
+        f"checkpoints/{CHECKPOINT_POINTER} in it (pass a policy, checkpoint or run directory)"
+    )
+
+
+def load_policy(path: str | os.PathLike, map_location: str = "cpu") -> Policy:
     """Rebuild a saved policy from ``config.json`` and load ``model.safetensors`` (no pickle).
 
-    Errors name what is wrong: a missing file, an unknown type, a newer format, or the
-    parameter names and shapes that do not match the architecture in the config.
+    ``path`` is a saved policy (``Policy.save``), a training checkpoint, or a run directory
+    (see :func:`resolve_policy_path`). Errors name what is wrong: a missing file, an unknown
+    type, a newer format, or the parameter names and shapes that do not match the
+    architecture in the config.
     """
-    directory = Path(directory)
+    directory, is_checkpoint = resolve_policy_path(path)
     for name in ("config.json", "model.safetensors"):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a saved policy: {name} is missing")
@@ -135,6 +171,8 @@ def load_policy(directory: str | os.PathLike, map_location: str = "cpu") -> Poli
         raise ValueError(
             f"{directory} has policy format {meta['format_version']}; this version reads <= {FORMAT_VERSION}"
         )
+    if is_checkpoint:
+        meta = meta.get("policy") or {}
     try:
         cls = policy_class(meta.get("type"))
     except KeyError as error:
@@ -146,6 +184,8 @@ def load_policy(directory: str | os.PathLike, map_location: str = "cpu") -> Poli
         raise ValueError(
             f"{directory / 'model.safetensors'} is unreadable or truncated: {error}"
         ) from error
+    if is_checkpoint:  # the checkpoint's modules are prefixed by their names
+        tensors = {k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")}
     load_weights(policy, tensors, source=str(directory))
     return policy
 

@@ -148,6 +148,9 @@ class CNNPolicy(_FlatPolicy):
         self.head = ActionHead(c.hidden[-1], c.action_low, c.action_high, c.head, c.n_bins)
         self.value_head = nn.Linear(c.hidden[-1], 1) if c.value_head else None
 
+    def env_options(self) -> dict[str, Any]:
+        return {"obs_mode": "rgb", "image_size": self.config.image_size}
+
     def features(self, batch: dict[str, Any]) -> Tensor:
         x = self.conv(images_to_float(batch["image"]))  # (B, n_flat)
         if self.config.proprio_dim:

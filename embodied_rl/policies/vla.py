@@ -348,6 +348,10 @@ class VLAPolicy(Policy):
         self._history.clear()
         self._chunks.clear()
 
+    def env_options(self) -> dict[str, Any]:
+        """Images of the trained size, proprio and the instruction as text."""
+        return {"obs_mode": "rgb", "image_size": self.config.image_size, "instruction_mode": "text"}
+
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
         """One action from one observation; earlier frames' tokens are cached, so each call

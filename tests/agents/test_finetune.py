@@ -15,11 +15,10 @@ from embodied_rl.agents.finetune import (
     _warm_up_value,
     actor_critic,
     finetune_ppo,
-    load_pretrained,
 )
 from embodied_rl.agents.ppo import PPOConfig
 from embodied_rl.agents.rollout import make_vec_env
-from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, vla_preset
+from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, load_policy, vla_preset
 
 STATE_DIM = 45  # tabletop state with one object
 ENV = {"n_objects": 1, "reward_type": "dense"}
@@ -117,8 +116,8 @@ def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
 
 
 def test_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a saved policy"):
-        load_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a saved policy"):
+        load_policy(tmp_path)
     with pytest.raises(ValueError, match="obs_mode"):
         PPOFinetuneConfig(env_kwargs={"obs_mode": "rgb"})
     with pytest.raises(ValueError, match="total_steps=0"):

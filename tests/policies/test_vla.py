@@ -206,8 +206,11 @@ def test_loading_errors_name_the_problem(tmp_path, tiny):
     (path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
         load_policy(path)
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        load_policy(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json there"):
+        load_policy(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_policy(tmp_path / "missing")
 
 
 def test_pretrained_image_encoder_loads_from_a_local_directory(tmp_path):
