@@ -19,9 +19,12 @@ from pathlib import Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="outputs/demo/bc/policy", help="a saved BC policy")
+    parser.add_argument(
+        "--policy", default="outputs/demo/bc/policy", help="a saved BC policy, checkpoint or run"
+    )
     parser.add_argument("--task", default="tabletop/reach-v0")
     parser.add_argument("--randomization", default="heavy")
+    parser.add_argument("--split", default="all", choices=["seen", "unseen", "all"])
     parser.add_argument("--steps", type=int, default=12_288, help="environment steps")
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.1, 0.02])
     parser.add_argument("--eval-episodes", type=int, default=50)
@@ -35,8 +38,8 @@ def main() -> int:
     from embodied_rl.evaluation.transfer import wilson_interval
     from embodied_rl.utils.io import write_text_atomic
 
-    if not (Path(args.policy) / "config.json").is_file():
-        parser.error(f"--policy {args.policy} is not a saved policy; run `make demo` first")
+    if not Path(args.policy).is_dir():
+        parser.error(f"--policy {args.policy} does not exist; run `make demo` first")
     torch.set_num_threads(1)
     started = time.perf_counter()
     n = args.eval_episodes
@@ -51,7 +54,8 @@ def main() -> int:
             args.policy, Path(args.work) / f"kl{kl:g}",
             PPOFinetuneConfig(
                 task=args.task, total_steps=args.steps, randomization=args.randomization,
-                env_kwargs={"reward_type": "sparse"}, n_envs=4, value_warmup_steps=1024,
+                env_kwargs={"reward_type": "sparse", "split": args.split}, n_envs=4,
+                value_warmup_steps=1024,
                 eval_episodes=n, seed=0,
             ),
             PPOConfig(
@@ -70,7 +74,8 @@ def main() -> int:
         "",
         f"`python benchmarks/ppo_finetune_vla.py {' '.join(sys.argv[1:])}`",
         "",
-        f"Policy `{args.policy}`, task {args.task}, {args.steps:,} environment steps (1,024 of "
+        f"Policy `{args.policy}`, task {args.task} ({args.split} instructions), "
+        f"{args.steps:,} environment steps (1,024 of "
         "them warm up the value head), 4 environments x 128 steps per rollout, 4 epochs of "
         f"batch 64, lr 3e-5, sparse reward; {n} held-out scenes before and after (95% Wilson "
         "intervals); one torch thread.",

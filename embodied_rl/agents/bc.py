@@ -7,6 +7,7 @@ Works with the MLP policy (state batches) and the VLA policy (frame-history batc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +34,39 @@ class BCConfig:
     # "action": imitate the recorded (executed) actions; "expert": imitate the expert's
     # noise-free action stored with noise-injected demonstrations (DART, Laskey et al. 2017)
     labels: str = "action"
+    # learning-rate schedule: linear warm-up over warmup_steps, then cosine decay to 0 at
+    # decay_steps (0: constant after the warm-up), as transformer BC recipes use
+    warmup_steps: int = 0
+    decay_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.labels not in ("action", "expert"):
             raise ValueError(f"labels={self.labels!r} must be 'action' or 'expert'")
+        if self.warmup_steps < 0 or self.decay_steps < 0:
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} and decay_steps={self.decay_steps} must be >= 0"
+            )
+        if self.decay_steps and self.decay_steps <= self.warmup_steps:
+            raise ValueError(
+                f"decay_steps={self.decay_steps} must exceed warmup_steps={self.warmup_steps} "
+                "(or be 0: no decay)"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+
+
+def scheduled_lr(step: int, lr: float, warmup_steps: int = 0, decay_steps: int = 0) -> float:
+    """The learning rate of gradient step ``step`` (0-based): ``lr * (step + 1) / warmup``
+    during the warm-up, then ``lr`` or, with ``decay_steps``, a cosine from ``lr`` at the end of
+    the warm-up to 0 at ``decay_steps`` (and 0 after)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if not decay_steps:
+        return lr
+    progress = min(1.0, (step - warmup_steps) / (decay_steps - warmup_steps))
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @register_agent("bc")
@@ -67,5 +93,9 @@ class BCAgent(Agent):
         out = current_output(self.policy(policy_input(self.policy, batch)), self.policy, batch)
         target = batch["label"] if "label" in batch else batch["action"]
         loss, metrics = behavior_loss(self.policy.head, out, target)
+        c = self.config
+        lr = scheduled_lr(self.step, c.lr, c.warmup_steps, c.decay_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimize(self.optimizer, {"bc_loss": loss})
-        return {"bc_loss": loss.item(), **metrics}
+        return {"bc_loss": loss.item(), "lr": lr, **metrics}

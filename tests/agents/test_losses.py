@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from embodied_rl.agents.bc import BCConfig
 from embodied_rl.agents.losses import (
     awr_weights,
     calql_lower_bound,
@@ -108,3 +109,27 @@ def test_temperature_loss_gradient_raises_alpha_when_entropy_is_low():
     # log pi = 1 > -target_entropy = 0.5: entropy too low -> alpha should grow
     temperature_loss(log_alpha, torch.tensor([1.0]), target_entropy=-0.5).backward()
     assert log_alpha.grad.item() < 0
+
+
+def test_bc_learning_rate_schedule_warms_up_then_decays_by_cosine():
+    from embodied_rl.agents.bc import scheduled_lr
+
+    assert [scheduled_lr(s, 1.0, warmup_steps=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert scheduled_lr(4, 1.0, 4, 12) == 1.0  # the decay starts after the warm-up
+    assert scheduled_lr(8, 1.0, 4, 12) == pytest.approx(0.5)  # half-way: cos(pi / 2)
+    assert scheduled_lr(12, 1.0, 4, 12) == pytest.approx(0.0)
+    assert scheduled_lr(50, 1.0, 4, 12) == pytest.approx(0.0)
+    assert scheduled_lr(3, 2e-4) == 2e-4  # no schedule: constant
+    with pytest.raises(ValueError, match="decay_steps=4 must exceed warmup_steps=4"):
+        BCConfig(warmup_steps=4, decay_steps=4)
+
+
+def test_bc_applies_its_schedule_to_the_optimizer(tiny_data):
+    from embodied_rl.agents import make_agent
+    from embodied_rl.agents.trainer import default_policy, make_sampler
+
+    agent = make_agent("bc", default_policy("bc", tiny_data), BCConfig(lr=1e-3, warmup_steps=10))
+    sampler = make_sampler(agent, tiny_data, 8)
+    rates = [agent.update(sampler.sample())["lr"] for _ in range(3)]
+    assert rates == pytest.approx([1e-4, 2e-4, 3e-4])
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)

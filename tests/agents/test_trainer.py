@@ -80,7 +80,8 @@ def test_fit_writes_metrics_checkpoints_and_prunes(tiny_data, tmp_path):
     agent, _ = train("bc", tiny_data, tmp_path, trainer_config=config)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,name,value,wall_s"
-    assert [r.split(",")[0] for r in rows[1:]] == ["4", "8", "12"]
+    assert [r.split(",")[0] for r in rows[1:] if ",train/bc_loss," in r] == ["4", "8", "12"]
+    assert {r.split(",")[1] for r in rows[1:]} == {"train/bc_loss", "train/lr"}
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
     assert kept == ["step_000000008", "step_000000012"]
     state = json.loads((tmp_path / "checkpoints" / kept[-1] / "state.json").read_text())
