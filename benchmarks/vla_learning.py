@@ -49,6 +49,16 @@ EIGHT = {"convnet_strides": (2, 2, 2, 1), **SLIM}  # 64 px -> an 8x8 map
 VARIANTS: dict[str, dict[str, Any]] = {
     "pipeline": {"head": "tokens"},  # images + instruction, 256-bin tokens, 4x4 map
     "8px+shift+proprio+gaussian": {**EIGHT, "random_shift": 4, **PROPRIO, **GAUSS},
+    # the preset with BC's learning-rate warm-up and cosine decay (BC_OPTIONS below)
+    "8px+shift+proprio+gaussian+cosine": {**EIGHT, "random_shift": 4, **PROPRIO, **GAUSS},
+    # the preset reading 6 frames (RT-1's history) instead of 1
+    "8px+shift+proprio+gaussian+history6": {
+        **EIGHT,
+        "random_shift": 4,
+        **PROPRIO,
+        **GAUSS,
+        "history": 6,
+    },  # fmt: skip
     # action chunking with ACT's temporal ensembling, on top of the preset
     "8px+shift+proprio+gaussian+chunk4": {
         **EIGHT,
@@ -73,6 +83,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "16px+shift+coords+mse": {"convnet_strides": (2, 2, 1, 1), **AUG, **MSE},
     "shift+coords+proprio-with-velocity+mse": {**AUG, "proprio_dim": 7, **MSE},
 }
+
+# name -> BCConfig options ("steps": the run's --steps)
+BC_OPTIONS: dict[str, dict[str, Any]] = {
+    "8px+shift+proprio+gaussian+cosine": {"warmup_steps": 300, "decay_steps": "steps"},
+}
+
+
+def bc_config(args, variant: str):
+    from embodied_rl.agents import BCConfig
+
+    options = {k: args.steps if v == "steps" else v for k, v in BC_OPTIONS.get(variant, {}).items()}
+    return BCConfig(lr=args.lr, labels=args.labels, **options)
 
 
 # ---------------------------------------------------------------------- data
@@ -213,7 +235,7 @@ def run_suffix(args) -> str:
 
 def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]:
     """Train ``variant`` to ``--steps`` in chunks of ``--eval-every``; one row per chunk."""
-    from embodied_rl.agents import BCConfig, TrainerConfig, train
+    from embodied_rl.agents import TrainerConfig, train
 
     out = Path(args.work) / "runs" / f"{variant}-s{seed}{run_suffix(args)}"
     record = out / "curve.json"
@@ -226,7 +248,7 @@ def curve(args, variant: str, seed: int, data, held_out) -> list[dict[str, Any]]
             continue
         started = time.perf_counter()
         agent, _ = train(
-            "bc", data, out, BCConfig(lr=args.lr, labels=args.labels),
+            "bc", data, out, bc_config(args, variant),
             TrainerConfig(
                 steps=steps, batch_size=args.batch_size, seed=seed, eval_episodes=0,
                 checkpoint_every=args.eval_every, log_every=100, progress=not args.no_progress,
