@@ -146,19 +146,36 @@ def _agent_config_path(name: str, given: str | None) -> Path | None:
 
 def _train(args: argparse.Namespace) -> int:
     from embodied_rl.agents import TrainerConfig, agent_class, train
-    from embodied_rl.config import load_config
+    from embodied_rl.agents.trainer import default_policy, seed_everything, vla_for_dataset
+    from embodied_rl.config import load_config, parse_overrides
     from embodied_rl.datasets import load_dataset
 
     cls = agent_class(args.algo)
     path = _agent_config_path(args.algo, args.config)
-    config = load_config(cls.config_class, path, args.overrides)
+    agent_overrides = [o for o in args.overrides if not o.startswith("policy.")]
+    policy_values = parse_overrides([o for o in args.overrides if o.startswith("policy.")])
+    config = load_config(cls.config_class, path, agent_overrides)
     trainer = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every, log_every=min(1000, args.steps),
     )  # fmt: skip
-    data = load_dataset(args.dataset, obs_keys=["state"])
-    _, result = train(args.algo, data, args.out, config, trainer, resume=args.resume)
+    policy_options = {  # YAML lists for the configs' tuples
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in policy_values.get("policy", {}).items()
+    }
+    kind, _, preset = args.policy.partition(":")
+    if kind == "vla":
+        data = load_dataset(args.dataset)
+        seed_everything(args.seed)
+        policy = vla_for_dataset(data, preset or "tiny", **policy_options)
+    elif kind == "mlp" and not preset:
+        data = load_dataset(args.dataset, obs_keys=["state"])
+        seed_everything(args.seed)
+        policy = default_policy(args.algo, data, **policy_options)
+    else:
+        raise ValueError(f"--policy {args.policy!r}: use 'mlp', 'vla' or 'vla:PRESET'")
+    _, result = train(args.algo, data, args.out, config, trainer, policy, resume=args.resume)
     print(f"{args.algo}: {result}\nwrote {args.out}/metrics.csv and {args.out}/checkpoints")
     return 0
 
@@ -504,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--algo", required=True, help="agent name, e.g. iql")
     train.add_argument("--dataset", required=True, help="dataset path or id")
+    train.add_argument(
+        "--policy", default="mlp",
+        help="'mlp' (on obs['state']) or 'vla' / 'vla:PRESET' (tiny, rt1: images, instruction, "
+        "proprio); policy.KEY=VALUE overrides set its config, e.g. policy.action_chunk=4",
+    )  # fmt: skip
     train.add_argument("--steps", type=int, default=10_000)
     train.add_argument("--out", default="runs/offline")
     train.add_argument(

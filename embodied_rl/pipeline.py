@@ -271,20 +271,16 @@ class Pipeline:
         import torch
 
         from embodied_rl.agents import BCConfig
-        from embodied_rl.policies.vla import VLAPolicy, vla_preset
+        from embodied_rl.agents.trainer import vla_for_dataset
 
         data = self._dataset()
-        space = data.action_space
         overrides = {
-            "image_size": self.config.image_size,
             "history": 1,  # PPO acts on single frames: keep one policy input from BC to PPO
             "value_head": True,  # unused by BC; PPO fine-tunes it
-            "action_low": tuple(float(x) for x in space.low),
-            "action_high": tuple(float(x) for x in space.high),
             **self.config.policy.overrides,
         }
         torch.manual_seed(self.config.seed)
-        policy = VLAPolicy(vla_preset(self.config.policy.preset, **overrides))
+        policy = vla_for_dataset(data, self.config.policy.preset, **overrides)
         stage = self.config.bc
         agent = self._train("bc", policy, BCConfig(lr=stage.lr, **stage.options), stage, resume)
         return {"steps": agent.step, "parameters": sum(p.numel() for p in policy.parameters())}

@@ -109,3 +109,23 @@ def test_version_is_the_installed_distributions(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"erl {version('embodied-rl')}"
+
+
+def test_train_and_evaluate_the_vla_from_the_command_line(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    collect = ["collect", "tabletop/reach-v0", "--episodes", "2", "--out", str(data)]
+    collect += ["--obs-mode", "rgb+state", "--image-size", "32", "--horizon", "10"]
+    assert main([*collect, "--name", "tests/reach-rgb-v0", "--no-progress"]) == 0
+    train = ["train", "--algo", "bc", "--dataset", str(data / "tests" / "reach-rgb-v0")]
+    train += ["--policy", "vla", "--steps", "4", "--batch-size", "4", "--eval-episodes", "0"]
+    train += ["--out", str(run), "policy.n_layers=1", "policy.action_chunk=2", "warmup_steps=2"]
+    assert main(train) == 0
+    from embodied_rl.policies import load_policy
+
+    policy = load_policy(run)
+    assert policy.config.image_size == 32 and policy.config.action_chunk == 2
+    assert policy.config.n_layers == 1
+    evaluate = ["evaluate", "--policy", str(run), "--task", "tabletop/reach-v0", "--episodes"]
+    assert main([*evaluate, "1"]) == 0
+    assert main([*train[:-3], "--policy", "cnn"]) == 2
+    assert "use 'mlp', 'vla' or 'vla:PRESET'" in capsys.readouterr().err

@@ -398,6 +398,28 @@ def default_policy(algo: str, data: OfflineDataset, obs_key: str = "state", **ov
     return MLPPolicy(replace(config, **overrides))
 
 
+def vla_for_dataset(data: OfflineDataset, preset: str = "tiny", **overrides: Any) -> VLAPolicy:
+    """A VLA policy for ``data``'s images and actions: ``vla_preset(preset)`` with the image
+    size and action bounds of the data, then ``overrides``."""
+    from embodied_rl.policies.vla import vla_preset
+
+    if "image" not in data.observations or "instruction" not in data.observations:
+        raise ValueError(
+            f"the VLA policy reads images and instructions; the dataset has observations "
+            f"{sorted(data.observations)} (collect with --obs-mode rgb+state)"
+        )
+    space = data.action_space
+    settings = {
+        "image_size": int(data.observations["image"].shape[1]),
+        "action_low": tuple(float(x) for x in space.low),
+        "action_high": tuple(float(x) for x in space.high),
+        **overrides,
+    }
+    if "proprio" not in data.observations:
+        settings.setdefault("proprio_dim", 0)
+    return VLAPolicy(vla_preset(preset, **settings))
+
+
 def make_sampler(agent: Agent, data: OfflineDataset, batch_size: int = 256, seed: int = 0):
     """The batches ``agent`` trains on: transitions (+ what its options ask for), frame
     histories for the VLA policy, trajectory windows for the Decision Transformer."""
