@@ -71,7 +71,7 @@ def _parse_sweep(text: str) -> tuple[str, list[float]]:
 
 def _transfer(args: argparse.Namespace) -> int:
     from embodied_rl.evaluation.rollout import held_out_seed
-    from embodied_rl.evaluation.transfer import evaluate_transfer
+    from embodied_rl.evaluation.transfer import evaluate_transfer, write_transfer_videos
 
     sweeps = dict(_parse_sweep(s) for s in args.sweep)
     report = evaluate_transfer(
@@ -87,6 +87,12 @@ def _transfer(args: argparse.Namespace) -> int:
     )
     print(report.markdown())
     print(f"\nwrote {args.out}/transfer.json, transfer.md and plots")
+    if args.videos:
+        for path in write_transfer_videos(
+            args.policy, [args.source, *args.targets], args.task, args.videos,
+            held_out_seed(args.seed), args.out,
+        ):  # fmt: skip
+            print(f"wrote {path}")
     return 0
 
 
@@ -483,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument(
         "--sweep", action="append", default=[], help="parameter=v1,v2,... (repeatable)"
+    )
+    transfer.add_argument(
+        "--videos", type=int, default=0, help="episodes per domain to record as a GIF (0: none)"
     )
     transfer.add_argument("--out", default="outputs/transfer")
     transfer.set_defaults(func=_transfer)

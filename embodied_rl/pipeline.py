@@ -354,8 +354,7 @@ class Pipeline:
 
     def _videos(self, policy, stage: str) -> None:
         from embodied_rl.envs import make
-        from embodied_rl.evaluation.rollout import run_episodes
-        from embodied_rl.evaluation.video import caption_frame, write_video
+        from embodied_rl.evaluation.video import rollout_video
 
         c, t = self.config, self.config.transfer
         if t.video_episodes < 1:
@@ -365,18 +364,10 @@ class Pipeline:
             randomization=c.collect.randomization, **self._env_kwargs(),
         )  # fmt: skip
         try:
-            episodes = run_episodes(
-                env, policy, t.video_episodes, seed=2_000_000 + c.seed,
-                record=t.video_episodes, progress=False,
-            )  # fmt: skip
+            path = self.stage_dir("transfer") / f"rollouts_{stage}.gif"
+            rollout_video(env, policy, t.video_episodes, 2_000_000 + c.seed, path)
         finally:
             env.close()
-        frames = []
-        for episode in episodes:
-            status = "success" if episode.success else "failure"
-            captioned = [caption_frame(f, episode.instruction, status) for f in episode.frames]
-            frames += captioned[::2] + [captioned[-1]] * 6  # every 2nd frame; hold the end
-        write_video(frames, self.stage_dir("transfer") / f"rollouts_{stage}.gif", fps=12)
 
     def _report(self, resume: bool) -> dict[str, Any]:
         from embodied_rl.evaluation.report import write_pipeline_report

@@ -72,9 +72,11 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
         assert "| reach | unseen | 2 |" in table.read_text()
         assert "reset seeds 1000000000..1000000001" in capsys.readouterr().out  # held-out
     transfer = ["transfer", "--policy", str(run), "--task", "tabletop/reach-v0", "--episodes"]
-    transfer += ["2", "--targets", "light", "--out", str(tmp_path / "transfer")]
+    transfer += ["2", "--targets", "light", "--out", str(tmp_path / "transfer"), "--videos", "1"]
     assert main(transfer) == 0
     assert "light" in (tmp_path / "transfer" / "transfer.md").read_text()
+    for domain in ("nominal", "light"):  # one captioned episode per domain
+        assert (tmp_path / "transfer" / f"rollouts_{domain}.gif").stat().st_size > 1000
     assert main(["evaluate", "--policy", str(data), "--task", "tabletop/reach-v0"]) == 2
     assert "no policy/ and no checkpoints/last" in capsys.readouterr().err
 

@@ -397,6 +397,37 @@ def evaluate_transfer(
     return report
 
 
+def write_transfer_videos(
+    policy: PolicyLike,
+    domains: Sequence[Domain | str],
+    task_id: str,
+    episodes: int,
+    seed: int,
+    out: str | Path,
+    env_kwargs: Mapping[str, Any] | None = None,
+    render_size: int = 128,
+) -> list[Path]:
+    """``out/rollouts_<domain>.gif`` for each domain: ``episodes`` captioned episodes of
+    ``policy`` from reset seeds ``seed, seed + 1, ...`` (the evaluation's first scenes)."""
+    from embodied_rl.evaluation.video import rollout_video
+
+    if _is_policy_path(policy):
+        env_kwargs = {**_saved_policy(str(policy)).env_options(), **(env_kwargs or {})}
+    paths = []
+    for domain in domains:
+        d = domain if isinstance(domain, Domain) else parse_domain(domain, task_id)
+        env = d.make_env(render_mode="rgb_array", render_size=render_size, **(env_kwargs or {}))
+        try:
+            agent = _build_policy(policy, env, seed)
+            name = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in d.name)
+            path = Path(out) / f"rollouts_{name}.gif"
+            rollout_video(env, agent, episodes, seed, path)
+            paths.append(path)
+        finally:
+            env.close()
+    return paths
+
+
 def write_report(report: TransferReport, out: Path) -> None:
     """``transfer.json``, ``transfer.md``, ``transfer.png`` and ``sensitivity_<param>.png``."""
     out.mkdir(parents=True, exist_ok=True)

@@ -53,3 +53,21 @@ def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int 
             ) as writer:
                 for frame in frames:
                     writer.append_data(frame)
+
+
+def rollout_video(
+    env, policy, episodes: int, seed: int, path: str | os.PathLike, fps: int = 12
+) -> list[bool]:
+    """Play ``episodes`` episodes of ``policy`` in ``env`` (made with ``render_mode=
+    "rgb_array"``) from reset seeds ``seed, seed + 1, ...`` and write them, captioned with the
+    instruction and the outcome, to one GIF or MP4 at ``path``; returns the successes."""
+    from embodied_rl.evaluation.rollout import run_episodes
+
+    results = run_episodes(env, policy, episodes, seed=seed, record=episodes, progress=False)
+    frames: list[np.ndarray] = []
+    for episode in results:
+        status = "success" if episode.success else "failure"
+        captioned = [caption_frame(f, episode.instruction, status) for f in episode.frames]
+        frames += captioned[::2] + [captioned[-1]] * 6  # every 2nd frame; hold the end
+    write_video(frames, path, fps=fps)
+    return [episode.success for episode in results]
