@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from embodied_rl.agents import (
+    list_agents,
     load_agent,
     load_checkpoint,
     make_agent,
@@ -16,9 +17,9 @@ from embodied_rl.agents import (
 )
 from embodied_rl.agents.trainer import default_policy, make_sampler, seed_everything
 
-ALGOS = ["bc", "iql", "cql", "calql", "dt"]
+ALGOS = list_agents()  # every registered agent keeps the contract
 SMALL = {"hidden": (32, 32)}
-POLICY = {
+POLICY = {  # small policies; an agent registered without an entry fails the tests below
     "bc": {"hidden": (32, 32)},
     "iql": {"hidden": (32, 32)},
     "cql": {"hidden": (32, 32)},
