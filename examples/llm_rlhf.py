@@ -4,11 +4,15 @@ SFT -> reward model -> PPO-RLHF with a KL penalty, next to DPO on the same compa
 best-of-N sampling; each policy is scored by the task's oracle and its KL to the SFT policy.
 Smaller than the benchmarks (a few minutes on one core).
 
-python examples/llm_rlhf.py
+python examples/llm_rlhf.py [--out outputs/llm_example]
+
+Every trained model is saved under --out: ppo/policy (policy + value heads), dpo/model
+(a transformers directory: load_causal_lm or AutoModelForCausalLM.from_pretrained read it).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 
 import torch
@@ -17,22 +21,24 @@ from embodied_rl.llm.best_of_n import BestOfNConfig, best_of_n
 from embodied_rl.llm.demo import DemoConfig, prepare_demo
 from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
 from embodied_rl.llm.evaluation import evaluate_policy
+from embodied_rl.llm.models import save_causal_lm
 from embodied_rl.llm.ppo_rlhf import PPORLHFConfig, PPORLHFTrainer
 from embodied_rl.llm.reward import RewardConfig, reward_model_fn
 from embodied_rl.llm.sft import SFTConfig
 from embodied_rl.llm.tasks import oracle_scores
 
-OUT = "outputs/llm_example"
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="outputs/llm_example", help="output directory")
+    out = parser.parse_args().out
     torch.set_num_threads(1)
-    # 1. tokenizer, SFT policy and reward model (cached in OUT/demo after the first run)
+    # 1. tokenizer, SFT policy and reward model (cached in <out>/demo after the first run)
     config = DemoConfig(
         n_demonstrations=4_000, n_comparisons=4_000,
         sft=SFTConfig(steps=400, log_every=100), reward=RewardConfig(steps=500, log_every=100),
     )  # fmt: skip
-    demo = prepare_demo(f"{OUT}/demo", config)
+    demo = prepare_demo(f"{out}/demo", config)
     print({k: round(v, 3) for k, v in demo.metrics.items()})
     sft, tokenizer, reward = (
         demo.policy,
@@ -54,8 +60,8 @@ def main() -> None:
         copy.deepcopy(sft), tokenizer, reward, PPORLHFConfig(iterations=40, kl_coef=0.1),
         reference=sft, value_model=copy.deepcopy(demo.reward_model),
     )  # fmt: skip
-    ppo.train(demo.task("rl").prompts(2_000), out=f"{OUT}/ppo")
-    ppo.save(f"{OUT}/ppo/policy")  # safetensors + JSON; PolicyWithValue.load() reads it back
+    ppo.train(demo.task("rl").prompts(2_000), out=f"{out}/ppo")
+    ppo.save(f"{out}/ppo/policy")  # safetensors + JSON; PolicyWithValue.load() reads it back
     report("PPO-RLHF", ppo.policy)
 
     # 3. DPO on the comparisons the reward model learnt from
@@ -65,7 +71,8 @@ def main() -> None:
         DPOConfig(beta=0.1, steps=250, learning_rate=1e-5),
         reference=sft,
     )
-    dpo.train(demo.task("train").comparisons(config.n_comparisons), out=f"{OUT}/dpo")
+    dpo.train(demo.task("train").comparisons(config.n_comparisons), out=f"{out}/dpo")
+    save_causal_lm(dpo.policy, f"{out}/dpo/model", tokenizer)
     report("DPO", dpo.policy)
 
     # 4. best-of-16 with the reward model
