@@ -27,6 +27,9 @@ def main() -> int:
     parser.add_argument("--split", default="all", choices=["seen", "unseen", "all"])
     parser.add_argument("--steps", type=int, default=12_288, help="environment steps")
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.1, 0.02])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="PPO seeds (and evaluation scenes)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--work", default="outputs/bench/ppo_finetune_vla")
     parser.add_argument("--out", default=None)
@@ -49,22 +52,22 @@ def main() -> int:
         return f"{rate:.0%} [{lo:.0%}, {hi:.0%}]"
 
     rows = []
-    for kl in args.kl_coefs:
+    for kl, seed in [(kl, seed) for kl in args.kl_coefs for seed in args.seeds]:
         result = finetune_ppo(
-            args.policy, Path(args.work) / f"kl{kl:g}",
+            args.policy, Path(args.work) / (f"kl{kl:g}" + (f"-s{seed}" if seed else "")),
             PPOFinetuneConfig(
                 task=args.task, total_steps=args.steps, randomization=args.randomization,
                 env_kwargs={"reward_type": "sparse", "split": args.split}, n_envs=4,
                 value_warmup_steps=1024,
-                eval_episodes=n, seed=0,
+                eval_episodes=n, seed=seed,
             ),
             PPOConfig(
-                n_steps=128, batch_size=64, n_epochs=4, learning_rate=3e-5, kl_coef=kl, seed=0,
+                n_steps=128, batch_size=64, n_epochs=4, learning_rate=3e-5, kl_coef=kl, seed=seed,
             ),
         )  # fmt: skip
         last = result.last_rollout
         rows.append(
-            f"| {kl:g} | {cell(result.before['eval/success_rate'])} | "
+            f"| {kl:g} | {seed} | {cell(result.before['eval/success_rate'])} | "
             f"{cell(result.after['eval/success_rate'])} | {last['approx_kl']:.3f} | "
             f"{last['clip_fraction']:.2f} | {last['ref_kl']:.3f} | {result.wall_s:.0f} |"
         )
@@ -80,8 +83,8 @@ def main() -> int:
         f"batch 64, lr 3e-5, sparse reward; {n} held-out scenes before and after (95% Wilson "
         "intervals); one torch thread.",
         "",
-        "| KL weight | BC (before) | after PPO | approx KL | clip fraction | KL to BC | s |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| KL weight | seed | BC (before) | after PPO | approx KL | clip fraction | KL to BC | s |",
+        "|---:|---:|---|---|---:|---:|---:|---:|",
         *rows,
         "",
         f"Wall time {(time.perf_counter() - started) / 60:.0f} min.",
