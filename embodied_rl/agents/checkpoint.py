@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from embodied_rl.policies.base import (
     load_weights,
     policy_class,
 )
-from embodied_rl.utils.io import write_text_atomic
+from embodied_rl.utils.io import temp_dir_beside, write_text_atomic
 
 FORMAT_VERSION = 1
 LAST = CHECKPOINT_POINTER  # the file naming the newest checkpoint
@@ -183,7 +182,7 @@ def write_checkpoint(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = temp_dir_beside(root / name)
     old = root / f".{name}.old"
     try:
         write(tmp)

@@ -24,6 +24,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from embodied_rl.utils.io import temp_dir_beside
+
 IGNORE_INDEX = -100  # label of a token that no loss sees (prompt, padding)
 
 
@@ -81,7 +83,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir_beside(path)
     try:
         yield tmp
         old = None

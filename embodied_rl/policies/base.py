@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from embodied_rl.utils.io import temp_dir_beside
 
 FORMAT_VERSION = 1
 CHECKPOINT_POINTER = "last"  # checkpoints/last names the newest checkpoint directory
@@ -102,7 +103,7 @@ class Policy(nn.Module, ABC):
         """Write ``config.json`` and ``model.safetensors`` atomically into ``directory``."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp = temp_dir_beside(directory)
         try:
             tensors = {
                 k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()
