@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embodied_rl.policies.base import Policy, register_policy
+from embodied_rl.policies.base import Policy, check_observation, register_policy
 from embodied_rl.policies.heads import ActionHead
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -229,7 +229,8 @@ class ActorCriticPolicy(Policy):
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(obs[self.config.obs_key]), dtype=torch.float32)
+        c = self.config
+        x = torch.as_tensor(check_observation(obs, c.obs_key, (c.obs_dim,)), dtype=torch.float32)
         out = self({self.config.obs_key: x.to(self.head.low.device).unsqueeze(0)})
         action = self.head.mode(out) if deterministic else self.head.sample(out)
         action = torch.maximum(torch.minimum(action, self.head.high), self.head.low)

@@ -127,6 +127,39 @@ def _to_json(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
+def check_observation(obs: Any, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``obs[key]`` as an array, checked: present, one observation of ``shape`` (not a batch),
+    uint8 pixels for images (key ``image*``), finite values otherwise. Errors name the value
+    and the fix."""
+    if not isinstance(obs, dict) or key not in obs:
+        keys = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
+        raise ValueError(
+            f"the policy reads obs[{key!r}], which the observation lacks (it has {keys}); make "
+            "the environment with the policy's options: make(task, **policy.env_options())"
+        )
+    value = np.asarray(obs[key])
+    if shape is not None and value.shape != tuple(shape):
+        batch = value.ndim == len(shape) + 1 and value.shape[1:] == tuple(shape)
+        raise ValueError(
+            f"obs[{key!r}] has shape {value.shape}; the policy expects {tuple(shape)}"
+            + (
+                "; act() takes one observation, call the policy on a batch dict instead"
+                if batch
+                else ""
+            )
+        )
+    if key.startswith("image"):
+        if value.dtype != np.uint8:
+            raise ValueError(
+                f"obs[{key!r}] is {value.dtype}; the policy reads uint8 pixels 0-255 (a float image "
+                "in [0, 1] would look almost black): pass (image * 255).round().astype(np.uint8)"
+            )
+    elif not np.all(np.isfinite(value)):
+        bad = np.flatnonzero(~np.isfinite(value.reshape(-1)))[:5].tolist()
+        raise ValueError(f"obs[{key!r}] has non-finite values at entries {bad}")
+    return value
+
+
 def resolve_policy_path(path: str | os.PathLike) -> tuple[Path, bool]:
     """The directory holding a policy's ``config.json`` and ``model.safetensors``, and
     whether it is a training checkpoint (weights under ``policy.``) rather than a saved

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embodied_rl.policies.base import Policy, register_policy
+from embodied_rl.policies.base import Policy, check_observation, register_policy
 from embodied_rl.policies.encoders import images_to_float
 from embodied_rl.policies.heads import HEAD_TYPES, ActionHead
 from embodied_rl.policies.normalization import ObservationNormalizer
@@ -66,11 +66,16 @@ class _FlatPolicy(Policy):
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.head(self.features(batch))
 
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of one observation of each key the policy reads."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
         device = next(self.parameters()).device
+        shapes = self.input_shapes()
         batch = {
-            k: torch.as_tensor(np.asarray(obs[k]), device=device).unsqueeze(0)
+            k: torch.as_tensor(check_observation(obs, k, shapes[k]), device=device).unsqueeze(0)
             for k in self.input_keys
         }
         out = self(batch)
@@ -83,6 +88,9 @@ class MLPPolicy(_FlatPolicy):
     """Batches: ``{obs_key: float (B, obs_dim)}``."""
 
     config_class = MLPConfig
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {self.config.obs_key: (self.config.obs_dim,)}
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -150,6 +158,10 @@ class CNNPolicy(_FlatPolicy):
 
     def env_options(self) -> dict[str, Any]:
         return {"obs_mode": "rgb", "image_size": self.config.image_size}
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        c = self.config
+        return {"image": (c.image_size, c.image_size, 3), "proprio": (c.proprio_dim,)}
 
     def features(self, batch: dict[str, Any]) -> Tensor:
         x = self.conv(images_to_float(batch["image"]))  # (B, n_flat)

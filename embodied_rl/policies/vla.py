@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embodied_rl.policies.base import Policy, register_policy
+from embodied_rl.policies.base import Policy, check_observation, register_policy
 from embodied_rl.policies.encoders import (
     CLIPTextEncoder,
     FiLMCLIPVision,
@@ -365,14 +365,12 @@ class VLAPolicy(Policy):
                 "the VLA policy needs obs['image'] and a text obs['instruction'] (instruction_mode='text')"
             )
         device = self.position.device
-        image = torch.as_tensor(np.asarray(obs["image"]), device=device).unsqueeze(
-            0
-        )  # (1, H, W, 3)
-        if image.shape[1:3] != (self.config.image_size, self.config.image_size):
-            raise ValueError(
-                f"image is {tuple(image.shape[1:3])}; this policy expects {self.config.image_size}x{self.config.image_size}"
-            )
+        size = self.config.image_size
+        pixels = check_observation(obs, "image", (size, size, 3))  # uint8, one frame
+        image = torch.as_tensor(pixels, device=device).unsqueeze(0)  # (1, H, W, 3)
         text = self.text_encoder([obs["instruction"]])  # (1, E), cached
+        if self.config.proprio_dim:
+            check_observation(obs, "proprio", (self.config.proprio_dim,))
         proprio = self._proprio(obs)
         if proprio is not None:
             proprio = proprio.to(device).reshape(1, -1)  # (1, P)

@@ -67,3 +67,19 @@ def test_cnn_policy_on_env_observations():
     assert policy(batch).shape == (1, 4, 256) and policy.value(batch).shape == (1,)
     with pytest.raises(ValueError, match="expects 5"):
         MLPPolicy(MLPConfig(obs_dim=5))({"state": torch.zeros(1, 6)})
+
+
+def test_act_names_bad_observations():
+    """A batch, a NaN, a missing key and float pixels each get an error naming the value."""
+    mlp = MLPPolicy(MLPConfig(obs_dim=10, hidden=(8,)))
+    with pytest.raises(ValueError, match=r"shape \(1, 10\).*act\(\) takes one observation"):
+        mlp.act({"state": np.zeros((1, 10), np.float32)})
+    state = np.zeros(10, np.float32)
+    state[3] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite values at entries \[3\]"):
+        mlp.act({"state": state})
+    with pytest.raises(ValueError, match=r"lacks \(it has \['image'\]\).*env_options"):
+        mlp.act({"image": np.zeros((64, 64, 3), np.uint8)})
+    cnn = CNNPolicy(CNNConfig(image_size=64, hidden=(8,)))
+    with pytest.raises(ValueError, match="is float64; the policy reads uint8 pixels"):
+        cnn.act({"image": np.full((64, 64, 3), 0.5)})
