@@ -143,7 +143,7 @@ def test_act_rejects_bad_observations(tiny):
         tiny.act({"image": np.zeros((32, 32, 3), np.uint8), "instruction": text})
     with pytest.raises(ValueError, match="is float32; the policy reads uint8 pixels"):
         tiny.act({"image": np.full((64, 64, 3), 0.5, np.float32), "instruction": text})
-    with pytest.raises(ValueError, match="act\(\) takes one observation"):
+    with pytest.raises(ValueError, match=r"act\(\) takes one observation"):
         tiny.act({"image": np.zeros((1, 64, 64, 3), np.uint8), "instruction": text})
 
 
@@ -316,7 +316,7 @@ def test_proprio_token_feeds_the_action_and_travels_with_the_weights(tmp_path):
         for f in frames
     ]  # fmt: skip
     np.testing.assert_allclose(acted[-1], out[0, -1].numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="reads obs\['proprio'\], which the observation lacks"):
+    with pytest.raises(ValueError, match=r"reads obs\['proprio'\], which the observation lacks"):
         policy.act({"image": frames[0].numpy(), "instruction": "reach the red block"})
     policy.save(tmp_path / "p")
     loaded = load_policy(tmp_path / "p").eval()

@@ -16,9 +16,8 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import os
 
-    from embodied_rl.utils.io import write_text_atomic
-
     from embodied_rl.policies import MLPConfig, MLPPolicy
+    from embodied_rl.utils.io import write_text_atomic
 
     old = os.umask(0o022)
     try:
