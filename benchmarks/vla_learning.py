@@ -60,6 +60,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "history": 6,
     },  # fmt: skip
     # action chunking with ACT's temporal ensembling, on top of the preset
+    "8px+shift+proprio+gaussian+chunk8": {
+        **EIGHT,
+        "random_shift": 4,
+        **PROPRIO,
+        **GAUSS,
+        "action_chunk": 8,
+    },  # fmt: skip
     "8px+shift+proprio+gaussian+chunk4": {
         **EIGHT,
         "random_shift": 4,
