@@ -105,6 +105,12 @@ def make(
         **kwargs: further options of the environment class (``instruction_mode``,
             ``split``, ``reward_type``, ``render_mode``, ...).
     """
+    for other in BACKENDS:  # a backend's own gymnasium id: tabletop-pybullet/pick-v0
+        prefix = f"tabletop-{other}/"
+        if other != "mujoco" and task_id.startswith(prefix):
+            if backend not in ("mujoco", other):
+                raise ValueError(f"task_id={task_id!r} runs on {other}, not backend={backend!r}")
+            task_id, backend = "tabletop/" + task_id[len(prefix) :], other
     ids = list_tasks()
     if task_id not in ids:
         close = difflib.get_close_matches(task_id, ids, n=3)

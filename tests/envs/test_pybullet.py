@@ -345,3 +345,13 @@ def test_drawn_meshes_wind_outwards_with_unit_normals(mesh):
         assert np.linalg.norm(face) > 0
         # counter-clockwise seen from outside: the winding agrees with the vertex normals
         assert face @ normals[a] > 0 and face @ normals[b] > 0 and face @ normals[c] > 0
+
+
+def test_make_accepts_the_pybullet_gymnasium_id():
+    from embodied_rl.envs import make
+
+    env = make("tabletop-pybullet/reach-v0", seed=0)
+    assert env.unwrapped.backend == "pybullet"
+    env.close()
+    with pytest.raises(ValueError, match="runs on pybullet, not backend='other'"):
+        make("tabletop-pybullet/reach-v0", backend="other")
