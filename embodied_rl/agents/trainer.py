@@ -431,8 +431,9 @@ def make_sampler(agent: Agent, data: OfflineDataset, batch_size: int = 256, seed
     if isinstance(policy, VLAPolicy):
         keys, history = None, policy.config.history
     else:
-        keys = tuple({policy.config.obs_key, getattr(agent.config, "critic_obs_key", "state")})
-        keys, history = tuple(k for k in keys if k in data.observations), None
+        read = getattr(policy, "input_keys", None) or (policy.config.obs_key,)  # CNN: image
+        keys = tuple({*read, getattr(agent.config, "critic_obs_key", "state")})
+        keys, history = tuple(k for k in sorted(keys) if k in data.observations), None
     config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
     gamma = getattr(agent.config, "discount", 0.99)
     options = {**agent.sampler_options, **reward_transform(agent.config)}

@@ -113,6 +113,9 @@ class MLPPolicy(_FlatPolicy):
         return self.trunk(x)
 
 
+CNN_LAYERS = ((8, 4), (4, 2), (3, 1), (3, 1), (3, 1), (3, 1))  # (kernel, stride), Nature DQN's
+
+
 @dataclass(frozen=True)
 class CNNConfig:
     """An image (+ proprio) policy: Nature-DQN-style conv stack -> MLP -> action head."""
@@ -129,8 +132,14 @@ class CNNConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.image_size < 16:
-            raise ValueError(f"image_size={self.image_size} must be >= 16")
+        side = self.image_size
+        for kernel, stride in CNN_LAYERS[: len(self.channels)]:
+            side = (side - kernel) // stride + 1
+        if side < 1:
+            raise ValueError(
+                f"image_size={self.image_size} is too small for {len(self.channels)} conv layers "
+                f"(kernels/strides {CNN_LAYERS[: len(self.channels)]}); use >= 36 for three"
+            )
 
 
 @register_policy("cnn")
@@ -145,7 +154,7 @@ class CNNPolicy(_FlatPolicy):
         self.input_keys = ("image", "proprio") if c.proprio_dim else ("image",)
         convs, c_in = [], 3
         for i, ch in enumerate(c.channels):
-            kernel, stride = (8, 4) if i == 0 else (4, 2) if i == 1 else (3, 1)
+            kernel, stride = CNN_LAYERS[min(i, len(CNN_LAYERS) - 1)]
             convs += [nn.Conv2d(c_in, ch, kernel, stride), nn.ReLU()]
             c_in = ch
         self.conv = nn.Sequential(*convs, nn.Flatten())

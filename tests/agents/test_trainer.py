@@ -219,3 +219,17 @@ def test_tiny_vla_bc_learns_expert_actions_on_held_out_scenes(tmp_path):
     assert policy.proprio_norm.is_fitted  # the trainer fitted the proprio statistics
     after = held_out_error()
     assert after < 0.5 * before, (before, after)
+
+
+def test_bc_trains_the_cnn_policy_on_images(tiny_image_data, tmp_path):
+    from embodied_rl.policies import CNNConfig, CNNPolicy
+
+    seed_everything(0)
+    with pytest.raises(ValueError, match="image_size=32 is too small for 3 conv layers"):
+        CNNConfig(image_size=32)
+    policy = CNNPolicy(CNNConfig(image_size=32, channels=(8, 8), hidden=(16,), proprio_dim=0,
+                                 action_low=(-1.0,) * 2, action_high=(1.0,) * 2))  # fmt: skip
+    config = TrainerConfig(steps=3, **QUIET)
+    agent, _ = train("bc", tiny_image_data, tmp_path, trainer_config=config, policy=policy)
+    assert agent.step == 3
+    assert load_policy(tmp_path / "policy").config.image_size == 32
