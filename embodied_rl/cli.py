@@ -187,10 +187,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ppo(args: argparse.Namespace) -> int:
-    import torch
-
     from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
     from embodied_rl.agents.rollout import make_vec_env
+    from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.config import load_config
 
     path = _agent_config_path("ppo", args.config)
@@ -207,7 +206,8 @@ def _ppo(args: argparse.Namespace) -> int:
         if args.resume and (checkpoints / "last").is_file():  # the checkpoint's PPO config
             agent = PPO.resume(checkpoints, envs, args.out, not args.no_progress)
         else:
-            torch.manual_seed(args.seed)
+            seed_everything(args.seed)  # Python, numpy and torch
+            envs.action_space.seed(args.seed)
             agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
         metrics = agent.learn(args.steps, not args.no_progress, checkpoints, args.checkpoint_every)
     finally:
