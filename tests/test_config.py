@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -103,11 +104,22 @@ def test_the_shipped_pipeline_and_agent_configs_load():
 
     from embodied_rl.agents import agent_class
     from embodied_rl.agents.base import config_from_dict
+    from embodied_rl.agents.ppo import PPOConfig
     from embodied_rl.pipeline import DEFAULT_CONFIG, load_pipeline_config
 
     assert load_pipeline_config(DEFAULT_CONFIG).task.startswith("tabletop/")
     for path in (CONFIG_DIR / "agents").glob("*.yaml"):
-        if path.stem == "ppo":
-            continue
+        cls = PPOConfig if path.stem == "ppo" else agent_class(path.stem).config_class
         values = yaml.safe_load(path.read_text()) or {}
-        config_from_dict(agent_class(path.stem).config_class, values, str(path))
+        config_from_dict(cls, values, str(path))
+        # a value equal to the dataclass default would silently undo a change of that default
+        same = [k for k, v in values.items() if getattr(cls(), k) == v]
+        assert not same, f"{path.name} repeats the defaults of {same}"
+        commented = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
+        examples = {}  # the commented examples, together, are a valid config too
+        for line in commented:
+            key, sep, value = line.partition(":")
+            if sep and key.isidentifier() and key in {f.name for f in dataclasses.fields(cls)}:
+                examples.update(yaml.safe_load(f"{key}:{value.split('#')[0]}"))
+        assert examples, f"{path.name} shows no example"
+        config_from_dict(cls, examples, str(path))
