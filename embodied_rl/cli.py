@@ -528,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="agent config overrides, e.g. expectile=0.8",
     )
-    train.add_argument("--algo", required=True, help="agent name, e.g. iql")
+    train.add_argument(
+        "--algo", required=True,
+        help="agent: bc, iql, cql, calql or dt (an unknown name lists the registered ones)",
+    )  # fmt: skip
     train.add_argument("--dataset", required=True, help="dataset path or id")
     train.add_argument(
         "--policy", default="mlp",
@@ -648,7 +651,36 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
     tasks.set_defaults(func=_tasks)
     _add_bench(sub)
+    _show_defaults(parser)
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows an option's default unless it is None/False or its help already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _has_default(action) and "default" not in text and action.option_strings:
+            text += f" (default: {action.default})" if text else f"default: {action.default}"
+        return text
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """A default worth showing: not None, not a flag's False, not suppressed, not required."""
+    d = action.default
+    return not (d is None or d is False or d == argparse.SUPPRESS or action.required)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help shows each option's default (and choices, as argparse does)."""
+    parser.formatter_class = _DefaultsFormatter
+    for action in parser._actions:
+        if action.help is None and action.option_strings and _has_default(action):
+            action.help = f"default: {action.default}"  # argparse skips options without help
+
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,3 +131,11 @@ def test_train_and_evaluate_the_vla_from_the_command_line(tmp_path, capsys):
     assert main([*evaluate, "1"]) == 0
     assert main([*train[:-3], "--policy", "cnn"]) == 2
     assert "use 'mlp', 'vla' or 'vla:PRESET'" in capsys.readouterr().err
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size BATCH_SIZE default: 256" in text and "--seed SEED default: 0" in text
+    assert "(default: mlp)" in text  # appended to an option's own help
