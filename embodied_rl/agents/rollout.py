@@ -73,11 +73,28 @@ def make_vec_env(
     if vectorization == "sync":
         return SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
     # gymnasium 1.4's shared memory returns Text observations as "aaaa..." (checked): use pipes
-    text = isinstance(env, str) and make_kwargs.get("instruction_mode", "text") == "text"
-    text = text and (env.startswith("tabletop/") or env.startswith("metaworld/"))
+    # whenever the observations hold text, whichever way the envs are built
+    if isinstance(env, str):
+        text = make_kwargs.get("instruction_mode", "text") == "text"
+        text = text and (env.startswith("tabletop/") or env.startswith("metaworld/"))
+    else:
+        probe = factories[0]()  # gymnasium builds such a copy to read the spaces as well
+        text = has_text(probe.observation_space)
+        probe.close()
     return CheckedAsyncVectorEnv(
         factories, autoreset_mode=AutoresetMode.SAME_STEP, copy=False, shared_memory=not text
     )
+
+
+def has_text(space: gym.Space) -> bool:
+    """Whether a (Dict/Tuple) observation space holds a Text space anywhere."""
+    if isinstance(space, spaces.Text):
+        return True
+    if isinstance(space, spaces.Dict):
+        return any(has_text(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Tuple):
+        return any(has_text(s) for s in space.spaces)
+    return False
 
 
 class EnvWorkerError(RuntimeError):

@@ -350,3 +350,15 @@ def test_async_vector_env_keeps_instruction_text():
     envs.close()
     instruction = agent.buffer.obs["instruction"][0, 0]
     assert " " in instruction and not set(instruction) <= {"a"}
+
+
+def test_async_vector_env_of_a_factory_keeps_instruction_text():
+    """The same through a callable factory (gymnasium's shared memory garbles Text)."""
+    from embodied_rl.envs import make
+
+    envs = make_vec_env(
+        lambda: make("tabletop/reach-v0", horizon=8), n_envs=2, vectorization="async"
+    )
+    obs, _ = envs.reset(seed=0)
+    envs.close()
+    assert all(" " in text and not set(text) <= {"a"} for text in obs["instruction"])
