@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="PPO seeds (and evaluation scenes)"
     )
+    parser.add_argument(
+        "--log-std", type=float, default=None, help="the Gaussian's log-std (default: BC's)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--work", default="outputs/bench/ppo_finetune_vla")
     parser.add_argument("--out", default=None)
@@ -54,12 +57,17 @@ def main() -> int:
     rows = []
     for kl, seed in [(kl, seed) for kl in args.kl_coefs for seed in args.seeds]:
         result = finetune_ppo(
-            args.policy, Path(args.work) / (f"kl{kl:g}" + (f"-s{seed}" if seed else "")),
+            args.policy,
+            Path(args.work)
+            / (
+                f"kl{kl:g}" + (f"-s{seed}" if seed else "")
+                + (f"-logstd{args.log_std:g}" if args.log_std is not None else "")
+            ),
             PPOFinetuneConfig(
                 task=args.task, total_steps=args.steps, randomization=args.randomization,
                 env_kwargs={"reward_type": "sparse", "split": args.split}, n_envs=4,
                 value_warmup_steps=1024,
-                eval_episodes=n, seed=seed,
+                eval_episodes=n, seed=seed, log_std=args.log_std,
             ),
             PPOConfig(
                 n_steps=128, batch_size=64, n_epochs=4, learning_rate=3e-5, kl_coef=kl, seed=seed,
@@ -80,7 +88,9 @@ def main() -> int:
         f"Policy `{args.policy}`, task {args.task} ({args.split} instructions), "
         f"{args.steps:,} environment steps (1,024 of "
         "them warm up the value head), 4 environments x 128 steps per rollout, 4 epochs of "
-        f"batch 64, lr 3e-5, sparse reward; {n} held-out scenes before and after (95% Wilson "
+        f"batch 64, lr 3e-5, sparse reward, Gaussian log-std "
+        f"{'of BC' if args.log_std is None else f'{args.log_std:g}'}; {n} held-out scenes before "
+        "and after (95% Wilson "
         "intervals); one torch thread.",
         "",
         "| KL weight | seed | BC (before) | after PPO | approx KL | clip fraction | KL to BC | s |",

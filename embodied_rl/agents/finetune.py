@@ -55,6 +55,9 @@ class PPOFinetuneConfig:
     n_envs: int = 4
     vectorization: str = "sync"  # "sync" | "async"
     init_log_std: float = -0.5  # log-std of the Gaussian a deterministic head becomes
+    # log-std the Gaussian head starts PPO with; None keeps BC's learned one. Precise tasks
+    # want less exploration noise than BC's fit left (benchmarks/results/ppo_finetune_vla_pick.md)
+    log_std: float | None = None
     # environment steps (part of total_steps) that first train only the new value head, the
     # rest frozen: a fresh critic's noisy advantages otherwise push the pretrained policy around
     value_warmup_steps: int = 0
@@ -95,6 +98,14 @@ class PPOFinetuneResult:
 
 
 # ---------------------------------------------------------------------- the policy
+def _with_log_std(policy: Policy, config: PPOFinetuneConfig) -> Policy:
+    """``policy`` with its Gaussian head's log-std set to ``config.log_std`` (if given)."""
+    if config.log_std is not None and getattr(policy.head, "kind", None) == "gaussian":
+        with torch.no_grad():
+            policy.head.log_std.fill_(config.log_std)
+    return policy
+
+
 def actor_critic(
     pretrained: Policy, reinitialize: bool = False, init_log_std: float = -0.5, seed: int = 0
 ) -> Policy:
@@ -227,13 +238,17 @@ def finetune_ppo(
     config = config or PPOFinetuneConfig()
     ppo = ppo or PPOConfig(kl_coef=0.1, n_steps=256, seed=config.seed)
     source = pretrained if isinstance(pretrained, Policy) else load_policy(pretrained)
-    policy = actor_critic(source, from_scratch, config.init_log_std, config.seed)
+    policy = _with_log_std(
+        actor_critic(source, from_scratch, config.init_log_std, config.seed), config
+    )
     if from_scratch:
         reference = None
-    else:
+    else:  # the same noise as the policy: the KL term then anchors the mean action
         anchor = source if reference is None else reference
         anchor = anchor if isinstance(anchor, Policy) else load_policy(anchor)
-        reference = actor_critic(anchor, False, config.init_log_std, config.seed)
+        reference = _with_log_std(
+            actor_critic(anchor, False, config.init_log_std, config.seed), config
+        )
     out = Path(out)
     start = time.perf_counter()
     before = _evaluate(policy, config)

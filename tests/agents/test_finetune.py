@@ -124,3 +124,20 @@ def test_errors_name_the_problem(tmp_path):
         PPOFinetuneConfig(total_steps=0)
     with pytest.raises(ValueError, match="value_warmup_steps=100"):
         PPOFinetuneConfig(total_steps=100, value_warmup_steps=100)
+
+
+def test_log_std_sets_the_exploration_noise_of_policy_and_reference(tmp_path):
+    torch.manual_seed(0)
+    vla = VLAPolicy(vla_preset("tiny", history=1, n_layers=1, dropout=0.0))  # Gaussian head
+    finetune_ppo(
+        vla, tmp_path / "vla",
+        PPOFinetuneConfig(total_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0,
+                          randomization="none", log_std=-2.0),
+        PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05, learning_rate=1e-12),
+    )  # fmt: skip
+    for part in ("policy", "reference"):
+        tensors = load_file(tmp_path / "vla" / "agent" / part / "model.safetensors")
+        torch.testing.assert_close(
+            tensors["head.log_std"], torch.full((4,), -2.0), atol=1e-6, rtol=0
+        )
+    assert not torch.allclose(vla.head.log_std, torch.full((4,), -2.0))  # BC's stays untouched
