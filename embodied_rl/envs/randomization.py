@@ -323,6 +323,8 @@ class DomainRandomization(gym.Wrapper):
             raise ValueError(
                 f"action has shape {action.shape}; this env expects {self.action_space.shape}"
             )
+        if not np.isfinite(action).all():  # now, not `latency` steps later at the robot
+            raise ValueError(f"action {action.tolist()} is not finite (NaN or inf)")
         noise = self.domain["action_noise_std"]
         if noise > 0:
             action = action + self._rng.normal(0.0, noise, size=action.shape).astype(action.dtype)

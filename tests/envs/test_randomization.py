@@ -246,6 +246,14 @@ def test_action_latency_delays_the_response_by_k_steps():
         assert first_move == k, (k, x_trace(k))
 
 
+def test_a_nan_action_is_refused_when_sent_not_when_it_reaches_the_robot():
+    env = make("tabletop/reach-v0", randomization={"action_latency_steps": [2, 2]}, seed=0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="is not finite"):
+        env.step(np.array([np.nan, 0, 0, -1], dtype=np.float32))
+    env.close()
+
+
 def test_sensor_noise_perturbs_observations_with_the_given_scale():
     clean = make("tabletop/pick-v0", obs_mode="rgb+state", image_size=32, seed=0)
     noisy = make(
