@@ -181,7 +181,8 @@ def _train(args: argparse.Namespace) -> int:
         policy = default_policy(args.algo, data, **policy_options)
     else:
         raise ValueError(f"--policy {args.policy!r}: use 'mlp', 'vla' or 'vla:PRESET'")
-    _, result = train(args.algo, data, args.out, config, trainer, policy, resume=args.resume)
+    resume = args.resume_from or args.resume
+    _, result = train(args.algo, data, args.out, config, trainer, policy, resume=resume)
     print(f"{args.algo}: {result}\nwrote {args.out}/metrics.csv and {args.out}/checkpoints")
     return 0
 
@@ -553,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true", help="continue from <out>/checkpoints/last (exactly)"
     )
+    train.add_argument(
+        "--resume-from", default=None, metavar="CHECKPOINT",
+        help="continue from this earlier checkpoint of the run (<out>/checkpoints/step_N)",
+    )  # fmt: skip
     train.set_defaults(func=_train)
 
     ppo = sub.add_parser("ppo", help="train PPO online on a task (state observations)")

@@ -68,7 +68,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
         return load_file(path)
     except Exception as error:  # safetensors raises its own types, without the file name
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({error}); resume from an earlier checkpoint"
+            f"{path} is truncated or corrupt ({error}); resume from an earlier checkpoint: "
+            "train(..., resume=<checkpoints>/step_N) or erl train ... --resume-from "
+            "<checkpoints>/step_N"
         ) from error
 
 

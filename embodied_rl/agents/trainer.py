@@ -252,15 +252,21 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ resume
-    def resume(self) -> int:
-        """Load the run's ``last`` checkpoint: weights, optimisers, RNGs, sampler, evaluation
-        history and partial metric sums; returns its step (0, with a warning, if the run
-        wrote none). ``fit()`` then runs the remaining steps."""
-        if not (self.checkpoints / LAST).is_file():
+    def resume(self, checkpoint: str | os.PathLike | None = None) -> int:
+        """Load the run's ``last`` checkpoint (or ``checkpoint``, an earlier one of the run):
+        weights, optimisers, RNGs, sampler, evaluation history and partial metric sums;
+        returns its step (0, with a warning, if the run wrote none). ``fit()`` then runs the
+        remaining steps; metrics logged after that step are dropped."""
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if not (path / "state.json").is_file():
+                raise CheckpointError(f"{path} is not a checkpoint directory (no state.json)")
+        elif not (self.checkpoints / LAST).is_file():
             logger.warning("no checkpoint in %s: the run starts from step 0", self.checkpoints)
             self._resumed_at = 0
             return 0
-        path = latest_checkpoint(self.checkpoints)
+        else:
+            path = latest_checkpoint(self.checkpoints)
         self._check_same_run(path)
         state = load_checkpoint(self.agent, path, self.sampler)
         if state["step"] > self.config.steps:
@@ -448,11 +454,13 @@ def train(
     trainer_config: TrainerConfig | None = None,
     policy: Policy | None = None,
     eval_env: Callable[[], gym.Env] | None = None,
-    resume: bool = False,
+    resume: bool | str | os.PathLike = False,
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
     its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
-    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run. The
+    ``steps`` may grow), giving on CPU exactly the parameters of an uninterrupted run; a path
+    continues from that earlier checkpoint of the run instead (one ``last`` names is corrupt,
+    say). The
     trained policy is also written to ``out/policy`` (``config.json`` + safetensors), the
     artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read.
 
@@ -470,7 +478,7 @@ def train(
     run = {"algo": algo, "dataset": data.metadata.get("dataset_id")}
     trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data), run)
     if resume:
-        trainer.resume()
+        trainer.resume(None if resume is True else resume)
     result = trainer.fit()
     agent.policy.save(Path(out) / "policy")
     if result and not math.isfinite(result.get("eval/mean_return", 0.0)):

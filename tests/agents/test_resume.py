@@ -171,3 +171,21 @@ def test_resume_without_a_checkpoint_starts_from_zero(tiny_data, tmp_path, caplo
     config = TrainerConfig(steps=2, eval_episodes=0, **QUIET)
     agent, _ = train("bc", tiny_data, tmp_path, None, config, resume=True)
     assert agent.step == 2 and "starts from step 0" in caplog.text
+
+
+def test_resume_from_a_named_earlier_checkpoint_after_corruption(tiny_data, tmp_path):
+    """``last`` names a corrupt checkpoint: the error says how to go back, and resuming from
+    the earlier one gives the parameters of the uninterrupted run."""
+    config = TrainerConfig(steps=4, checkpoint_every=2, eval_episodes=0, **QUIET)
+    straight, _ = train("bc", tiny_data, tmp_path / "straight", None, config)
+    train("bc", tiny_data, tmp_path / "run", None, config)
+    weights = tmp_path / "run" / "checkpoints" / "step_000000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="--resume-from <checkpoints>/step_N"):
+        train("bc", tiny_data, tmp_path / "run", None, config, resume=True)
+    earlier = tmp_path / "run" / "checkpoints" / "step_000000002"
+    agent, _ = train("bc", tiny_data, tmp_path / "run", None, config, resume=earlier)
+    for (name, p), q in zip(
+        agent.policy.named_parameters(), straight.policy.parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
