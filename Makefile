@@ -31,7 +31,7 @@ test-slow: $(STAMP)
 wheel-smoke: $(STAMP)
 	VENV=$(VENV) bash scripts/wheel_smoke.sh
 
-## The main job (about 6 min on 2 idle CPU cores): demonstrations -> BC (tiny VLA) -> offline IQL
+## The main job (about 7 min on 2 idle CPU cores): demonstrations -> BC (tiny VLA) -> offline IQL
 ## -> PPO fine-tuning with a KL penalty -> transfer evaluation -> outputs/demo/report/report.html.
 ## Rerunning continues an interrupted run (finished stages are skipped).
 demo: $(STAMP)
