@@ -11,7 +11,10 @@ PY="$(pwd)/$VENV/bin/python"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+# setuptools builds in ./build: remove it afterwards unless it was there before
+[ -e build ] && KEEP_BUILD=1 || KEEP_BUILD=0
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" .
+[ "$KEEP_BUILD" = 1 ] || rm -rf build
 WHEEL="$(ls "$WORK"/dist/embodied_rl-*.whl)"
 "$PY" -m venv "$WORK/venv"  # its own pip (ensurepip, offline): scripts get its python
 DEPS="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

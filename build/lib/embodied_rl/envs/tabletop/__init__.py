@@ -1,1 +1,0 @@
-"""Language-conditioned tabletop manipulation suite (MuJoCo backend)."""

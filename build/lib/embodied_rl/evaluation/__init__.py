@@ -1,1 +1,0 @@
-"""embodied_rl.evaluation (see DESIGN.md)."""

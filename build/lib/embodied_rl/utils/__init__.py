@@ -1,1 +1,0 @@
-"""embodied_rl.utils (see DESIGN.md)."""
