@@ -160,12 +160,20 @@ def _is_policy_path(policy: PolicyLike) -> bool:
     return isinstance(policy, str) and Path(policy).is_dir()
 
 
-@functools.lru_cache(maxsize=4)
 def _saved_policy(path: str):
-    """A saved policy, loaded once per process (each worker loads its own copy)."""
+    """A saved policy, loaded once per process and version of its files (each worker loads
+    its own copy)."""
+    from embodied_rl.policies.base import resolve_policy_path
+
+    directory, _ = resolve_policy_path(path)
+    return _load_saved(str(directory), (directory / "model.safetensors").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_saved(directory: str, mtime_ns: int):
     from embodied_rl.policies import load_policy
 
-    return load_policy(path).eval()
+    return load_policy(directory).eval()
 
 
 def _build_policy(policy: PolicyLike, env, seed: int):

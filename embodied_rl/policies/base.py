@@ -177,11 +177,9 @@ def resolve_policy_path(path: str | os.PathLike) -> tuple[Path, bool]:
         pointer = checkpoints / CHECKPOINT_POINTER
         if pointer.is_file():
             target = checkpoints / pointer.read_text().strip()
-            if not (target / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"{pointer} names {target.name}, which holds no config.json"
-                )
-            return target, True
+            if not target.is_dir():
+                raise FileNotFoundError(f"{pointer} names {target.name}, which does not exist")
+            return resolve_policy_path(target)  # an agent's checkpoint, or PPO's (policy/)
     raise FileNotFoundError(
         f"{root} is not a saved policy: no config.json there, no policy/ and no "
         f"checkpoints/{CHECKPOINT_POINTER} in it (pass a policy, checkpoint or run directory)"

@@ -128,3 +128,15 @@ def test_erl_ppo_resume_after_ctrl_c(tmp_path, monkeypatch):
     assert all(
         torch.equal(p, q) for p, q in zip(a.policy.parameters(), b.policy.parameters(), strict=True)
     )
+
+
+def test_load_policy_reads_a_ppo_run_and_its_checkpoints(tmp_path):
+    from embodied_rl.policies import load_policy
+
+    agent = build("pendulum")
+    agent.learn(64, checkpoint_dir=tmp_path / "checkpoints", checkpoint_every=64)
+    agent.save(tmp_path / "agent")
+    for path in (tmp_path, tmp_path / "checkpoints"):
+        loaded = load_policy(path)
+        for (name, p), q in zip(loaded.named_parameters(), agent.policy.parameters(), strict=True):
+            assert torch.equal(p, q), (path, name)
