@@ -361,7 +361,7 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from embodied_rl.evaluation.benchmark import load_suite, run_benchmark
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.overrides)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     out = Path(args.out or f"runs/bench/{suite.name}")
     try:
@@ -443,6 +443,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="local Ray CPUs (no --ray)"
     )
     o2o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o2o.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="suite overrides, e.g. offline_steps=2000 online.env_steps=5000",
+    )  # fmt: skip
     o2o.set_defaults(func=_bench)
 
 

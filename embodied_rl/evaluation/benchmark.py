@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from embodied_rl.config import CONFIG_DIR, load_yaml
+from embodied_rl.config import CONFIG_DIR, load_yaml, merge, parse_overrides
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,9 @@ def suite_from_dict(values: Mapping[str, Any], source: str = "suite") -> Suite:
     return config_from_dict(Suite, {**values, "tasks": tasks}, source)
 
 
-def load_suite(name_or_path: str | os.PathLike) -> Suite:
-    """A suite by name (``embodied_rl/configs/bench/<name>.yaml``) or from a YAML path."""
+def load_suite(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Suite:
+    """A suite by name (``embodied_rl/configs/bench/<name>.yaml``) or from a YAML path, with
+    ``key=value`` overrides (dotted for sections: ``online.env_steps=5000``)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = SUITE_DIR / f"{name_or_path}.yaml"
@@ -150,6 +151,9 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         raise FileNotFoundError(f"suite {str(name_or_path)!r} not found ({path}); known: {known}")
     values = load_yaml(path.read_text()) or {}
     values.setdefault("name", path.stem)
+    if overrides:
+        values = merge(values, parse_overrides(overrides))
+        return suite_from_dict(values, f"{path} with {' '.join(overrides)}")
     return suite_from_dict(values, str(path))
 
 

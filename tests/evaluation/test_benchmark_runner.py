@@ -67,6 +67,12 @@ def test_shipped_suites_load_and_bad_keys_are_named(tmp_path):
     assert load_suite(path).name == "mine"
     with pytest.raises(FileNotFoundError, match="known: .*small"):
         load_suite("nonexistent")
+    quick = load_suite("small", ["offline_steps=7", "online.env_steps=9"])
+    assert quick.offline_steps == 7 and quick.online_config(0).env_steps == 9
+    with pytest.raises(
+        ValueError, match=r"with offline_step=7.*unknown key\(s\) \['offline_step'\]"
+    ):
+        load_suite("small", ["offline_step=7"])
 
 
 def test_grid_and_pending(tmp_path):
