@@ -256,6 +256,8 @@ class PPO:
     policy of the KL penalty. The policy runs in eval mode (no dropout) so that rollout and
     update log-probabilities agree."""
 
+    config_class = PPOConfig
+
     def __init__(
         self,
         policy: Policy,

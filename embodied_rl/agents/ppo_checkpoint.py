@@ -87,8 +87,6 @@ def save_ppo(agent: PPO, directory: str | os.PathLike) -> Path:
 
 def load_ppo(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any) -> PPO:
     """Rebuild a saved agent on ``envs``: policy, reference, optimizer and KL coefficient."""
-    from embodied_rl.agents.ppo import PPOConfig
-
     directory = Path(directory)
     if not (directory / "ppo.json").is_file():
         raise FileNotFoundError(f"{directory} is not a saved PPO agent: ppo.json is missing")
@@ -97,7 +95,7 @@ def load_ppo(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: A
         if (directory / part).is_dir():
             read_json(directory / part / "config.json")  # an error naming a corrupt file
     reference = load_policy(directory / "reference") if (directory / "reference").is_dir() else None
-    config = PPOConfig(**meta["config"])
+    config = cls.config_class(**meta["config"])  # PPOConfig; no import of ppo.py (a cycle)
     agent = cls(load_policy(directory / "policy"), envs, config, reference, log_dir)
     slots: dict[int, dict[str, Tensor]] = {}
     for key, value in read_tensors(directory / "optimizer.safetensors").items():
