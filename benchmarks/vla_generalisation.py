@@ -43,7 +43,7 @@ FROM_CURVE = ("seen", "unseen instructions")  # measured by vla_learning.curve a
 
 def evaluate(args, variant: str, seed: int) -> dict[str, Any]:
     """Every condition for the final checkpoint of one run (cached in ``conditions.json``)."""
-    from embodied_rl.agents import load_agent
+    from embodied_rl.policies import load_policy
 
     run = Path(args.work) / "runs" / f"{variant}-s{seed}{vla_learning.run_suffix(args)}"
     record = run / "conditions.json"
@@ -55,7 +55,7 @@ def evaluate(args, variant: str, seed: int) -> dict[str, Any]:
         if name in cells or name in FROM_CURVE or (variant == "state-mlp" and env_kwargs):
             continue
         if policy is None:
-            policy = load_agent(run / "checkpoints").policy
+            policy = load_policy(run).eval()  # the run's policy/ artifact
         randomization = {"preset": args.randomization, **pins} if pins else None
         started = time.perf_counter()
         cells[name] = vla_learning.rollouts(args, policy, split, randomization, **env_kwargs)
