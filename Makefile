@@ -35,7 +35,7 @@ wheel-smoke: $(STAMP)
 ## -> PPO fine-tuning with a KL penalty -> transfer evaluation -> outputs/demo/report/report.html.
 ## Rerunning continues an interrupted run (finished stages are skipped).
 demo: $(STAMP)
-	$(BIN)/erl pipeline --out outputs/demo --resume
+	$(BIN)/erl demo
 
 ## Benchmarks write benchmarks/results/*.md; run them on a quiet machine (one at a time).
 bench: $(STAMP)

@@ -86,7 +86,7 @@ def main() -> int:
                     Path(tmp) / f"bc{seed}" / "policy",
                     Path(tmp) / f"ppo{seed}{scratch}",
                     PPOFinetuneConfig(
-                        task=args.task, total_steps=args.ppo_steps,
+                        task=args.task, env_steps=args.ppo_steps,
                         randomization=args.randomization, env_kwargs=env_kwargs,
                         n_envs=args.n_envs, eval_episodes=args.eval_episodes, seed=seed,
                         value_warmup_steps=args.value_warmup,

@@ -64,7 +64,7 @@ def main() -> int:
                 + (f"-logstd{args.log_std:g}" if args.log_std is not None else "")
             ),
             PPOFinetuneConfig(
-                task=args.task, total_steps=args.steps, randomization=args.randomization,
+                task=args.task, env_steps=args.steps, randomization=args.randomization,
                 env_kwargs={"reward_type": "sparse", "split": args.split}, n_envs=4,
                 value_warmup_steps=1024,
                 eval_episodes=n, seed=seed, log_std=args.log_std,

@@ -84,7 +84,7 @@ def run_cpl(task, data, prefs, args, seed: int, out: Path, bc_weight: float = 0.
     from embodied_rl.preference import CPLConfig, CPLLearner, PreferenceSampler
 
     seed_everything(seed)
-    config = CPLConfig(bc_steps=args.cpl_bc_steps, lr=args.cpl_lr, bc_weight=bc_weight)
+    config = CPLConfig(bc_steps=args.cpl_bc_steps, learning_rate=args.cpl_lr, bc_weight=bc_weight)
     learner = CPLLearner(default_policy("cpl", data), config)
     learner.fit_observation_normalizers(data.observations)
     sampler = PreferenceSampler(prefs, SamplerConfig(args.pairs_per_batch, seed))

@@ -101,7 +101,7 @@ def bc_config(args, variant: str):
     from embodied_rl.agents import BCConfig
 
     options = {k: args.steps if v == "steps" else v for k, v in BC_OPTIONS.get(variant, {}).items()}
-    return BCConfig(lr=args.lr, labels=args.labels, **options)
+    return BCConfig(learning_rate=args.lr, labels=args.labels, **options)
 
 
 # ---------------------------------------------------------------------- data

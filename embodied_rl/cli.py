@@ -15,7 +15,8 @@ import embodied_rl  # headless GL before mujoco; __version__
 from embodied_rl.config import CONFIG_DIR
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _experts(args: argparse.Namespace) -> int:
+    """Scripted experts on every tabletop family: a captioned video and a success table."""
     from embodied_rl.envs import list_tasks, make, make_expert
     from embodied_rl.evaluation.rollout import format_markdown, run_episodes, success_table
     from embodied_rl.evaluation.video import caption_frame, write_video
@@ -106,7 +107,7 @@ def _collect(args: argparse.Namespace) -> int:
     if args.horizon is not None:
         env_kwargs["horizon"] = args.horizon
     result = collect(
-        args.env_id,
+        args.task,
         args.tier,
         episodes=args.episodes,
         workers=args.workers,
@@ -210,7 +211,9 @@ def _ppo(args: argparse.Namespace) -> int:
             seed_everything(args.seed)  # Python, numpy and torch
             envs.action_space.seed(args.seed)
             agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
-        metrics = agent.learn(args.steps, not args.no_progress, checkpoints, args.checkpoint_every)
+        metrics = agent.learn(
+            args.env_steps, not args.no_progress, checkpoints, args.checkpoint_every
+        )
     finally:
         envs.close()
     agent.save(Path(args.out) / "agent")
@@ -363,7 +366,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.overrides)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    out = Path(args.out or f"runs/bench/{suite.name}")
+    out = Path(args.out or f"outputs/bench/{suite.name}")
     try:
         result = run_benchmark(
             suite, algos, args.seeds, out, address=args.ray, workers=args.workers,
@@ -396,7 +399,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     online.add_argument("--checkpoint", required=True, help="the offline run's checkpoints/ dir")
     online.add_argument("--dataset", required=True, help="dataset path or id it was trained on")
-    online.add_argument("--out", default="runs/online")
+    online.add_argument("--out", default="outputs/online")
     online.add_argument("--config", default=None, help="YAML OnlineConfig")
     online.add_argument("--seed", type=int, default=0)
     online.add_argument(
@@ -407,13 +410,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     ppo = kinds.add_parser("ppo", help="PPO fine-tuning of a BC/VLA policy with a KL penalty to it")
     ppo.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
-        help="PPOFinetuneConfig overrides (task=..., total_steps=..., randomization=...) and "
+        help="PPOFinetuneConfig overrides (task=..., env_steps=..., randomization=...) and "
         "PPOConfig ones under ppo. (ppo.kl_coef=0.05, ppo.learning_rate=1e-4)",
     )  # fmt: skip
     ppo.add_argument(
         "--pretrained", required=True, help="a policy.save() dir or an agent checkpoint dir"
     )
-    ppo.add_argument("--out", default="runs/finetune_ppo")
+    ppo.add_argument("--out", default="outputs/finetune_ppo")
     ppo.add_argument("--config", default=None, help="YAML PPOFinetuneConfig")
     ppo.add_argument("--ppo-config", default=None, help="YAML PPOConfig overrides")
     ppo.add_argument(
@@ -438,7 +441,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     o2o.add_argument("--algos", default="iql,cql,calql", help="comma-separated agents")
     o2o.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per algorithm and task")
     o2o.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray cluster address")
-    o2o.add_argument("--out", default=None, help="output directory (default runs/bench/<suite>)")
+    o2o.add_argument("--out", default=None, help="output directory (default outputs/bench/<suite>)")
     o2o.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="local Ray CPUs (no --ray)"
     )
@@ -459,16 +462,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="scripted episodes on the tabletop tasks: video + success table"
+        "demo", help="the main job, as `make demo`: the quickstart pipeline in outputs/demo, "
+        "continuing an interrupted run",
+    )  # fmt: skip
+    demo.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="pipeline overrides, as erl pipeline"
     )
-    demo.add_argument("--out", default="outputs/demo", help="output directory")
-    demo.add_argument("--tasks", nargs="*", help="task ids (default: every tabletop family)")
-    demo.add_argument("--episodes", type=int, default=5, help="episodes per task")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--noise", type=float, default=0.0, help="expert action noise std")
-    demo.add_argument("--split", default="seen", choices=["seen", "unseen", "all"])
-    demo.add_argument("--video-size", type=int, default=256, help="video frame side in pixels")
-    demo.set_defaults(func=_demo)
+    demo.add_argument("--out", default="outputs/demo", help="run directory")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(
+        func=_pipeline, config=str(CONFIG_DIR / "pipeline" / "quickstart.yaml"), stages=None,
+        resume=True,
+    )  # fmt: skip
+
+    experts = sub.add_parser(
+        "experts", help="scripted experts on the tabletop tasks: captioned video + success table"
+    )
+    experts.add_argument("--out", default="outputs/experts", help="output directory")
+    experts.add_argument("--tasks", nargs="*", help="task ids (default: every tabletop family)")
+    experts.add_argument("--episodes", type=int, default=5, help="episodes per task")
+    experts.add_argument("--seed", type=int, default=0)
+    experts.add_argument("--noise", type=float, default=0.0, help="expert action noise std")
+    experts.add_argument("--split", default="seen", choices=["seen", "unseen", "all"])
+    experts.add_argument("--video-size", type=int, default=256, help="video frame side in pixels")
+    experts.set_defaults(func=_experts)
 
     transfer = sub.add_parser("transfer", help="evaluate a policy on source and target domains")
     transfer.add_argument(
@@ -502,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.set_defaults(func=_transfer)
 
     collect = sub.add_parser("collect", help="collect a Minari dataset of a tier or policy")
-    collect.add_argument("env_id", help="task id, e.g. tabletop/pick-v0")
+    collect.add_argument("--task", required=True, help="task id, e.g. tabletop/pick-v0")
     collect.add_argument(
         "--tier", default="expert", choices=["expert", "medium", "random", "mixed"]
     )
@@ -544,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         "proprio); policy.KEY=VALUE overrides set its config, e.g. policy.action_chunk=4",
     )  # fmt: skip
     train.add_argument("--steps", type=int, default=10_000)
-    train.add_argument("--out", default="runs/offline")
+    train.add_argument("--out", default="outputs/train")
     train.add_argument(
         "--config",
         default=None,
@@ -569,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="PPOConfig overrides, e.g. n_steps=1024"
     )
     ppo.add_argument("--task", required=True, help="tabletop/reach-v0, Hopper-v5, ...")
-    ppo.add_argument("--steps", type=int, default=100_000, help="environment steps")
-    ppo.add_argument("--out", default="runs/ppo")
+    ppo.add_argument("--env-steps", type=int, default=100_000, help="environment steps")
+    ppo.add_argument("--out", default="outputs/ppo")
     ppo.add_argument(
         "--config",
         default=None,

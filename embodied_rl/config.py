@@ -16,6 +16,7 @@ import dataclasses
 import re
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -28,6 +29,17 @@ CONFIG_DIR = Path(str(files("embodied_rl") / "configs"))
 pipelines, benchmark suites): found the same way from a clone and from a wheel install."""
 
 T = TypeVar("T")
+
+RENAMED_KEYS: dict[str, str] = {
+    "lr": "learning_rate",
+    "actor_lr": "actor_learning_rate",
+    "critic_lr": "critic_learning_rate",
+    "temperature_lr": "temperature_learning_rate",
+    "total_steps": "env_steps",
+}
+"""Config keys renamed for one name per idea across configs. Old YAML files, overrides and
+checkpoints still load: the old key maps to the new one with a ``FutureWarning``. A dataclass
+adds its own renames in a ``renamed_keys`` class attribute (e.g. the pipeline's ``ppo.steps``)."""
 
 
 class ConfigError(ValueError):
@@ -176,6 +188,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = _apply_renames(cls, values, fields, prefix)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
@@ -189,6 +202,42 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from None
+
+
+def _apply_renames(
+    cls: type, values: Mapping[str, Any], fields: Mapping[str, Any], prefix: str
+) -> Mapping[str, Any]:
+    """``values`` with keys renamed since they were written mapped to their new names."""
+    renamed = {**RENAMED_KEYS, **getattr(cls, "renamed_keys", {})}
+    old = [k for k in values if k not in fields and renamed.get(k) in fields]
+    if not old:
+        return values
+    values = dict(values)
+    for key in old:
+        new = renamed[key]
+        if new in values:
+            raise ConfigError(f"{prefix}{key} and {prefix}{new} name the same value: keep {new}")
+        warnings.warn(
+            f"{prefix}{key} is now called {prefix}{new}; the old name will stop working",
+            FutureWarning,
+            stacklevel=4,
+        )
+        values[new] = values.pop(key)
+    return values
+
+
+def _renamed_to_current(cls: type, values: Any, prefix: str = "") -> Any:
+    """``values`` for dataclass ``cls`` with renamed keys mapped, at every nesting level, so a
+    file and its overrides can each use either name before they are merged."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(values, Mapping)):
+        return values
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = _apply_renames(cls, values, fields, prefix)
+    return {
+        k: _renamed_to_current(hints[k], v, f"{prefix}{k}.") if k in fields else v
+        for k, v in values.items()
+    }
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -211,8 +260,9 @@ def load_config(
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> T:
     """``cls`` from the YAML file ``path`` (optional) with ``overrides`` applied on top."""
-    values = read_yaml(path) if path is not None else {}
+    values = _renamed_to_current(cls, read_yaml(path) if path is not None else {})
     update = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    update = _renamed_to_current(cls, update)
     try:
         from_dict(cls, values)
     except ConfigError as error:

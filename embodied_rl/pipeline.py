@@ -28,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class OfflineStage:
 
     steps: int = 1000
     batch_size: int = 32
-    lr: float = 3e-4  # BC: lr; IQL: actor_lr
+    learning_rate: float = 3e-4  # BC: learning_rate; IQL: actor_learning_rate
     checkpoint_every: int = 250
     options: dict[str, Any] = field(default_factory=dict)  # more agent-config fields
 
@@ -76,7 +76,9 @@ class OfflineStage:
 class PPOStage:
     """Online fine-tuning: PPO with a KL penalty to the BC policy, under ``randomization``."""
 
-    steps: int = 4096  # environment steps
+    renamed_keys: ClassVar[dict[str, str]] = {"steps": "env_steps"}
+
+    env_steps: int = 4096
     n_envs: int = 4
     n_steps: int = 256
     batch_size: int = 64
@@ -84,7 +86,7 @@ class PPOStage:
     learning_rate: float = 3e-5
     kl_coef: float = 0.1
     kl_target: float | None = None  # adaptive KL controller target (None: fixed kl_coef)
-    # environment steps (part of ``steps``) that first train only the new value head, whose
+    # environment steps (part of ``env_steps``) that first train only the new value head, whose
     # gradients otherwise reach the shared trunk while it is still noise
     value_warmup_steps: int = 1024
     ent_coef: float = 0.0
@@ -95,10 +97,10 @@ class PPOStage:
     reward_type: str = "sparse"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.value_warmup_steps < self.steps:
+        if not 0 <= self.value_warmup_steps < self.env_steps:
             raise ValueError(
-                f"ppo.value_warmup_steps={self.value_warmup_steps} must lie in [0, ppo.steps="
-                f"{self.steps}): the warm-up is part of the stage's environment steps"
+                f"ppo.value_warmup_steps={self.value_warmup_steps} must lie in [0, "
+                f"ppo.env_steps={self.env_steps}): the warm-up is part of the stage's environment steps"
             )
 
 
@@ -282,7 +284,13 @@ class Pipeline:
         torch.manual_seed(self.config.seed)
         policy = vla_for_dataset(data, self.config.policy.preset, **overrides)
         stage = self.config.bc
-        agent = self._train("bc", policy, BCConfig(lr=stage.lr, **stage.options), stage, resume)
+        agent = self._train(
+            "bc",
+            policy,
+            BCConfig(learning_rate=stage.learning_rate, **stage.options),
+            stage,
+            resume,
+        )
         return {"steps": agent.step, "parameters": sum(p.numel() for p in policy.parameters())}
 
     def _iql(self, resume: bool) -> dict[str, Any]:
@@ -293,7 +301,7 @@ class Pipeline:
         policy = load_policy(self._policy_dir("bc"))
         stage = self.config.iql
         config = IQLConfig(
-            actor_lr=stage.lr, critic_obs_dim=int(data.observations["state"].shape[1]),
+            actor_learning_rate=stage.learning_rate, critic_obs_dim=int(data.observations["state"].shape[1]),
             **stage.options,
         )  # fmt: skip
         agent = self._train("iql", policy, config, stage, resume)
@@ -309,7 +317,7 @@ class Pipeline:
         result = finetune_ppo(
             self._policy_dir("iql"), out,
             PPOFinetuneConfig(
-                task=c.task, total_steps=p.steps, randomization=p.randomization,
+                task=c.task, env_steps=p.env_steps, randomization=p.randomization,
                 env_kwargs={"reward_type": p.reward_type}, n_envs=p.n_envs,
                 value_warmup_steps=p.value_warmup_steps, eval_episodes=0, seed=c.seed,
                 progress=self.progress,
@@ -396,7 +404,7 @@ def smoke_config(**changes: Any) -> PipelineConfig:
         bc=OfflineStage(steps=6, batch_size=8, checkpoint_every=3),
         iql=OfflineStage(steps=4, batch_size=8, checkpoint_every=2),
         ppo=PPOStage(
-            steps=48, n_envs=2, n_steps=16, batch_size=16, n_epochs=1, value_warmup_steps=16
+            env_steps=48, n_envs=2, n_steps=16, batch_size=16, n_epochs=1, value_warmup_steps=16
         ),
         transfer=TransferStage(
             episodes=2, targets=("heavy", "pybullet"), sweeps={"friction_scale": (0.5, 1.0)},

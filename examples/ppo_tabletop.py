@@ -22,7 +22,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--task", default="tabletop/reach-v0")
 parser.add_argument("--steps", type=int, default=50_000, help="steps of each stage")
 parser.add_argument("--n-envs", type=int, default=4)
-parser.add_argument("--out", default="runs/ppo_tabletop")
+parser.add_argument("--out", default="outputs/ppo_tabletop")
 args = parser.parse_args()
 
 

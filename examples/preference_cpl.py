@@ -64,17 +64,17 @@ def main() -> None:
         return make(TASK, horizon=HORIZON)  # success ends the episode
 
     config = TrainerConfig(steps=600, batch_size=8, eval_episodes=10, checkpoint_every=0)
-    learner = CPLLearner(default_policy("cpl", data), CPLConfig(bc_steps=200, lr=3e-4))
+    learner = CPLLearner(default_policy("cpl", data), CPLConfig(bc_steps=200, learning_rate=3e-4))
     learner.fit_observation_normalizers(data.observations)
     sampler = PreferenceSampler(prefs, SamplerConfig(batch_size=8, seed=0))
-    scores = Trainer(learner, sampler, config, "outputs/runs/cpl", eval_env).fit()
+    scores = Trainer(learner, sampler, config, "outputs/cpl", eval_env).fit()
     print(f"CPL success: {scores['eval/success_rate']:.0%}")
 
     model, metrics = fit_reward_model(prefs, RewardModelConfig(steps=300, batch_size=16))
     print("reward model:", metrics)
     iql_config = TrainerConfig(steps=600, eval_episodes=10, checkpoint_every=0)
     _, scores = train(
-        "iql", relabel_rewards(data, model), "outputs/runs/p-iql", IQLConfig(), iql_config,
+        "iql", relabel_rewards(data, model), "outputs/p-iql", IQLConfig(), iql_config,
         eval_env=eval_env,
     )  # fmt: skip
     print(f"P-IQL success: {scores['eval/success_rate']:.0%}")

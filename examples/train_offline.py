@@ -16,9 +16,9 @@ def main() -> None:
     )  # fmt: skip
     data = load_dataset(result.path, obs_keys=["state"])
     config = TrainerConfig(steps=5_000, eval_every=2_500, eval_episodes=10, checkpoint_every=2_500)
-    agent, scores = train("iql", data, "outputs/runs/iql", IQLConfig(), config)
+    agent, scores = train("iql", data, "outputs/iql", IQLConfig(), config)
     print(f"IQL after {agent.step} steps: {scores}")
-    restored = load_agent("outputs/runs/iql/checkpoints")  # model, optimiser, RNG states
+    restored = load_agent("outputs/iql/checkpoints")  # model, optimiser, RNG states
     print(f"reloaded the checkpoint at step {restored.step}")
 
 

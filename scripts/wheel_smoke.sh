@@ -37,7 +37,7 @@ EOF
 erl --version
 erl tasks > /dev/null
 erl pipeline --help > /dev/null
-erl collect tabletop/reach-v0 --tier expert --episodes 3 --out data --name smoke/reach-expert-v0 --no-progress
+erl collect --task tabletop/reach-v0 --tier expert --episodes 3 --out data --name smoke/reach-expert-v0 --no-progress
 erl train --algo bc --dataset data/smoke/reach-expert-v0 --steps 20 --eval-episodes 2 --out run > /dev/null
 test -f run/policy/model.safetensors
 echo "wheel smoke passed: $(basename "$WHEEL")"

@@ -5,11 +5,11 @@ import pytest
 from embodied_rl.cli import main
 
 
-def test_demo_writes_video_and_success_table(tmp_path, capsys):
-    out = tmp_path / "demo"
+def test_experts_writes_video_and_success_table(tmp_path, capsys):
+    out = tmp_path / "experts"
     code = main(
         [
-            "demo",
+            "experts",
             "--out",
             str(out),
             "--episodes",
@@ -30,9 +30,23 @@ def test_demo_writes_video_and_success_table(tmp_path, capsys):
 
 
 def test_cli_reports_bad_task_cleanly(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--tasks", "tabletop/fly-v0"])
+    code = main(["experts", "--out", str(tmp_path), "--tasks", "tabletop/fly-v0"])
     assert code == 2
     assert "unknown task_id" in capsys.readouterr().err
+
+
+def test_demo_is_make_demo():
+    """``erl demo`` is the main job ``make demo`` runs: the quickstart pipeline, resumable."""
+    from pathlib import Path
+
+    from embodied_rl.cli import _pipeline, build_parser
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "$(BIN)/erl demo\n" in makefile
+    args = build_parser().parse_args(["demo", "bc.steps=10"])
+    assert args.func is _pipeline and args.resume and args.stages is None
+    assert args.out == "outputs/demo" and args.config.endswith("pipeline/quickstart.yaml")
+    assert args.overrides == ["bc.steps=10"]
 
 
 def test_tasks_lists_both_suites(capsys):
@@ -43,7 +57,7 @@ def test_tasks_lists_both_suites(capsys):
 
 def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    args = ["collect", "tabletop/reach-v0", "--episodes", "8", "--out", str(data)]
+    args = ["collect", "--task", "tabletop/reach-v0", "--episodes", "8", "--out", str(data)]
     assert main([*args, "--name", "tests/reach-v0", "--no-progress"]) == 0
     dataset = str(data / "tests" / "reach-v0")
     train = ["train", "--algo", "iql", "--dataset", dataset, "--steps", "6", "--out", str(run)]
@@ -95,7 +109,7 @@ def test_collect_train_evaluate_with_overrides(tmp_path, capsys):
     # finetune ppo: the saved policy with a KL penalty to itself
     ppo_out = tmp_path / "ppo"
     finetune = ["finetune", "ppo", "--pretrained", str(run), "--out", str(ppo_out)]
-    settings = ["total_steps=64", "n_envs=1", "eval_episodes=1", "randomization=none"]
+    settings = ["env_steps=64", "n_envs=1", "eval_episodes=1", "randomization=none"]
     settings += ["ppo.n_steps=32", "ppo.batch_size=16", "ppo.n_epochs=1", "ppo.kl_coef=0.2"]
     assert main([*finetune, *settings]) == 0
     result = json.loads((ppo_out / "result.json").read_text())
@@ -115,7 +129,7 @@ def test_version_is_the_installed_distributions(capsys):
 
 def test_train_and_evaluate_the_vla_from_the_command_line(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    collect = ["collect", "tabletop/reach-v0", "--episodes", "2", "--out", str(data)]
+    collect = ["collect", "--task", "tabletop/reach-v0", "--episodes", "2", "--out", str(data)]
     collect += ["--obs-mode", "rgb+state", "--image-size", "32", "--horizon", "10"]
     assert main([*collect, "--name", "tests/reach-rgb-v0", "--no-progress"]) == 0
     train = ["train", "--algo", "bc", "--dataset", str(data / "tests" / "reach-rgb-v0")]

@@ -123,3 +123,26 @@ def test_the_shipped_pipeline_and_agent_configs_load():
                 examples.update(yaml.safe_load(f"{key}:{value.split('#')[0]}"))
         assert examples, f"{path.name} shows no example"
         config_from_dict(cls, examples, str(path))
+
+
+def test_renamed_keys_still_load_with_a_warning(tmp_path):
+    """Configs, overrides and checkpoints written before the 0.2 renames keep working."""
+    from embodied_rl.agents.bc import BCConfig
+    from embodied_rl.agents.cql import CQLConfig
+    from embodied_rl.agents.finetune import PPOFinetuneConfig
+    from embodied_rl.pipeline import load_pipeline_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text("lr: 1.0e-4\n")
+    with pytest.warns(FutureWarning, match="lr is now called learning_rate"):
+        assert load_config(BCConfig, path).learning_rate == 1e-4
+    with pytest.warns(FutureWarning, match="critic_lr is now called critic_learning_rate"):
+        assert load_config(CQLConfig, None, ["critic_lr=1e-3"]).critic_learning_rate == 1e-3
+    with pytest.warns(FutureWarning, match="total_steps is now called env_steps"):
+        assert load_config(PPOFinetuneConfig, None, ["total_steps=64"]).env_steps == 64
+    with pytest.warns(FutureWarning, match="ppo.steps is now called ppo.env_steps"):
+        assert load_pipeline_config(overrides=["ppo.steps=2048"]).ppo.env_steps == 2048
+    with pytest.raises(ConfigError, match="lr and learning_rate name the same value"):
+        load_config(BCConfig, None, ["lr=1e-4", "learning_rate=1e-3"])
+    # a field that is really called lr is never renamed
+    assert load_config(Outer, None, ["inner.lr=0.5"]).inner.lr == 0.5

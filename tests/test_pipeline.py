@@ -103,6 +103,6 @@ def test_ppo_warmup_longer_than_the_stage_is_refused_before_anything_runs():
     from embodied_rl.pipeline import load_pipeline_config
 
     with pytest.raises(
-        ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.steps=512\)"
+        ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.env_steps=512\)"
     ):
-        load_pipeline_config(overrides=["ppo.steps=512"])
+        load_pipeline_config(overrides=["ppo.env_steps=512"])

@@ -11,7 +11,7 @@ from embodied_rl.cli import main
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {  # option or key -> the value the test uses
     "--episodes": "3", "--steps": "4", "--batch-size": "4", "--videos": "1",
-    "total_steps": "64",
+    "env_steps": "64",
 }  # fmt: skip
 OPTIONS = {  # small enough for a test: short episodes, small images, one evaluation episode
     "collect": ["--horizon", "10", "--image-size", "32", "--no-progress"],
@@ -55,6 +55,6 @@ def test_readme_walkthrough_runs(tmp_path, monkeypatch):
     assert [c[0] for c in commands] == ["collect", "train", "evaluate", "transfer", "finetune"]
     for command in commands:
         assert main(shrink(command)) == 0, command
-    assert (tmp_path / "runs" / "bc" / "policy" / "model.safetensors").is_file()
-    assert list((tmp_path / "runs" / "transfer").glob("rollouts_*.gif"))
-    assert (tmp_path / "runs" / "ppo" / "result.json").is_file()
+    assert (tmp_path / "outputs" / "bc" / "policy" / "model.safetensors").is_file()
+    assert list((tmp_path / "outputs" / "transfer").glob("rollouts_*.gif"))
+    assert (tmp_path / "outputs" / "ppo" / "result.json").is_file()

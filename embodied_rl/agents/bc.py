@@ -29,7 +29,7 @@ from embodied_rl.policies.base import Policy
 class BCConfig:
     """Behaviour cloning (Pomerleau 1989; RT-1 uses Adam 1e-4 on tokens)."""
 
-    lr: float = 3e-4  # Adam learning rate (CORL's BC; RT-1 uses 1e-4)
+    learning_rate: float = 3e-4  # Adam learning rate (CORL's BC; RT-1 uses 1e-4)
     weight_decay: float = 0.0  # L2 penalty of Adam
     # "action": imitate the recorded (executed) actions; "expert": imitate the expert's
     # noise-free action stored with noise-injected demonstrations (DART, Laskey et al. 2017)
@@ -51,8 +51,8 @@ class BCConfig:
                 f"decay_steps={self.decay_steps} must exceed warmup_steps={self.warmup_steps} "
                 "(or be 0: no decay)"
             )
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
 
@@ -78,7 +78,9 @@ class BCAgent(Agent):
     def __init__(self, policy: Policy, config: BCConfig) -> None:
         super().__init__(policy, config)
         params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = adam([{"params": params}], lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = adam(
+            [{"params": params}], lr=config.learning_rate, weight_decay=config.weight_decay
+        )
 
     trains_action_chunks = True
 
@@ -94,7 +96,7 @@ class BCAgent(Agent):
         target = batch["label"] if "label" in batch else batch["action"]
         loss, metrics = behavior_loss(self.policy.head, out, target)
         c = self.config
-        lr = scheduled_lr(self.step, c.lr, c.warmup_steps, c.decay_steps)
+        lr = scheduled_lr(self.step, c.learning_rate, c.warmup_steps, c.decay_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimize(self.optimizer, {"bc_loss": loss})

@@ -50,9 +50,9 @@ class CQLConfig:
     n_actions: int = 10  # uniform and policy actions sampled per state for the logsumexp
     discount: float = 0.99
     tau: float = 0.005  # Polyak rate of the target critics
-    actor_lr: float = 1e-4
-    critic_lr: float = 3e-4  # also alpha' of the Lagrange variant
-    temperature_lr: float = 1e-4  # SAC entropy temperature
+    actor_learning_rate: float = 1e-4
+    critic_learning_rate: float = 3e-4  # also alpha' of the Lagrange variant
+    temperature_learning_rate: float = 1e-4  # SAC entropy temperature
     target_entropy: float | None = None  # None: -action_dim (SAC)
     backup_entropy: bool = False  # subtract alpha log pi in the TD target (off in the paper)
     bc_steps: int = 0  # steps of behaviour-cloning actor warm-up (the paper: 10k-40k)
@@ -74,7 +74,7 @@ class CQLConfig:
             raise ValueError(f"alpha={self.alpha} must be >= 0 (5.0 in the paper)")
         if self.n_actions < 1:
             raise ValueError(f"n_actions={self.n_actions} must be >= 1 (10 in the paper)")
-        for name in ("actor_lr", "critic_lr", "temperature_lr"):
+        for name in ("actor_learning_rate", "critic_learning_rate", "temperature_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         if not 0.0 <= self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
@@ -124,10 +124,13 @@ class CQLAgent(Agent):
         self.log_uniform = uniform_log_density(policy.head.low, policy.head.high)
         self.optimizer = adam(
             [
-                {"params": [p for p in policy.parameters() if p.requires_grad], "lr": c.actor_lr},
-                {"params": list(self.critic.parameters()), "lr": c.critic_lr},
-                {"params": [self.log_alpha], "lr": c.temperature_lr},
-                {"params": [self.log_alpha_prime], "lr": c.critic_lr},
+                {
+                    "params": [p for p in policy.parameters() if p.requires_grad],
+                    "lr": c.actor_learning_rate,
+                },
+                {"params": list(self.critic.parameters()), "lr": c.critic_learning_rate},
+                {"params": [self.log_alpha], "lr": c.temperature_learning_rate},
+                {"params": [self.log_alpha_prime], "lr": c.critic_learning_rate},
             ]
         )
 

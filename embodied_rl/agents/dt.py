@@ -139,15 +139,20 @@ class DecisionTransformerPolicy(Policy):
 class DTConfig:
     """Training of the Decision Transformer; defaults: the paper's Gym settings (AdamW)."""
 
-    lr: float = 1e-4
+    learning_rate: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000  # linear learning-rate warm-up
     grad_clip: float = 0.25  # gradient-norm clip
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+        if (
+            self.learning_rate <= 0
+            or self.weight_decay < 0
+            or self.warmup_steps < 0
+            or self.grad_clip <= 0
+        ):
             raise ValueError(
-                f"lr={self.lr} and grad_clip={self.grad_clip} must be > 0, weight_decay="
+                f"learning_rate={self.learning_rate} and grad_clip={self.grad_clip} must be > 0, weight_decay="
                 f"{self.weight_decay} and warmup_steps={self.warmup_steps} >= 0"
             )
 
@@ -164,7 +169,7 @@ class DTAgent(Agent):
             )
         super().__init__(policy, config)
         self.optimizer = torch.optim.AdamW(
-            policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -174,7 +179,7 @@ class DTAgent(Agent):
         c = self.config
         warm = min(1.0, (self.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = c.lr * warm
+            group["lr"] = c.learning_rate * warm
         loss = masked_mse(self.policy(batch), batch["action"], batch["mask"])
         self.check_finite({"action_loss": loss})
         self.optimizer.zero_grad(set_to_none=True)
@@ -182,4 +187,4 @@ class DTAgent(Agent):
         nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {"action_loss": loss.item(), "lr": c.lr * warm}
+        return {"action_loss": loss.item(), "lr": c.learning_rate * warm}

@@ -49,7 +49,7 @@ class PPOFinetuneConfig:
     """Where and how long to fine-tune (PPO's own options are a :class:`PPOConfig`)."""
 
     task: str = "tabletop/reach-v0"  # environment id the policy acts in
-    total_steps: int = 50_000  # environment steps (whole rollouts)
+    env_steps: int = 50_000  # environment steps (whole rollouts)
     randomization: Any = "light"  # tabletop domain-randomization preset, dict or None
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. n_objects, reward_type
     n_envs: int = 4
@@ -58,7 +58,7 @@ class PPOFinetuneConfig:
     # log-std the Gaussian head starts PPO with; None keeps BC's learned one. Precise tasks
     # want less exploration noise than BC's fit left (benchmarks/results/ppo_finetune_vla_pick.md)
     log_std: float | None = None
-    # environment steps (part of total_steps) that first train only the new value head, the
+    # environment steps (part of env_steps) that first train only the new value head, the
     # rest frozen: a fresh critic's noisy advantages otherwise push the pretrained policy around
     value_warmup_steps: int = 0
     eval_episodes: int = 20  # deterministic episodes before and after training; 0: none
@@ -66,15 +66,15 @@ class PPOFinetuneConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "n_envs"):
+        for name in ("env_steps", "n_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.eval_episodes < 0:
             raise ValueError(f"eval_episodes={self.eval_episodes} must be >= 0")
-        if not 0 <= self.value_warmup_steps < self.total_steps:
+        if not 0 <= self.value_warmup_steps < self.env_steps:
             raise ValueError(
-                f"value_warmup_steps={self.value_warmup_steps} must lie in [0, total_steps="
-                f"{self.total_steps}): the warm-up is part of the environment-step budget"
+                f"value_warmup_steps={self.value_warmup_steps} must lie in [0, env_steps="
+                f"{self.env_steps}): the warm-up is part of the environment-step budget"
             )
         if "obs_mode" in self.env_kwargs:
             raise ValueError(
@@ -261,7 +261,7 @@ def finetune_ppo(
             warmup = _warm_up_value(policy, envs, ppo, config.value_warmup_steps, out / "warmup")
         agent = PPO(policy, envs, ppo, reference=reference, log_dir=out)
         try:
-            metrics = agent.learn(max(1, config.total_steps - warmup), progress=config.progress)
+            metrics = agent.learn(max(1, config.env_steps - warmup), progress=config.progress)
             agent.save(out / "agent")
         finally:
             agent.log.close()

@@ -45,8 +45,8 @@ class IQLConfig:
     max_weight: float = 100.0  # clip of the AWR weight
     discount: float = 0.99  # gamma
     tau: float = 0.005  # Polyak rate of the target critics
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4  # Q and V
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4  # Q and V
     hidden: tuple[int, ...] = (256, 256)  # critic and value MLP widths
     n_critics: int = 2  # clipped double Q: the target is the ensemble minimum
     critic_obs_key: str = "state"  # observation key the critics read
@@ -67,7 +67,7 @@ class IQLConfig:
                 f"expectile={self.expectile} must lie in (0, 1); "
                 "0.7 is the paper's value for locomotion, 0.9 for AntMaze."
             )
-        for name in ("temperature", "max_weight", "actor_lr", "critic_lr"):
+        for name in ("temperature", "max_weight", "actor_learning_rate", "critic_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         if not 0.0 <= self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
@@ -94,10 +94,10 @@ class IQLAgent(Agent):
         actor = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = adam(
             [
-                {"params": actor, "lr": c.actor_lr},
+                {"params": actor, "lr": c.actor_learning_rate},
                 {"params": [*self.critic.parameters(), *self.value.parameters()]},
             ],
-            lr=c.critic_lr,
+            lr=c.critic_learning_rate,
         )
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -394,13 +394,13 @@ def finetune_online(
     data: OfflineDataset,
     env_fn: Callable[[], gym.Env] | None = None,
     config: OnlineConfig | None = None,
-    out: str | os.PathLike = "runs/online",
+    out: str | os.PathLike = "outputs/online",
     resume: bool = False,
 ) -> OnlineResult:
     """Fine-tune an offline-trained IQL, CQL or Cal-QL ``agent`` online.
 
     Args:
-        agent: the agent to continue, e.g. ``load_agent("runs/iql/checkpoints")``; its
+        agent: the agent to continue, e.g. ``load_agent("outputs/iql/checkpoints")``; its
             weights, optimiser state and observation statistics carry over.
         data: the offline dataset it was trained on (seeds the replay buffer; its metadata
             gives the environment and the reference returns of the normalized score).

@@ -7,8 +7,8 @@ pretrained BC/VLA policy) shapes the reward as in RLHF, r - beta * KL(pi || pi_r
 al. 2019, arXiv:1909.08593; Ouyang et al. 2022), with a fixed or adaptive beta.
 
     agent = PPO(ActorCriticPolicy(ActorCriticConfig(obs_dim=11, ...)), make_vec_env("Hopper-v5"))
-    agent.learn(100_000, checkpoint_dir="runs/ppo/checkpoints", checkpoint_every=10_000)
-    agent = PPO.resume("runs/ppo/checkpoints", make_vec_env("Hopper-v5"))  # after a crash
+    agent.learn(100_000, checkpoint_dir="outputs/ppo/checkpoints", checkpoint_every=10_000)
+    agent = PPO.resume("outputs/ppo/checkpoints", make_vec_env("Hopper-v5"))  # after a crash
     agent.learn(100_000)  # continues the interrupted call
 
 Checkpoints are taken between rollouts; resuming replays the recorded environment actions

@@ -331,7 +331,7 @@ def run_benchmark(
     suite: Suite,
     algos: Sequence[str],
     seeds: int = 3,
-    out: str | os.PathLike = "runs/bench",
+    out: str | os.PathLike = "outputs/bench",
     address: str | None = None,
     workers: int = 1,
     progress: bool = True,

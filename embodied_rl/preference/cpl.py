@@ -38,7 +38,7 @@ class CPLConfig:
 
     alpha: float = 0.1  # temperature: segment score = alpha * sum_t log pi(a_t|s_t)
     conservative_lambda: float = 0.5  # bias on the dispreferred segment's score, in (0, 1]
-    lr: float = 1e-4  # Adam learning rate
+    learning_rate: float = 1e-4  # Adam learning rate
     weight_decay: float = 0.0
     bc_steps: int = 0  # behaviour-cloning pre-training steps on the segments before CPL
     bc_weight: float = 0.0  # weight of the BC regulariser (mean -log pi over both segments)
@@ -51,8 +51,8 @@ class CPLConfig:
             raise ValueError(
                 f"conservative_lambda={self.conservative_lambda} must lie in (0, 1] (paper: 0.5)"
             )
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         for name in ("weight_decay", "bc_steps", "bc_weight", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
@@ -122,7 +122,9 @@ class CPLLearner:
         self.policy, self.config = policy, config
         self.step = 0
         params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            params, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
 
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy}
@@ -159,7 +161,7 @@ class CPLLearner:
         if not torch.isfinite(losses["loss"]):
             values = {k: v.item() for k, v in losses.items()}
             raise FloatingPointError(
-                f"CPL loss is not finite at step {self.step}: {values}; lower lr or alpha"
+                f"CPL loss is not finite at step {self.step}: {values}; lower learning_rate or alpha"
             )
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

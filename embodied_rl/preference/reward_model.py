@@ -47,7 +47,7 @@ class RewardModelConfig:
     action_dim: int = 4
     obs_key: str = "state"
     hidden: tuple[int, ...] = (256, 256)
-    lr: float = 3e-4
+    learning_rate: float = 3e-4
     weight_decay: float = 0.0
     steps: int = 1_000  # gradient steps
     batch_size: int = 32  # pairs per step (each pair: 2 x L steps through the MLP)
@@ -59,8 +59,10 @@ class RewardModelConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden={self.hidden} must list positive layer widths")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr={self.lr} must be > 0 and weight_decay={self.weight_decay} >= 0")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"learning_rate={self.learning_rate} must be > 0 and weight_decay={self.weight_decay} >= 0"
+            )
 
 
 class RewardModel(nn.Module):
@@ -129,7 +131,9 @@ def fit_reward_model(
     sampler = PreferenceSampler(
         prefs, SamplerConfig(config.batch_size, config.seed, obs_keys=(config.obs_key,))
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     tail = max(1, config.steps // 10)
     losses, accuracies = [], []
     model.train()
@@ -139,7 +143,9 @@ def fit_reward_model(
         returns_b = model.segment_returns(batch["obs_b"], batch["action_b"])
         loss = preference_loss(returns_a, returns_b, batch["label"])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"reward-model loss is {loss.item()} at step {step}; lower lr")
+            raise FloatingPointError(
+                f"reward-model loss is {loss.item()} at step {step}; lower learning_rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -75,7 +75,7 @@ def _chunked_vla(chunk: int) -> VLAPolicy:
 
 def test_bc_fits_chunks_and_the_policy_acts_with_the_ensemble(tiny_image_data):
     policy = _chunked_vla(3)
-    agent = make_agent("bc", policy, BCConfig(lr=1e-3))
+    agent = make_agent("bc", policy, BCConfig(learning_rate=1e-3))
     sampler = make_sampler(agent, tiny_image_data, 16)
     batch = sampler.sample()
     assert batch["label"].shape == (16, 3 * ACTION_DIM)

@@ -70,7 +70,7 @@ def test_bc_on_expert_labels_fits_the_labels_not_the_actions(tiny_data, tmp_path
     for labels in ("expert", "action"):
         seed_everything(0)
         agent, _ = train(
-            "bc", data, tmp_path / labels, BCConfig(lr=1e-3, labels=labels),
+            "bc", data, tmp_path / labels, BCConfig(learning_rate=1e-3, labels=labels),
             TrainerConfig(steps=600, batch_size=64, **QUIET), policy=default_policy("bc", data),
         )  # fmt: skip
         with torch.no_grad():

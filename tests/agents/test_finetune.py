@@ -59,7 +59,7 @@ def test_ppo_finetuning_keeps_the_kl_reference_frozen(tmp_path):
     pretrained.save(tmp_path / "bc")
     result = finetune_ppo(
         tmp_path / "bc", tmp_path / "ppo",
-        PPOFinetuneConfig(total_steps=64, n_envs=1, env_kwargs=ENV, eval_episodes=1),
+        PPOFinetuneConfig(env_steps=64, n_envs=1, env_kwargs=ENV, eval_episodes=1),
         PPOConfig(n_steps=32, batch_size=16, n_epochs=2, kl_coef=0.1, learning_rate=1e-3),
     )  # fmt: skip
     assert result.env_steps == 64 and result.last_rollout["kl_coef"] == pytest.approx(0.1)
@@ -92,7 +92,7 @@ def test_value_warmup_trains_only_the_value_head(tmp_path):
 def test_from_scratch_run_has_no_reference(tmp_path):
     result = finetune_ppo(
         bc_policy(), tmp_path / "scratch",
-        PPOFinetuneConfig(total_steps=32, n_envs=1, env_kwargs=ENV, eval_episodes=0),
+        PPOFinetuneConfig(env_steps=32, n_envs=1, env_kwargs=ENV, eval_episodes=0),
         PPOConfig(n_steps=32, batch_size=16, n_epochs=1), from_scratch=True,
     )  # fmt: skip
     assert result.from_scratch and result.last_rollout["ref_kl"] == 0.0
@@ -106,7 +106,7 @@ def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
     assert policy.head.kind == "tokens" and policy.value_head is not None
     result = finetune_ppo(
         vla, tmp_path / "vla",
-        PPOFinetuneConfig(total_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0, randomization="none"),
+        PPOFinetuneConfig(env_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0, randomization="none"),
         PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05),
     )  # fmt: skip
     assert result.env_steps == 8 and np.isfinite(result.last_rollout["policy_loss"])
@@ -120,10 +120,10 @@ def test_errors_name_the_problem(tmp_path):
         load_policy(tmp_path)
     with pytest.raises(ValueError, match="obs_mode"):
         PPOFinetuneConfig(env_kwargs={"obs_mode": "rgb"})
-    with pytest.raises(ValueError, match="total_steps=0"):
-        PPOFinetuneConfig(total_steps=0)
+    with pytest.raises(ValueError, match="env_steps=0"):
+        PPOFinetuneConfig(env_steps=0)
     with pytest.raises(ValueError, match="value_warmup_steps=100"):
-        PPOFinetuneConfig(total_steps=100, value_warmup_steps=100)
+        PPOFinetuneConfig(env_steps=100, value_warmup_steps=100)
 
 
 def test_log_std_sets_the_exploration_noise_of_policy_and_reference(tmp_path):
@@ -131,7 +131,7 @@ def test_log_std_sets_the_exploration_noise_of_policy_and_reference(tmp_path):
     vla = VLAPolicy(vla_preset("tiny", history=1, n_layers=1, dropout=0.0))  # Gaussian head
     finetune_ppo(
         vla, tmp_path / "vla",
-        PPOFinetuneConfig(total_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0,
+        PPOFinetuneConfig(env_steps=8, n_envs=1, env_kwargs=ENV, eval_episodes=0,
                           randomization="none", log_std=-2.0),
         PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05, learning_rate=1e-12),
     )  # fmt: skip

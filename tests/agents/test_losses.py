@@ -128,7 +128,9 @@ def test_bc_applies_its_schedule_to_the_optimizer(tiny_data):
     from embodied_rl.agents import make_agent
     from embodied_rl.agents.trainer import default_policy, make_sampler
 
-    agent = make_agent("bc", default_policy("bc", tiny_data), BCConfig(lr=1e-3, warmup_steps=10))
+    agent = make_agent(
+        "bc", default_policy("bc", tiny_data), BCConfig(learning_rate=1e-3, warmup_steps=10)
+    )
     sampler = make_sampler(agent, tiny_data, 8)
     rates = [agent.update(sampler.sample())["lr"] for _ in range(3)]
     assert rates == pytest.approx([1e-4, 2e-4, 3e-4])

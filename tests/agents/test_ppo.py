@@ -325,7 +325,7 @@ def test_cli_trains_on_a_randomized_tabletop_task(tmp_path, capsys):
     config = tmp_path / "ppo.yaml"
     config.write_text("n_steps: 32\nbatch_size: 32\nn_epochs: 1\n")
     out = tmp_path / "run"
-    argv = ["ppo", "--task", "tabletop/reach-v0", "--steps", "64", "--config", str(config)]
+    argv = ["ppo", "--task", "tabletop/reach-v0", "--env-steps", "64", "--config", str(config)]
     argv += ["--randomization", "light", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     assert "64 steps" in capsys.readouterr().out

@@ -113,7 +113,7 @@ def test_erl_ppo_resume_after_ctrl_c(tmp_path, monkeypatch):
 
     def erl(out, *extra):
         return main(
-            ["ppo", "--task", "Pendulum-v1", "--steps", "128", "--n-envs", "2", "--config",
+            ["ppo", "--task", "Pendulum-v1", "--env-steps", "128", "--n-envs", "2", "--config",
              str(config), "--checkpoint-every", "32", "--out", str(out), "--no-progress", *extra]
         )  # fmt: skip
 

@@ -89,7 +89,7 @@ def test_cpl_recovers_the_preferred_behaviour_better_than_bc(toy_data, good_acti
 
     errors = {}
     for name, steps in (("bc", 200), ("cpl", 600)):
-        learner = _learner(toy_data, CPLConfig(bc_steps=200, lr=1e-3))
+        learner = _learner(toy_data, CPLConfig(bc_steps=200, learning_rate=1e-3))
         sampler = PreferenceSampler(prefs, SamplerConfig(16, 0))
         for _ in range(steps):
             learner.update(sampler.sample())
@@ -164,7 +164,7 @@ def test_cpl_trains_the_tiny_vla_and_lowers_its_loss():
     batch = PreferenceSampler(prefs, SamplerConfig(2, 0)).sample()
     logp = segment_log_probs(policy, batch["obs_a"], batch["action_a"])
     assert logp.shape == (2, 8)  # 8 steps cut into chunks of history=6 (the last padded)
-    learner = CPLLearner(policy, CPLConfig(lr=1e-3))
+    learner = CPLLearner(policy, CPLConfig(learning_rate=1e-3))
     before = learner.evaluate(batch)["cpl_loss"]
     for _ in range(6):
         learner.update(batch)
