@@ -151,11 +151,38 @@ def _agent_config_path(name: str, given: str | None) -> Path | None:
     return default if default.is_file() else None
 
 
+def _train_data(args: argparse.Namespace, cls: type, obs_keys: list[str] | None):
+    """``erl train``'s dataset and, for agents that learn from preferences, the labelled
+    pairs (a labeling session brings its own rollout dataset, so --dataset is optional)."""
+    from embodied_rl.datasets import load_dataset
+    from embodied_rl.preference.sources import is_session, load_preferences
+
+    needs = getattr(cls, "needs_preferences", False)
+    if args.preferences and not needs:
+        raise ValueError(
+            f"--preferences applies to agents that learn from them (cpl), not {args.algo!r}"
+        )
+    if needs and not args.preferences:
+        raise ValueError(
+            f"{args.algo} learns from preferences: add --preferences scripted (the scripted "
+            "teacher on --dataset), a labeling session directory (erl label) or a "
+            "preferences.jsonl file"
+        )
+    session = bool(args.preferences) and is_session(args.preferences)
+    if args.dataset is None and not session:
+        raise ValueError("--dataset is required (unless --preferences is a labeling session)")
+    data = load_dataset(args.dataset, obs_keys=obs_keys) if args.dataset else None
+    if not needs:
+        return data, None
+    prefs = load_preferences(args.preferences, data, seed=args.seed)
+    print(f"preferences: {prefs.summary()}")
+    return prefs.segments.data, prefs
+
+
 def _train(args: argparse.Namespace) -> int:
     from embodied_rl.agents import TrainerConfig, agent_class, train
     from embodied_rl.agents.trainer import default_policy, seed_everything, vla_for_dataset
     from embodied_rl.config import load_config, parse_overrides
-    from embodied_rl.datasets import load_dataset
 
     cls = agent_class(args.algo)
     path = _agent_config_path(args.algo, args.config)
@@ -172,18 +199,18 @@ def _train(args: argparse.Namespace) -> int:
         for k, v in policy_values.get("policy", {}).items()
     }
     kind, _, preset = args.policy.partition(":")
-    if kind == "vla":
-        data = load_dataset(args.dataset)
-        seed_everything(args.seed)
-        policy = vla_for_dataset(data, preset or "tiny", **policy_options)
-    elif kind == "mlp" and not preset:
-        data = load_dataset(args.dataset, obs_keys=["state"])
-        seed_everything(args.seed)
-        policy = default_policy(args.algo, data, **policy_options)
-    else:
+    if kind not in ("mlp", "vla") or (kind == "mlp" and preset):
         raise ValueError(f"--policy {args.policy!r}: use 'mlp', 'vla' or 'vla:PRESET'")
+    data, prefs = _train_data(args, cls, obs_keys=None if kind == "vla" else ["state"])
+    seed_everything(args.seed)
+    if kind == "vla":
+        policy = vla_for_dataset(data, preset or "tiny", **policy_options)
+    else:
+        policy = default_policy(args.algo, data, **policy_options)
     resume = args.resume_from or args.resume
-    _, result = train(args.algo, data, args.out, config, trainer, policy, resume=resume)
+    _, result = train(
+        args.algo, data, args.out, config, trainer, policy, resume=resume, preferences=prefs
+    )
     print(f"{args.algo}: {result}\nwrote {args.out}/metrics.csv and {args.out}/checkpoints")
     return 0
 
@@ -291,7 +318,8 @@ def _label(args: argparse.Namespace) -> int:
             raise ValueError(f"{out} holds no labeling session; pass --task to prepare one")
         noise = [float(n) for n in args.noise_levels.split(",")]
         prepare_session(args.task, out, scenes=args.scenes, pairs=args.pairs,
-                        length=args.length, noise_levels=noise, seed=args.seed)  # fmt: skip
+                        length=args.length, noise_levels=noise, seed=args.seed,
+                        policies=args.policies)  # fmt: skip
         print(f"prepared {args.pairs} pairs of {args.task} in {out}")
     if args.prepare_only:
         return 0
@@ -543,7 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
     collect.set_defaults(func=_collect)
 
-    train = sub.add_parser("train", help="train an offline agent (bc, iql, cql, calql, dt)")
+    train = sub.add_parser(
+        "train", help="train an offline agent (bc, iql, cql, calql, dt; cpl on preferences)"
+    )
     train.add_argument(
         "overrides",
         nargs="*",
@@ -552,9 +582,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--algo", required=True,
-        help="agent: bc, iql, cql, calql or dt (an unknown name lists the registered ones)",
+        help="agent: bc, iql, cql, calql, dt or cpl (an unknown name lists the registered ones)",
     )  # fmt: skip
-    train.add_argument("--dataset", required=True, help="dataset path or id")
+    train.add_argument(
+        "--dataset", default=None, help="dataset path or id (required unless --preferences is a "
+        "labeling session, which brings its rollouts)",
+    )  # fmt: skip
+    train.add_argument(
+        "--preferences", default=None, help="cpl: 'scripted[:pairs=N,segments=N,length=N]' "
+        "(B-Pref teacher on --dataset), an erl label session directory, or a preferences.jsonl "
+        "over --dataset",
+    )  # fmt: skip
     train.add_argument(
         "--policy", default="mlp",
         help="'mlp' (on obs['state']) or 'vla' / 'vla:PRESET' (tiny, rt1: images, instruction, "
@@ -618,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--pairs", type=int, default=10)
     label.add_argument("--length", type=int, default=64, help="segment length in steps")
     label.add_argument("--noise-levels", default="0,0.5,1", help="expert noise levels to compare")
+    label.add_argument(
+        "--policies", nargs="+", default=None, metavar="POLICY",
+        help="behaviours to compare instead of noise levels: saved policy, checkpoint or run "
+        "directories, 'expert', 'expert:noise=X', 'random'",
+    )  # fmt: skip
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--host", default="127.0.0.1")
     label.add_argument("--port", type=int, default=8765)

@@ -1,4 +1,4 @@
-"""Offline RL agents: BC, IQL, CQL (and CQL-Lagrange), Cal-QL and the Decision Transformer.
+"""Offline RL agents: BC, IQL, CQL (and CQL-Lagrange), Cal-QL, the Decision Transformer and CPL.
 
 Each algorithm is a frozen config dataclass with the paper's defaults, pure loss functions
 (:mod:`embodied_rl.agents.losses`) and ``update(batch) -> dict[str, float]``; the one
@@ -20,6 +20,7 @@ from embodied_rl.agents.base import (
 from embodied_rl.agents.bc import BCAgent, BCConfig
 from embodied_rl.agents.calql import CalQLAgent, CalQLConfig
 from embodied_rl.agents.checkpoint import load_agent, load_checkpoint, save_checkpoint
+from embodied_rl.agents.cpl import CPLConfig, CPLLearner
 from embodied_rl.agents.cql import CQLAgent, CQLConfig
 from embodied_rl.agents.dt import DecisionTransformerPolicy, DTAgent, DTConfig, DTPolicyConfig
 from embodied_rl.agents.finetune import PPOFinetuneConfig, PPOFinetuneResult, finetune_ppo
@@ -40,6 +41,8 @@ __all__ = [
     "Agent",
     "BCAgent",
     "BCConfig",
+    "CPLConfig",
+    "CPLLearner",
     "CQLAgent",
     "CQLConfig",
     "CalQLAgent",

@@ -96,6 +96,7 @@ class Agent(ABC):
     uses_history: ClassVar[bool] = False  # DT: sequence batches instead of transitions
     sampler_options: ClassVar[dict[str, Any]] = {}  # extra AgentSampler options (Cal-QL)
     trains_action_chunks: ClassVar[bool] = False  # BC: policies that predict k actions per step
+    needs_preferences: ClassVar[bool] = False  # CPL: batches of labelled segment pairs
 
     def __init__(self, policy: Policy, config: Any) -> None:
         if not isinstance(config, self.config_class):

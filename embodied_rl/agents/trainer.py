@@ -48,6 +48,7 @@ from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
 from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
+from embodied_rl.preference.data import PreferenceDataset, PreferenceSampler
 from embodied_rl.utils.io import truncate_csv
 
 logger = logging.getLogger(__name__)
@@ -426,10 +427,27 @@ def vla_for_dataset(data: OfflineDataset, preset: str = "tiny", **overrides: Any
     return VLAPolicy(vla_preset(preset, **settings))
 
 
-def make_sampler(agent: Agent, data: OfflineDataset, batch_size: int = 256, seed: int = 0):
+def make_sampler(
+    agent: Agent,
+    data: OfflineDataset,
+    batch_size: int = 256,
+    seed: int = 0,
+    preferences: PreferenceDataset | None = None,
+):
     """The batches ``agent`` trains on: transitions (+ what its options ask for), frame
-    histories for the VLA policy, trajectory windows for the Decision Transformer."""
+    histories for the VLA policy, trajectory windows for the Decision Transformer, labelled
+    segment pairs of ``preferences`` for CPL."""
     policy = agent.policy
+    if getattr(agent, "needs_preferences", False):
+        if preferences is None:
+            raise ValueError(
+                f"{agent.agent_type} learns from preferences: pass preferences= (a "
+                "PreferenceDataset, e.g. load_preferences('scripted', data)) or, on the command "
+                "line, --preferences scripted|SESSION_DIR|FILE.jsonl"
+            )
+        read = getattr(policy, "input_keys", None) or (policy.config.obs_key,)
+        keys = None if isinstance(policy, VLAPolicy) else tuple(sorted(read))
+        return PreferenceSampler(preferences, SamplerConfig(batch_size, seed=seed, obs_keys=keys))
     if agent.uses_history:
         keys = (policy.config.obs_key,)
         config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
@@ -455,6 +473,7 @@ def train(
     policy: Policy | None = None,
     eval_env: Callable[[], gym.Env] | None = None,
     resume: bool | str | os.PathLike = False,
+    preferences: PreferenceDataset | None = None,
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
     its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
@@ -462,7 +481,8 @@ def train(
     continues from that earlier checkpoint of the run instead (one ``last`` names is corrupt,
     say). The
     trained policy is also written to ``out/policy`` (``config.json`` + safetensors), the
-    artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read.
+    artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read. ``preferences``:
+    the labelled segment pairs an agent that learns from preferences (``"cpl"``) trains on.
 
     The default policy is built after seeding with ``trainer_config.seed``; a ``policy``
     passed in was initialised before this call, so seed first for reproducible initial
@@ -472,7 +492,7 @@ def train(
     policy = policy if policy is not None else default_policy(algo, data)
     agent = make_agent(algo, policy, agent_config)
     agent.fit_observation_normalizers(data.observations)
-    sampler = make_sampler(agent, data, config.batch_size, config.seed)
+    sampler = make_sampler(agent, data, config.batch_size, config.seed, preferences)
     if eval_env is None and config.eval_episodes:
         eval_env = env_factory(data)
     run = {"algo": algo, "dataset": data.metadata.get("dataset_id")}

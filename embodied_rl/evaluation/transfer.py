@@ -176,7 +176,10 @@ def _load_saved(directory: str, mtime_ns: int):
     return load_policy(directory).eval()
 
 
-def _build_policy(policy: PolicyLike, env, seed: int):
+def build_policy(policy: PolicyLike, env, seed: int):
+    """The acting policy a spec names, for ``env``: ``"expert"``, ``"expert:noise=X"``,
+    ``"random"``, ``"module:factory"`` (``factory(env)``), a saved policy, checkpoint or run
+    directory, or a policy object (returned as is)."""
     if _is_policy_path(policy):
         return _saved_policy(str(policy))
     if isinstance(policy, str):
@@ -209,7 +212,7 @@ def _run_chunk(
         out = []
         for seed in seeds:
             obs, _ = env.reset(seed=int(seed))
-            agent = _build_policy(policy, env, int(seed))
+            agent = build_policy(policy, env, int(seed))
             if hasattr(agent, "reset"):  # history policies (VLA) start each episode afresh
                 agent.reset()
             act = agent.act if hasattr(agent, "act") else agent
@@ -426,7 +429,7 @@ def write_transfer_videos(
         d = domain if isinstance(domain, Domain) else parse_domain(domain, task_id)
         env = d.make_env(render_mode="rgb_array", render_size=render_size, **(env_kwargs or {}))
         try:
-            agent = _build_policy(policy, env, seed)
+            agent = build_policy(policy, env, seed)
             name = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in d.name)
             path = Path(out) / f"rollouts_{name}.gif"
             rollout_video(env, agent, episodes, seed, path)

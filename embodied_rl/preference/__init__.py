@@ -48,6 +48,7 @@ _LAZY = {
     "LabelingServer": "human",
     "load_session_preferences": "human",
     "prepare_session": "human",
+    "load_preferences": "sources",
 }
 
 __all__ = ["bradley_terry_loss", "cpl_loss", "cpl_ranked_loss", "dpo_loss", *sorted(_LAZY)]

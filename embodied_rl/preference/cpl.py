@@ -7,11 +7,10 @@ on the segments' actions first, and can add a BC regulariser to the CPL loss.
 
 The learner has the agent interface of :mod:`embodied_rl.agents` (``update(batch) ->
 dict[str, float]``, ``modules()``, ``optimizers()``, ``agent_type``, ``config``), so the shared
-training loop and checkpoints run it with a :class:`~embodied_rl.preference.data.PreferenceSampler`::
+training loop and checkpoints run it with a :class:`~embodied_rl.preference.data.PreferenceSampler`.
+The agents package registers it as ``"cpl"`` (``embodied_rl.agents.cpl``), so::
 
-    learner = CPLLearner(policy, CPLConfig())
-    learner.fit_observation_normalizers(data.observations)
-    Trainer(learner, PreferenceSampler(prefs), TrainerConfig(), out).fit()
+    agent, scores = train("cpl", data, out, preferences=prefs)  # or: erl train --algo cpl
 
 (``embodied_rl.preference`` does not import the agents package; the agents import it.)
 Works with the MLP policy (state) and the VLA policy (images + instruction).
@@ -110,6 +109,8 @@ class CPLLearner:
     config_class: ClassVar[type] = CPLConfig
     uses_history: ClassVar[bool] = False
     sampler_options: ClassVar[dict[str, Any]] = {}
+    trains_action_chunks: ClassVar[bool] = False
+    needs_preferences: ClassVar[bool] = True  # batches of labelled segment pairs
 
     def __init__(self, policy: Policy, config: CPLConfig | None = None) -> None:
         config = config if config is not None else CPLConfig()
@@ -118,6 +119,11 @@ class CPLLearner:
         if getattr(policy.head, "kind", None) == "deterministic":
             raise ValueError(
                 "CPL needs a stochastic policy: build it with head='gaussian' or head='tokens'"
+            )
+        if int(getattr(policy.config, "action_chunk", 1)) > 1:
+            raise ValueError(
+                "CPL scores one action per step, but the policy predicts chunks of "
+                f"action_chunk={policy.config.action_chunk}; build it with action_chunk=1"
             )
         self.policy, self.config = policy, config
         self.step = 0

@@ -77,30 +77,40 @@ def prepare_session(
     fps: int = 20,
     render_size: int = 256,
     env_kwargs: dict[str, Any] | None = None,
+    policies: Sequence[str] | None = None,
 ) -> Path:
     """Roll out, save the dataset and the segment videos, and write ``session.json``.
 
     Every scene (``reset(seed=seed + scene)``: same layout, same instruction) is played once
-    per noise level of the expert; a pair shows two noise levels of one scene over the same
-    steps, so the person compares behaviours, not tasks. Episodes never end early on
-    success, so each lasts the task's horizon (which must be at least ``length`` steps)."""
-    from embodied_rl.envs import make, make_expert
+    per behaviour: the expert at each of ``noise_levels``, or each of ``policies`` when given
+    (specs of ``erl transfer --policy``: ``expert``, ``expert:noise=X``, ``random``, or a
+    saved policy, checkpoint or run directory, whose observations the environment then
+    gives). A pair shows two behaviours in one scene over the same steps, so the person
+    compares behaviours, not tasks. Episodes never end early on success, so each lasts the
+    task's horizon (which must be at least ``length`` steps)."""
+    from embodied_rl.envs import make
 
     if scenes < 1 or pairs < 1:
         raise ValueError(f"scenes={scenes} and pairs={pairs} must be >= 1")
-    if len(noise_levels) < 2 or min(noise_levels) < 0:
+    if policies is None and (len(noise_levels) < 2 or min(noise_levels) < 0):
         raise ValueError(
             f"noise_levels={tuple(noise_levels)}: pairs need at least 2 non-negative levels"
         )
+    behaviours = list(policies or [f"expert:noise={float(n):g}" for n in noise_levels])
+    if len(behaviours) < 2:
+        raise ValueError(f"policies={behaviours}: pairs need at least 2 behaviours to compare")
     out = Path(out)
-    kwargs = {"terminate_on_success": False, **(env_kwargs or {})}
+    kwargs = {
+        "terminate_on_success": False,
+        **_policy_env_options(behaviours),
+        **(env_kwargs or {}),
+    }
     env = _FrameRecorder(make(env_id, render_mode="rgb_array", render_size=render_size, **kwargs))
     rollouts, frames = [], []
     try:
         for scene in range(scenes):
-            for level, noise in enumerate(noise_levels):
-                expert = make_expert(env, noise=float(noise), seed=seed + 1000 * level + scene)
-                policy = (expert, "expert", float(noise))
+            for level, spec in enumerate(behaviours):
+                policy = _behaviour(spec, env, seed + 1000 * level + scene)
                 rollouts.append(record_episode(env, lambda task, p=policy: p, seed + scene))
                 frames.append(env.frames)
     finally:
@@ -113,7 +123,7 @@ def prepare_session(
         data, out / "dataset", DATASET_ID, metadata=metadata, overwrite=True
     )
     rng = np.random.default_rng(seed)
-    n_levels = len(noise_levels)
+    n_levels = len(behaviours)
     manifest_pairs = []
     for p in range(pairs):
         scene = int(rng.integers(scenes))
@@ -131,12 +141,49 @@ def prepare_session(
         "env_id": env_id,
         "dataset": str(dataset_path.relative_to(out)),
         "length": length,
-        "noise_levels": [float(n) for n in noise_levels],
+        "behaviours": behaviours,
         "pairs": manifest_pairs,
     }
     write_text_atomic(out / SESSION_FILE, json.dumps(manifest, indent=1))
     logger.info("prepared %d pairs in %s", pairs, out)
     return out
+
+
+class _Acting:
+    """A callable policy (``random``, ``module:factory``) with the ``act`` method rollouts use."""
+
+    def __init__(self, fn) -> None:
+        self.act = fn
+
+
+def _behaviour(spec: str, env: gym.Env, seed: int) -> tuple[Any, str, float]:
+    """``(policy, tier, noise)`` for one behaviour spec, as ``record_episode`` wants it."""
+    from embodied_rl.evaluation.transfer import build_policy
+
+    policy = build_policy(spec, env, seed)
+    policy = policy if hasattr(policy, "act") else _Acting(policy)
+    if spec == "expert" or spec.startswith("expert:noise="):
+        return policy, "expert", float(spec.partition("=")[2] or 0.0)
+    return policy, "policy", 0.0
+
+
+def _policy_env_options(behaviours: Sequence[str]) -> dict[str, Any]:
+    """The observations the saved policies among ``behaviours`` read (they must agree)."""
+    from embodied_rl.policies import load_policy
+
+    options: dict[str, Any] = {}
+    for spec in behaviours:
+        if not Path(spec).is_dir():
+            continue
+        own = load_policy(spec).env_options()
+        clash = {k: (options[k], v) for k, v in own.items() if k in options and options[k] != v}
+        if clash:
+            raise ValueError(
+                f"the saved policies need different observations {clash}; label policies "
+                "that read the same observations in one session"
+            )
+        options.update(own)
+    return options
 
 
 def _clip(out: Path, rollouts, frames, episode: int, start: int, length: int, fps: int) -> dict:

@@ -25,6 +25,7 @@ POLICY = {  # small policies; an agent registered without an entry fails the tes
     "cql": {"hidden": (32, 32)},
     "calql": {"hidden": (32, 32)},
     "dt": {"context": 4, "embed_dim": 16, "n_layers": 1, "dropout": 0.0},
+    "cpl": {"hidden": (32, 32)},
 }
 
 
@@ -36,7 +37,12 @@ def build(algo: str, data, seed: int = 0):
     fields = cls.config_class.__dataclass_fields__
     config = cls.config_class(**{k: v for k, v in SMALL.items() if k in fields})
     agent = make_agent(algo, default_policy(algo, data, **POLICY[algo]), config)
-    return agent, make_sampler(agent, data, batch_size=16, seed=seed)
+    prefs = None
+    if cls.needs_preferences:  # labelled pairs of 4-step segments by the scripted teacher
+        from embodied_rl.preference import load_preferences
+
+        prefs = load_preferences("scripted:pairs=40,segments=20,length=4", data, seed=seed)
+    return agent, make_sampler(agent, data, batch_size=16, seed=seed, preferences=prefs)
 
 
 def run(agent, sampler, steps: int) -> list[dict[str, float]]:

@@ -148,3 +148,62 @@ def test_page_in_headless_chromium(server, session, tmp_path, chromium):
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.std() > 20  # not blank: text, buttons and video frames
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+
+
+def test_erl_label_compares_saved_policies_and_erl_train_cpl_learns_from_the_labels(
+    tmp_path, capsys
+):
+    """erl label --policies: a saved policy against the expert; the labels train CPL through
+    erl train (the session brings its rollouts), and a checkpoint rebuilds as a CPL agent."""
+    from embodied_rl.agents import CPLLearner, load_agent
+    from embodied_rl.envs import make
+    from embodied_rl.policies import MLPConfig, MLPPolicy
+
+    env = make("tabletop/reach-v0")
+    space = env.action_space
+    config = MLPConfig(
+        obs_dim=env.observation_space["state"].shape[0], hidden=(16,),
+        action_low=tuple(map(float, space.low)), action_high=tuple(map(float, space.high)),
+    )  # fmt: skip
+    env.close()
+    MLPPolicy(config).save(tmp_path / "mine")
+    out = tmp_path / "labels"
+    code = main(
+        ["label", "--task", "tabletop/reach-v0", "--out", str(out), "--scenes", "1",
+         "--pairs", "3", "--length", "8", "--policies", str(tmp_path / "mine"), "expert",
+         "--prepare-only"]
+    )  # fmt: skip
+    assert code == 0
+    manifest = json.loads((out / SESSION_FILE).read_text())
+    assert manifest["behaviours"] == [str(tmp_path / "mine"), "expert"]
+    labeler = LabelingServer(out, port=0)
+    try:
+        for pair in manifest["pairs"]:  # the expert's clip (episode 1) is better
+            labeler.record(pair["id"], "a" if pair["a"]["episode"] == 1 else "b")
+    finally:
+        labeler.httpd.server_close()
+    prefs = load_session_preferences(out)
+    assert len(prefs) == 3 and prefs.segments.data.episode_metadata[0]["tier"] == "policy"
+
+    run = tmp_path / "cpl"
+    train = ["train", "--algo", "cpl", "--preferences", str(out), "--steps", "4", "--batch-size",
+             "2", "--eval-episodes", "0", "--checkpoint-every", "2", "--out", str(run)]  # fmt: skip
+    assert main(train) == 0, capsys.readouterr().err
+    assert (run / "policy" / "model.safetensors").is_file()
+    agent = load_agent(run / "checkpoints")
+    assert isinstance(agent, CPLLearner) and agent.step == 4
+    assert "train/cpl_loss" in (run / "metrics.csv").read_text()
+
+    # the scripted teacher on a dataset; and the errors that name a missing or misplaced flag
+    data = str(out / manifest["dataset"])
+    scripted = ["train", "--algo", "cpl", "--dataset", data, "--preferences",
+                "scripted:pairs=6,segments=4,length=8", "--steps", "2", "--batch-size", "2",
+                "--eval-episodes", "0", "--out", str(tmp_path / "scripted")]  # fmt: skip
+    assert main(scripted) == 0, capsys.readouterr().err
+    assert main(["train", "--algo", "cpl", "--dataset", data, "--out", str(run)]) == 2
+    assert "cpl learns from preferences: add --preferences" in capsys.readouterr().err
+    assert main(["train", "--algo", "bc", "--dataset", data, "--preferences", "scripted"]) == 2
+    assert "--preferences applies to agents that learn from them" in capsys.readouterr().err
+    bad = ["train", "--algo", "cpl", "--dataset", data, "--preferences", "scripted:pairz=3"]
+    assert main(bad) == 2
+    assert "'pairz=3' is not KEY=VALUE" in capsys.readouterr().err
