@@ -219,6 +219,28 @@ def _offline_done(run_dir: Path, steps: int) -> bool:
     return last.is_file() and last.read_text().strip() == f"step_{steps:09d}"
 
 
+def _last_step(metrics_csv: Path) -> int:
+    """The step of the last row of a ``step,name,value,wall_s`` metrics file (0: none yet)."""
+    try:
+        with open(metrics_csv, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return int(lines[-1].split(",", 1)[0])
+    except (OSError, ValueError, IndexError):  # missing, empty, or a header only
+        return 0
+
+
+def run_progress(run_dir: str | os.PathLike, suite: Suite) -> float:
+    """How much of one run is done, in [0, 1], from the steps its metrics files reached: the
+    offline gradient steps are the first half, the online environment steps the second."""
+    run_dir = Path(run_dir)
+    offline = 1.0 if _offline_done(run_dir, suite.offline_steps) else (
+        _last_step(run_dir / "offline" / "metrics.csv") / suite.offline_steps
+    )  # fmt: skip
+    online = _last_step(run_dir / "online" / "metrics.csv") / suite.online_config(0).env_steps
+    return 0.5 * min(offline, 1.0) + 0.5 * min(online, 1.0)
+
+
 def execute_run(spec: RunSpec, suite: Suite, data: Any, run_dir: str | os.PathLike) -> dict:
     """Offline training then online fine-tuning of one run; returns its result record.
 
@@ -365,10 +387,21 @@ def run_benchmark(
             tasks = {
                 remote.remote(s, suite, refs[s.task], str(out / "runs" / s.run_id)): s for s in todo
             }
-            bar = tqdm(total=len(tasks), unit="run", desc=suite.name, disable=not progress)
+            bar = tqdm(
+                total=len(tasks), unit="run", desc=suite.name, disable=not progress,
+                bar_format="{l_bar}{bar}| {n:.2f}/{total} runs [{elapsed}<{remaining}]",
+            )  # fmt: skip
+            finished = 0
             try:
                 while tasks:
-                    done, _ = ray.wait(list(tasks), num_returns=1)
+                    done, _ = ray.wait(list(tasks), num_returns=1, timeout=2.0)
+                    if not done:  # progress inside the running runs, from their metrics files
+                        if progress:
+                            bar.n = finished + sum(
+                                run_progress(out / "runs" / s.run_id, suite) for s in tasks.values()
+                            )
+                            bar.refresh()
+                        continue
                     spec = tasks.pop(done[0])
                     try:
                         record = ray.get(done[0])
@@ -378,7 +411,9 @@ def run_benchmark(
                     else:
                         write_text_atomic(result_path(out, spec), json.dumps(record, indent=1))
                         executed.append(spec.run_id)
-                    bar.update(1)
+                    finished += 1
+                    bar.n = finished
+                    bar.refresh()
             except KeyboardInterrupt:
                 for ref in tasks:
                     ray.cancel(ref, force=True)

@@ -22,6 +22,7 @@ from embodied_rl.evaluation.benchmark import (
     prepare_dataset,
     result_path,
     run_benchmark,
+    run_progress,
     suite_from_dict,
     summarize,
 )
@@ -89,6 +90,24 @@ def test_grid_and_pending(tmp_path):
     assert pending(specs, tmp_path) == [specs[0], *specs[2:]]
     with pytest.raises(ValueError, match="choose one or more of"):
         grid(suite, ["bc"], 1)
+
+
+def test_run_progress_reads_the_steps_a_running_run_reached(tmp_path):
+    """erl bench's in-run progress: offline gradient steps then online environment steps."""
+    suite = suite_from_dict(TINY)  # 6 offline steps, 60 environment steps
+    run = tmp_path / "reach-iql-s0"
+    assert run_progress(run, suite) == 0.0  # not started
+    (run / "offline").mkdir(parents=True)
+    header = "step,name,value,wall_s\n"
+    (run / "offline" / "metrics.csv").write_text(header)
+    assert run_progress(run, suite) == 0.0  # a header only
+    (run / "offline" / "metrics.csv").write_text(header + "3,train/loss,1.0,0.1\n")
+    assert run_progress(run, suite) == pytest.approx(0.25)
+    (run / "offline" / "checkpoints").mkdir()
+    (run / "offline" / "checkpoints" / "last").write_text("step_000000006")
+    (run / "online").mkdir()
+    (run / "online" / "metrics.csv").write_text(header + "45,eval/success_rate,0.5,1.0\n")
+    assert run_progress(run, suite) == pytest.approx(0.5 + 0.5 * 45 / 60)
 
 
 def test_tables_give_mean_and_std_over_seeds():
