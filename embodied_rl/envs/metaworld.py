@@ -132,10 +132,10 @@ class MetaWorldEnv(gym.Env):
         self.image_size = as_image_size(image_size)
         self.render_size = as_image_size(render_size)
         self.render_quality = render_quality
+        # made on first use: a GL context made here would be copied into forked vector-env
+        # workers (and a throw-away env's closed context can hang their first render)
         self._obs_renderer: FastRenderer | None = None
         self._video_renderer: FastRenderer | None = None
-        if obs_mode != "state":
-            self._obs_renderer = FastRenderer(inner.model, *self.image_size, render_quality)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.observation_space = self._make_observation_space()
         self._pending_seed = seed
@@ -165,6 +165,10 @@ class MetaWorldEnv(gym.Env):
         if self.obs_mode != "rgb":
             obs["state"] = raw.astype(np.float32)
         if self.obs_mode != "state":
+            if self._obs_renderer is None:
+                self._obs_renderer = FastRenderer(
+                    self.inner.model, *self.image_size, self.render_quality
+                )
             obs["image"] = self._render_image(self._obs_renderer)
             obs["proprio"] = raw[:4].astype(np.float32)
         if self.instruction_mode == "text":
