@@ -40,4 +40,15 @@ erl pipeline --help > /dev/null
 erl collect --task tabletop/reach-v0 --tier expert --episodes 3 --out data --name smoke/reach-expert-v0 --no-progress
 erl train --algo bc --dataset data/smoke/reach-expert-v0 --steps 20 --eval-episodes 2 --out run > /dev/null
 test -f run/policy/model.safetensors
+# the README's walk-through with an image policy, one artifact along, at tiny sizes
+erl collect --task tabletop/reach-v0 --episodes 2 --obs-mode rgb+state --image-size 32 --horizon 10 \
+    --out data --name smoke/reach-rgb-v0 --no-progress
+erl train --algo bc --policy vla --dataset data/smoke/reach-rgb-v0 --steps 4 --batch-size 4 \
+    --eval-episodes 0 --out outputs/bc policy.n_layers=1 > /dev/null
+erl evaluate --policy outputs/bc --task tabletop/reach-v0 --episodes 1 > /dev/null
+erl transfer --policy outputs/bc --task tabletop/reach-v0 --targets heavy --episodes 1 \
+    --out outputs/transfer > /dev/null
+erl finetune ppo --pretrained outputs/bc --out outputs/ppo env_steps=64 n_envs=1 eval_episodes=1 \
+    ppo.n_steps=32 ppo.batch_size=16 > /dev/null
+test -f outputs/ppo/result.json
 echo "wheel smoke passed: $(basename "$WHEEL")"
