@@ -60,6 +60,15 @@ class PolicyStage:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from embodied_rl.policies.vla import vla_preset
+
+        try:  # every key and value checked when the config loads, not at the BC stage
+            vla_preset(self.preset, **self.overrides)
+        except (KeyError, TypeError, ValueError) as error:
+            message = error.args[0] if error.args else error
+            raise ValueError(f"preset {self.preset!r}: {message}") from None
+
 
 @dataclass(frozen=True)
 class OfflineStage:

@@ -106,3 +106,16 @@ def test_ppo_warmup_longer_than_the_stage_is_refused_before_anything_runs():
         ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.env_steps=512\)"
     ):
         load_pipeline_config(overrides=["ppo.env_steps=512"])
+
+
+def test_policy_overrides_are_checked_when_the_config_loads():
+    """A bad VLA key fails before any stage runs (a YAML flow map without a space after the
+    colon makes the key 'n_layers:1')."""
+    from embodied_rl.config import ConfigError
+    from embodied_rl.pipeline import load_pipeline_config
+
+    with pytest.raises(ConfigError, match=r"unknown VLAConfig key\(s\) \['n_layers:1'\]"):
+        load_pipeline_config(overrides=["policy.overrides={n_layers:1}"])
+    with pytest.raises(ConfigError, match="preset 'rt3'.*choose one of"):
+        load_pipeline_config(overrides=["policy.preset=rt3"])
+    assert load_pipeline_config(overrides=["policy.overrides={n_layers: 1}"]).policy.overrides

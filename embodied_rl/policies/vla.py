@@ -9,6 +9,7 @@ to an action head: 256 bins per action dimension (RT-1) or a Gaussian (for PPO).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -178,6 +179,13 @@ def vla_preset(name: str, **overrides: Any) -> VLAConfig:
     """A named configuration (``"rt1"`` or ``"tiny"``) with field overrides."""
     if name not in VLA_PRESETS:
         raise KeyError(f"unknown VLA preset {name!r}; choose one of {sorted(VLA_PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(VLAConfig) if f.init}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown VLAConfig key(s) {unknown} (in YAML flow maps, put a space after the "
+            f"colon: {{n_layers: 1}}); valid keys: {sorted(fields)}"
+        )
     return replace(VLA_PRESETS[name], **overrides)
 
 

@@ -215,8 +215,14 @@ def load_session_preferences(session_dir: str | os.PathLike) -> PreferenceDatase
     """The session's labels over its rollout dataset (skips keep a NaN label)."""
     session_dir = Path(session_dir)
     manifest = read_session(session_dir)
+    labels = session_dir / PREFERENCES_FILE
+    if not labels.is_file():
+        raise FileNotFoundError(
+            f"{session_dir} holds no labels yet ({PREFERENCES_FILE} is missing): label pairs "
+            f"first with `erl label --out {session_dir}`"
+        )
     data = load_dataset(session_dir / manifest["dataset"], obs_keys=None)
-    return preferences_from_records(data, read_preferences(session_dir / PREFERENCES_FILE))
+    return preferences_from_records(data, read_preferences(labels))
 
 
 # ---------------------------------------------------------------------- the web page

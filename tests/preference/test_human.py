@@ -207,3 +207,11 @@ def test_erl_label_compares_saved_policies_and_erl_train_cpl_learns_from_the_lab
     bad = ["train", "--algo", "cpl", "--dataset", data, "--preferences", "scripted:pairz=3"]
     assert main(bad) == 2
     assert "'pairz=3' is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_session_without_labels_says_how_to_get_them(prepared, tmp_path):
+    copy = tmp_path / "unlabelled"
+    shutil.copytree(prepared, copy)
+    (copy / PREFERENCES_FILE).unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="holds no labels yet.*erl label --out"):
+        load_session_preferences(copy)
