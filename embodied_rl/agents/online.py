@@ -49,12 +49,13 @@ from embodied_rl.agents.checkpoint import (
 )
 from embodied_rl.agents.data import reward_transform
 from embodied_rl.agents.replay import ReplayBuffer
-from embodied_rl.agents.trainer import MetricsWriter, env_factory, evaluate, seed_everything
+from embodied_rl.agents.trainer import env_factory, evaluate, seed_everything
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.offline import OBS_KEY
 from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.policies import VLAPolicy
 from embodied_rl.utils.io import write_text_atomic
+from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,6 @@ class _OnlineRun:
         self.env_steps = int(state["env_steps"])
         self.n_episodes_started = int(state["n_episodes_started"])
         self.evaluations, self.episodes = state["evaluations"], state["episodes"]
-        _truncate_metrics(self.out / "metrics.csv", self.env_steps)
         logger.info("resumed %s at environment step %d (%s)", self.out, self.env_steps, path)
         return True
 
@@ -291,7 +291,7 @@ class _OnlineRun:
                 )
             seed_everything(c.seed)
         agent.fit_observation_normalizers(self.data.observations)  # unfitted ones only
-        writer = MetricsWriter(self.out, c.tensorboard)
+        writer = MetricsLogger(self.out, c.tensorboard, self.env_steps if resumed else None)
         if not resumed:
             writer.write(0, self.evaluate())  # the offline policy's score
         env = self.env_fn()
@@ -324,7 +324,7 @@ class _OnlineRun:
         write_text_atomic(self.out / "result.json", json.dumps(dataclasses.asdict(result)))
         return result
 
-    def _loop(self, env: gym.Env, writer: MetricsWriter, bar: tqdm) -> None:
+    def _loop(self, env: gym.Env, writer: MetricsLogger, bar: tqdm) -> None:
         c, agent, buffer = self.config, self.agent, self.buffer
         low, high = env.action_space.low, env.action_space.high
         sums: dict[str, float] = defaultdict(float)
@@ -378,15 +378,6 @@ class _OnlineRun:
             wall_s=wall_s,
             config=dataclasses.asdict(self.config),
         )
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows logged after ``step`` by an interrupted run (they are redone)."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
-    write_text_atomic(path, "".join(kept))
 
 
 def finetune_online(

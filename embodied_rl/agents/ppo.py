@@ -38,7 +38,6 @@ from embodied_rl.agents import ppo_checkpoint
 from embodied_rl.agents.base import NonFiniteLossError, check_single_action
 from embodied_rl.agents.checkpoint import last_checkpoint_note
 from embodied_rl.agents.rollout import (
-    MetricsLog,
     RolloutBuffer,
     autoreset_mode,
     head_and_value,
@@ -50,6 +49,7 @@ from embodied_rl.agents.rollout import (
 )
 from embodied_rl.policies import actor_critic  # noqa: F401  (registers "actor_critic" for load_policy)
 from embodied_rl.policies.base import Policy
+from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
 KL_ESTIMATORS = ("k1", "k3")
@@ -310,7 +310,7 @@ class PPO:
         self.generator = torch.Generator().manual_seed(c.seed)
         self.rng = np.random.default_rng(c.seed)
         self._numpy_actor = None
-        self.log = MetricsLog(log_dir)
+        self.log = MetricsLogger(log_dir)
         self.num_steps = 0  # environment steps so far (summed over envs)
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)

@@ -46,8 +46,9 @@ from embodied_rl.agents.checkpoint import (
     write_checkpoint,
 )
 from embodied_rl.agents.env_state import env_rng_state
-from embodied_rl.agents.rollout import BOX_KEY, MetricsLog
+from embodied_rl.agents.rollout import BOX_KEY
 from embodied_rl.policies.base import load_policy
+from embodied_rl.utils.metrics import MetricsLogger
 
 if TYPE_CHECKING:
     from embodied_rl.agents.ppo import PPO
@@ -174,7 +175,7 @@ def resume(
     state = read_json(path / "state.json")
     tensors = read_tensors(path / "resume.safetensors")
     agent = load_ppo(cls, path, envs, None)
-    agent.log = MetricsLog(log_dir, resume_step=state["num_steps"])
+    agent.log = MetricsLogger(log_dir, resume_step=state["num_steps"])
     if state["running"] is not None:
         actions = tensors["env_actions"].numpy() if "env_actions" in tensors else None
         _replay(agent, actions, progress)

@@ -11,12 +11,9 @@ step is stored but marked invalid, so it never enters a loss or an advantage.
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -28,7 +25,6 @@ from gymnasium.vector.async_vector_env import AsyncState
 from torch import Tensor
 
 from embodied_rl.policies.base import Policy
-from embodied_rl.utils.io import truncate_csv
 
 logger = logging.getLogger(__name__)
 
@@ -314,50 +310,3 @@ def head_and_value(policy: Policy, batch: dict[str, Any]) -> tuple[Tensor, Tenso
 
 def head_output(policy: Policy, batch: dict[str, Any]) -> Tensor:
     return policy.head(_head_input(policy.features(batch)))
-
-
-# ---------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """One CSV row per rollout (``metrics.csv``), mirrored to TensorBoard when it imports.
-
-    ``resume_step``: a resumed run keeps the rows (and TensorBoard events) up to that step
-    and appends after them, so no step is logged twice."""
-
-    def __init__(self, directory: str | os.PathLike | None, resume_step: int | None = None):
-        self.directory = Path(directory) if directory is not None else None
-        self._file = self._csv = self._tb = None
-        self._fields: list[str] | None = None  # a resumed file's columns
-        if self.directory is None:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and (self.directory / "metrics.csv").is_file():
-            truncate_csv(self.directory / "metrics.csv", resume_step)
-            with open(self.directory / "metrics.csv", newline="") as f:
-                self._fields = next(csv.reader(f), None)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = None if resume_step is None else resume_step + 1
-            self._tb = SummaryWriter(str(self.directory / "tb"), purge_step=purge)
-        except ImportError:
-            logger.debug("tensorboard is not installed; metrics go to CSV only")
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        if self.directory is None:
-            return
-        if self._csv is None:
-            path, fields = self.directory / "metrics.csv", self._fields
-            self._file = open(path, "a" if fields else "w", newline="")  # noqa: SIM115
-            self._csv = csv.DictWriter(self._file, fieldnames=fields or ["step", *metrics])
-            if not fields:
-                self._csv.writeheader()
-        self._csv.writerow({"step": step, **metrics})
-        self._file.flush()
-        if self._tb is not None:
-            for name, value in metrics.items():
-                self._tb.add_scalar(f"ppo/{name}", value, step)
-
-    def close(self) -> None:
-        for handle in (self._file, self._tb):
-            if handle is not None:
-                handle.close()

@@ -12,14 +12,12 @@ checkpoint so that, on CPU, the result equals the uninterrupted run's bit for bi
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import math
 import os
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -49,7 +47,7 @@ from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
 from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
 from embodied_rl.preference.data import PreferenceDataset, PreferenceSampler
-from embodied_rl.utils.io import truncate_csv
+from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
@@ -85,48 +83,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (the global generator other code may use)
     torch.manual_seed(seed)
-
-
-class MetricsWriter:
-    """Rows ``step, name, value`` to ``metrics.csv`` and, if available, TensorBoard.
-
-    ``resume_step``: a resumed run first drops the rows (and TensorBoard events) logged
-    after that step, so no step appears twice, and continues the wall-clock column."""
-
-    def __init__(self, out: Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        wall = 0.0
-        if resume_step is not None:
-            kept = truncate_csv(out / "metrics.csv", resume_step)
-            wall = max((float(row["wall_s"]) for row in kept), default=0.0)
-        new = not (out / "metrics.csv").exists()
-        self._file = open(out / "metrics.csv", "a", newline="")  # noqa: SIM115
-        self._csv = csv.writer(self._file)
-        if new:
-            self._csv.writerow(["step", "name", "value", "wall_s"])
-        self._start = time.perf_counter() - wall
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                purge = None if resume_step is None else resume_step + 1
-                self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
-            except ImportError:
-                logger.warning("tensorboard is not installed; metrics go to metrics.csv only")
-
-    def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        wall = time.perf_counter() - self._start
-        for name, value in metrics.items():
-            self._csv.writerow([step, name, f"{value:.6g}", f"{wall:.2f}"])
-            if self._tb is not None:
-                self._tb.add_scalar(name, value, step)
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -316,7 +272,7 @@ class Trainer:
         c, agent = self.config, self.agent
         resumed = self._resumed_at is not None
         remaining = c.steps - agent.step if resumed else c.steps
-        writer = MetricsWriter(self.out, c.tensorboard, self._resumed_at)
+        writer = MetricsLogger(self.out, c.tensorboard, self._resumed_at)
         last_eval = (
             {k: v for k, v in self.history[-1].items() if k != "step"}
             if resumed and self.history
@@ -335,7 +291,7 @@ class Trainer:
             writer.close()
         return last_eval
 
-    def _step(self, writer: MetricsWriter, bar: tqdm) -> dict[str, float]:
+    def _step(self, writer: MetricsLogger, bar: tqdm) -> dict[str, float]:
         """One update with its logging, evaluation and checkpoint; returns a new evaluation."""
         c, agent = self.config, self.agent
         try:

@@ -11,8 +11,8 @@ into ``<run>/report/``:
 - ``report.html``: one file, every figure and GIF embedded as a data URI, no scripts and no
   network access, so it opens anywhere and can be attached to a message.
 
-The two training CSV layouts are both read: the offline trainer's long format
-(``step,name,value,wall_s``) and PPO's wide format (``step,<metric>,...``).
+Metrics are read from the one layout every trainer writes (``step,name,value,wall_s``) and
+from the wide PPO layout (``step,<metric>,...``) of runs made before it.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from embodied_rl.agents.trainer import MetricsWriter
 from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
 from embodied_rl.llm.generation import SamplingConfig, generate
 from embodied_rl.llm.judge import LMJudge
 from embodied_rl.llm.pairs import TextPair
+from embodied_rl.utils.metrics import MetricsLogger
 
 
 class PairLabeler(Protocol):
@@ -101,7 +101,7 @@ def rlaif(
     trainer = DPOTrainer(policy, tokenizer, config.dpo, reference)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    writer = MetricsWriter(Path(out), config.dpo.tensorboard) if out is not None else None
+    writer = MetricsLogger(Path(out), config.dpo.tensorboard) if out is not None else None
     rows = []
     try:
         for round_index in range(1, config.rounds + 1):

@@ -2,7 +2,7 @@
 
 Each trainer supplies ``step(i) -> dict[str, float]``; :func:`run_steps` shows a tqdm bar,
 averages the metrics over ``log_every`` steps and writes them with the agents'
-:class:`~embodied_rl.agents.trainer.MetricsWriter` (CSV + TensorBoard).
+:class:`~embodied_rl.utils.metrics.MetricsLogger` (CSV + TensorBoard).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from embodied_rl.agents.base import NonFiniteLossError
-from embodied_rl.agents.trainer import MetricsWriter
+from embodied_rl.utils.metrics import MetricsLogger
 
 
 def require_positive(config: object, *names: str) -> None:
@@ -112,7 +112,7 @@ def run_steps(
 
     Each row holds ``step`` and the means of ``train/<metric>`` over the interval, plus
     ``eval/<metric>`` when ``evaluate`` runs (every ``eval_every`` steps and at the end)."""
-    writer = MetricsWriter(Path(out), tensorboard) if out is not None else None
+    writer = MetricsLogger(Path(out), tensorboard) if out is not None else None
     sums: dict[str, float] = defaultdict(float)
     count, rows = 0, []
     bar = tqdm(total=n_steps, desc=desc, unit="step", disable=not progress)

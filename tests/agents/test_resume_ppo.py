@@ -44,9 +44,11 @@ def interrupt_update(monkeypatch, at_call: int) -> None:
     monkeypatch.setattr(PPO, "update", update)
 
 
-def metric_rows(path) -> list[dict[str, str]]:
+def metric_rows(path) -> list[tuple[str, str, str]]:
+    """``(step, name, value)`` of every logged metric but the timing ones."""
     with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in csv.DictReader(f)]
+        rows = csv.DictReader(f)
+        return [(r["step"], r["name"], r["value"]) for r in rows if r["name"] != "steps_per_s"]
 
 
 def assert_same(a: PPO, b: PPO) -> None:
