@@ -19,20 +19,10 @@ from torch import Tensor, nn
 from embodied_rl.config import ConfigError, from_dict
 from embodied_rl.policies.base import Policy
 from embodied_rl.policies.normalization import fit_observation_normalizers
+from embodied_rl.rl.errors import NonFiniteLossError
 from embodied_rl.utils.precision import autocast
 
 _AGENTS: dict[str, type[Agent]] = {}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message names the loss and the step."""
-
-    def __init__(self, loss: str, step: int, value: float) -> None:
-        super().__init__(
-            f"loss {loss!r} is {value} at step {step}; training stopped before the optimiser "
-            "step (lower the learning rate, check the data for NaN, or clip rewards)"
-        )
-        self.loss, self.step, self.value = loss, step, value
 
 
 def register_agent(name: str):

@@ -27,16 +27,6 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from embodied_rl.agents.ppo import (
-    KL_ESTIMATORS,
-    AdaptiveKLController,
-    FixedKLController,
-    clipped_surrogate_loss,
-    explained_variance,
-    gae,
-    kl_penalty,
-    value_loss,
-)
 from embodied_rl.llm.generation import Generation, SamplingConfig, generate, response_logprobs
 from embodied_rl.llm.models import (
     atomic_dir,
@@ -54,6 +44,16 @@ from embodied_rl.llm.training import (
     optimizer_step,
     require_positive,
     run_steps,
+)
+from embodied_rl.rl.ppo import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    clipped_surrogate_loss,
+    explained_variance,
+    gae,
+    kl_penalty,
+    value_loss,
 )
 
 

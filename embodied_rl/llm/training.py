@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from embodied_rl.agents.base import NonFiniteLossError
+from embodied_rl.rl.errors import NonFiniteLossError
 from embodied_rl.utils.metrics import MetricsLogger
 
 

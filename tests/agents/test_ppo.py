@@ -12,22 +12,19 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from embodied_rl.agents.ppo import (
-    PPO,
-    AdaptiveKLController,
-    FixedKLController,
-    PPOConfig,
-    clipped_surrogate_loss,
-    default_policy,
-    gae,
-    head_and_value,
-    kl_penalty,
-    load_config,
-    value_loss,
-)
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy, head_and_value
 from embodied_rl.agents.rollout import make_vec_env, take
+from embodied_rl.config import load_config
 from embodied_rl.policies import MLPConfig, MLPPolicy
 from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
+from embodied_rl.rl.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    clipped_surrogate_loss,
+    gae,
+    kl_penalty,
+    value_loss,
+)
 
 
 class PointGoal(gym.Env):
@@ -160,9 +157,9 @@ def test_config_errors_name_the_value(tmp_path):
     path = tmp_path / "ppo.yaml"
     path.write_text("n_steps: 128\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match="learning_rat"):
-        load_config(path)
+        load_config(PPOConfig, path)
     path.write_text("n_steps: 128\n")
-    assert load_config(path).n_steps == 128
+    assert load_config(PPOConfig, path).n_steps == 128
 
 
 # ---------------------------------------------------------------------------- rollouts

@@ -179,7 +179,7 @@ def test_bad_arguments_are_named():
 
 def test_erl_collect_command(tmp_path, capsys):
     code = main(
-        ["collect", ENV, "--tier", "random", "--episodes", "2", "--out", str(tmp_path),
+        ["collect", "--task", ENV, "--tier", "random", "--episodes", "2", "--out", str(tmp_path),
          "--name", "cli/reach-random-v0", "--horizon", "10", "--reference-episodes", "1",
          "--no-progress"]
     )  # fmt: skip

@@ -38,7 +38,7 @@ def sha256(path: Path) -> str:
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_erl_collect_keeps_episodes_and_resume_completes(tmp_path, erl):
     args = [
-        "collect", ENV, "--tier", "medium", "--episodes", "150", "--horizon", "20",
+        "collect", "--task", ENV, "--tier", "medium", "--episodes", "150", "--horizon", "20",
         "--out", tmp_path / "run", "--name", "faults/ctrl-c-v0", "--reference-episodes", "1",
         "--no-progress",
     ]  # fmt: skip
