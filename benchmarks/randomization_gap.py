@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/randomization_gap.md")
     args = parser.parse_args()
 
-    from embodied_rl.pipeline import Pipeline, load_pipeline_config
+    from embodied_rl.runners.pipeline import Pipeline, load_pipeline_config
 
     started = time.perf_counter()
     if args.policy == "mlp":

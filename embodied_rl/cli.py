@@ -333,7 +333,7 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from embodied_rl.pipeline import STAGES, load_pipeline_config, run_pipeline
+    from embodied_rl.runners.pipeline import STAGES, load_pipeline_config, run_pipeline
 
     config = load_pipeline_config(args.config, args.overrides)
     stages = tuple(args.stages) if args.stages else STAGES
@@ -390,7 +390,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from embodied_rl.evaluation.benchmark import load_suite, run_benchmark
+    from embodied_rl.runners.benchmark import load_suite, run_benchmark
 
     suite = load_suite(args.suite, args.overrides)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]

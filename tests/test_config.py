@@ -105,7 +105,7 @@ def test_the_shipped_pipeline_and_agent_configs_load():
     from embodied_rl.agents import agent_class
     from embodied_rl.agents.base import config_from_dict
     from embodied_rl.agents.ppo import PPOConfig
-    from embodied_rl.pipeline import DEFAULT_CONFIG, load_pipeline_config
+    from embodied_rl.runners.pipeline import DEFAULT_CONFIG, load_pipeline_config
 
     assert load_pipeline_config(DEFAULT_CONFIG).task.startswith("tabletop/")
     for path in (CONFIG_DIR / "agents").glob("*.yaml"):
@@ -130,7 +130,7 @@ def test_renamed_keys_still_load_with_a_warning(tmp_path):
     from embodied_rl.agents.bc import BCConfig
     from embodied_rl.agents.cql import CQLConfig
     from embodied_rl.agents.finetune import PPOFinetuneConfig
-    from embodied_rl.pipeline import load_pipeline_config
+    from embodied_rl.runners.pipeline import load_pipeline_config
 
     path = tmp_path / "old.yaml"
     path.write_text("lr: 1.0e-4\n")

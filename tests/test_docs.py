@@ -155,7 +155,7 @@ PLAN: dict[str, dict[str, Run | Skip]] = {
                 "below at full size",
             },
         ),
-        "from embodied_rl.pipeline import": Run(
+        "from embodied_rl.runners.pipeline import": Run(
             small=(
                 (
                     '["collect.episodes=100", "bc.steps=500"]',
@@ -574,12 +574,12 @@ def test_bash_blocks_run(doc, workdir, request):
 def test_transcripts_show_what_erl_prints(where, command, shown, workdir, capsys, monkeypatch):
     """The transcripts show configuration errors, raised before anything runs (should a
     pipeline transcript's config be accepted, the test stops instead of running it)."""
-    import embodied_rl.pipeline
+    import embodied_rl.runners.pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"{where}: erl accepted {command!r} and would run the pipeline")
 
-    monkeypatch.setattr(embodied_rl.pipeline, "run_pipeline", refuse)
+    monkeypatch.setattr(embodied_rl.runners.pipeline, "run_pipeline", refuse)
     assert main(shlex.split(command)[1:]) == 2, where
     captured = capsys.readouterr()
     printed = (captured.out + captured.err).splitlines()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from embodied_rl.pipeline import Pipeline, smoke_config
+from embodied_rl.runners.pipeline import Pipeline, smoke_config
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_report_renders_in_headless_chromium(run, tmp_path, chromium):
 
 def test_ppo_warmup_longer_than_the_stage_is_refused_before_anything_runs():
     from embodied_rl.config import ConfigError
-    from embodied_rl.pipeline import load_pipeline_config
+    from embodied_rl.runners.pipeline import load_pipeline_config
 
     with pytest.raises(
         ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.env_steps=512\)"
@@ -112,7 +112,7 @@ def test_policy_overrides_are_checked_when_the_config_loads():
     """A bad VLA key fails before any stage runs (a YAML flow map without a space after the
     colon makes the key 'n_layers:1')."""
     from embodied_rl.config import ConfigError
-    from embodied_rl.pipeline import load_pipeline_config
+    from embodied_rl.runners.pipeline import load_pipeline_config
 
     with pytest.raises(ConfigError, match=r"unknown VLAConfig key\(s\) \['n_layers:1'\]"):
         load_pipeline_config(overrides=["policy.overrides={n_layers:1}"])

@@ -8,9 +8,9 @@ rewards ``r_t = -beta * KL_t`` plus the score on the last response token; estima
 advantages with GAE over the response tokens from a separate value model (initialised from
 the reward model as in InstructGPT, or from the policy's transformer); then ``ppo_epochs`` passes of the clipped surrogate and (clipped) value loss over
 minibatches, optionally plus ``ptx_coef`` times the language-model loss on demonstration
-data. ``beta`` is fixed or steered to a target KL (the agents' KL controllers). GAE, the
+data. ``beta`` is fixed or steered to a target KL (the shared KL controllers). GAE, the
 clipped surrogate, the value loss and the KL estimators are the functions of
-:mod:`embodied_rl.agents.ppo`.
+:mod:`embodied_rl.rl.ppo`, shared with the robot PPO.
 """
 
 from __future__ import annotations

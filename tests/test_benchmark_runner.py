@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from embodied_rl.agents.checkpoint import latest_checkpoint
 from embodied_rl.cli import build_parser
 from embodied_rl.datasets import load_dataset
-from embodied_rl.evaluation.benchmark import (
+from embodied_rl.runners.benchmark import (
     RESULTS,
     execute_run,
     grid,
