@@ -720,6 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
     tasks.set_defaults(func=_tasks)
     _add_bench(sub)
+    from embodied_rl.llm.cli import add_llm_parser  # torch and transformers load in handlers
+
+    add_llm_parser(sub)
     _show_defaults(parser)
     return parser
 

@@ -51,4 +51,8 @@ erl transfer --policy outputs/bc --task tabletop/reach-v0 --targets heavy --epis
 erl finetune ppo --pretrained outputs/bc --out outputs/ppo env_steps=64 n_envs=1 eval_episodes=1 \
     ppo.n_steps=32 ppo.batch_size=16 > /dev/null
 test -f outputs/ppo/result.json
+# the LLM side: a tiny SFT run and a DPO step from it, with the packaged configs
+erl llm sft --n-examples 64 --n-eval 2 --no-progress steps=2 batch_size=8 > /dev/null
+erl llm dpo --model outputs/llm/sft/model --n-examples 16 --n-eval 2 --no-progress steps=1 batch_size=4 > /dev/null
+test -f outputs/llm/dpo/model/model.safetensors
 echo "wheel smoke passed: $(basename "$WHEEL")"
