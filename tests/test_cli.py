@@ -153,3 +153,92 @@ def test_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size BATCH_SIZE default: 256" in text and "--seed SEED default: 0" in text
     assert "(default: mlp)" in text  # appended to an option's own help
+
+
+def _override_examples(parser, path=()):
+    """``(command path, [KEY=VALUE examples])`` of every subcommand's overrides help."""
+    import argparse
+    import re
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _override_examples(sub, (*path, name))
+        elif action.dest == "overrides" and action.help:
+            examples = re.findall(r"[a-z_][\w.]*=[^\s,)]+", action.help)
+            yield path, [e for e in examples if not e.endswith("...")]
+
+
+def _subparser(parser, name):
+    import argparse
+
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices[name]
+
+
+def test_every_override_example_in_help_is_a_valid_key():
+    """The KEY=VALUE examples that --help shows load into the configs they name."""
+    from embodied_rl.agents import IQLConfig, OnlineConfig, PPOFinetuneConfig
+    from embodied_rl.agents.ppo import PPOConfig
+    from embodied_rl.cli import build_parser
+    from embodied_rl.config import load_config
+    from embodied_rl.llm import cli as llm_cli
+    from embodied_rl.policies.vla import vla_preset
+    from embodied_rl.runners.benchmark import load_suite
+    from embodied_rl.runners.pipeline import load_pipeline_config
+
+    def split(prefix, examples):  # (those under prefix., the others)
+        inner = [e.removeprefix(f"{prefix}.") for e in examples if e.startswith(f"{prefix}.")]
+        return inner, [e for e in examples if not e.startswith(f"{prefix}.")]
+
+    def train(examples):
+        policy, agent = split("policy", examples)
+        load_config(IQLConfig, None, agent)
+        vla_preset("tiny", **{k: int(v) for k, v in (e.split("=") for e in policy)})
+
+    def finetune_ppo(examples):
+        ppo, own = split("ppo", examples)
+        load_config(PPOFinetuneConfig, None, own), load_config(PPOConfig, None, ppo)
+
+    def llm(name):
+        def check(examples):
+            parser = build_parser()
+            sub = _subparser(_subparser(parser, "llm"), name)
+            required = [x for a in sub._actions if a.required and a.option_strings
+                        for x in (a.option_strings[0], "unused")]  # fmt: skip
+            args = parser.parse_args(["llm", name, *examples, *required])
+            if name == "constitutional":
+                llm_cli._constitutional_configs(args)
+            else:
+                cls = {
+                    "SFTConfig": "sft",
+                    "RewardConfig": "reward",
+                    "PPORLHFConfig": "ppo_rlhf",
+                    "DPOConfig": "dpo",
+                    "BestOfNConfig": "best_of_n",
+                    "RLAIFConfig": "rlaif",
+                }
+                config = llm_cli._COMMANDS[name].config  # fmt: skip
+                module = __import__(f"embodied_rl.llm.{cls[config]}", fromlist=[config])
+                llm_cli._load_config(getattr(module, config), args)
+
+        return check
+
+    validators = {
+        ("train",): train,
+        ("ppo",): lambda e: load_config(PPOConfig, None, e),
+        ("finetune", "online"): lambda e: load_config(OnlineConfig, None, e),
+        ("finetune", "ppo"): finetune_ppo,
+        ("bench", "offline-to-online"): lambda e: load_suite("small", e),
+        ("pipeline",): lambda e: load_pipeline_config(overrides=e),
+        ("demo",): lambda e: load_pipeline_config(overrides=e),
+        **{("llm", name): llm(name) for name in llm_cli._COMMANDS},
+    }
+    seen = 0
+    for path, examples in _override_examples(build_parser()):
+        if not examples:
+            continue
+        assert path in validators, f"erl {' '.join(path)} --help shows {examples}: check them"
+        validators[path](examples)  # raises, naming the key, if an example is not valid
+        seen += len(examples)
+    assert seen >= 20
