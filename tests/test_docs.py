@@ -92,6 +92,14 @@ PLAN: dict[str, dict[str, Run | Skip]] = {
                 ),
             )
         ),
+        "# stop early once the evaluation": Run(
+            small=(
+                (
+                    "TrainerConfig(steps=100_000, eval_every=5_000)",
+                    "TrainerConfig(steps=4, eval_every=2, batch_size=8, eval_episodes=1)",
+                ),
+            )
+        ),
     },
     "datasets.md": {
         "from embodied_rl.datasets import collect, load_dataset": Run(

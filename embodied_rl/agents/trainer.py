@@ -1,7 +1,7 @@
-"""The one training loop every offline agent shares.
+"""Offline training: datasets, agents and evaluation around the one training loop.
 
-``Trainer(agent, sampler, config, out).fit()`` draws batches, calls ``agent.update``, logs
-the mean metrics to CSV and TensorBoard, shows a progress bar with gradient steps/s, runs
+``Trainer(agent, sampler, config, out).fit()`` draws batches and calls ``agent.update`` in
+:class:`~embodied_rl.rl.loop.TrainingLoop`, which logs the mean metrics to CSV and TensorBoard, shows a progress bar with gradient steps/s, runs
 evaluation episodes (normalized score with the dataset's reference returns, success rate)
 and writes checkpoints. A non-finite loss raises :class:`NonFiniteLossError` naming the
 loss and the step; no checkpoint is written after it, so the last good one stays.
@@ -18,8 +18,7 @@ import logging
 import math
 import os
 import random
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from embodied_rl.agents.base import Agent, NonFiniteLossError, make_agent
+from embodied_rl.agents.base import Agent, make_agent
 from embodied_rl.agents.checkpoint import (
     LAST,
     CheckpointError,
@@ -47,6 +45,7 @@ from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
 from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
 from embodied_rl.preference.data import PreferenceDataset, PreferenceSampler
+from embodied_rl.rl.loop import Callback, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
@@ -172,8 +171,8 @@ class Trainer:
         self.eval_env, self.reference = eval_env, reference
         self.run_config = {"trainer": asdict(config), **(run_config or {})}
         self.history: list[dict[str, float]] = []  # evaluation results with "step"
-        self._sums: dict[str, float] = defaultdict(float)  # metrics since the last row
-        self._counts: dict[str, int] = defaultdict(int)  # per metric: some are not every step
+        self._sums: dict[str, float] = {}  # a resumed run's partial logging interval
+        self._counts: dict[str, int] = {}
         self._resumed_at: int | None = None  # the checkpoint step resume() loaded
 
     @property
@@ -197,8 +196,8 @@ class Trainer:
         self.history.append({"step": self.agent.step, **result})
         return result
 
-    def _checkpoint(self) -> Path:
-        state = {"evaluations": self.history, "log_sums": self._sums, "log_counts": self._counts}
+    def _checkpoint(self, log_state: Mapping[str, Any]) -> Path:
+        state = {"evaluations": self.history, **log_state}
         return save_checkpoint(
             self.agent,
             self.checkpoints,
@@ -232,11 +231,11 @@ class Trainer:
                 "raise steps to continue the run"
             )
         self.history = list(state.get("evaluations", []))
-        self._sums = defaultdict(float, state.get("log_sums", {}))
+        self._sums = dict(state.get("log_sums", {}))
         counts = state.get("log_counts")
         if counts is None:  # checkpoints before per-metric counts: one count for all
             counts = dict.fromkeys(self._sums, int(state.get("log_count", 0)))
-        self._counts = defaultdict(int, counts)
+        self._counts = dict(counts)
         self._resumed_at = self.agent.step
         logger.info("resumed %s at step %d", self.out, self.agent.step)
         return self.agent.step
@@ -266,59 +265,36 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ fit
-    def fit(self) -> dict[str, float]:
-        """Train (after :meth:`resume`, the remaining steps); returns the last evaluation
-        (empty without an evaluation environment)."""
+    def fit(self, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+        """Train (after :meth:`resume`, the remaining steps) through the one training loop
+        (:class:`~embodied_rl.rl.loop.TrainingLoop`; ``callbacks`` hook into it, e.g.
+        ``StopOnThreshold("eval/success_rate", 0.95)``); returns the last evaluation (empty
+        without an evaluation environment)."""
         c, agent = self.config, self.agent
         resumed = self._resumed_at is not None
-        remaining = c.steps - agent.step if resumed else c.steps
-        writer = MetricsLogger(self.out, c.tensorboard, self._resumed_at)
         last_eval = (
             {k: v for k, v in self.history[-1].items() if k != "step"}
             if resumed and self.history
             else {}
         )
-        bar = tqdm(
-            total=c.steps, initial=c.steps - remaining, desc=agent.agent_type, unit="step",
-            disable=not c.progress,
+        writer = MetricsLogger(self.out, c.tensorboard, self._resumed_at)
+        loop = TrainingLoop(
+            lambda i: agent.update(self.sampler.sample()),
+            c.steps, start=agent.step if resumed else 0, desc=agent.agent_type, log=writer,
+            log_every=c.log_every, progress=c.progress, evaluate=self._evaluate,
+            eval_every=c.eval_every, checkpoint=lambda: self._checkpoint(loop.state_dict()),
+            checkpoint_every=c.checkpoint_every,
+            checkpoint_note=lambda: last_checkpoint_note(self.checkpoints), callbacks=callbacks,
+            sums=self._sums, counts=self._counts,
         )  # fmt: skip
         agent.train_mode(True)
         try:
-            for _ in range(remaining):
-                last_eval = self._step(writer, bar) or last_eval
+            loop.run()
         finally:
-            bar.close()
             writer.close()
+        if loop.evaluations:
+            last_eval = {k: v for k, v in loop.evaluations[-1].items() if k != "step"}
         return last_eval
-
-    def _step(self, writer: MetricsLogger, bar: tqdm) -> dict[str, float]:
-        """One update with its logging, evaluation and checkpoint; returns a new evaluation."""
-        c, agent = self.config, self.agent
-        try:
-            metrics = agent.update(self.sampler.sample())
-        except NonFiniteLossError as error:
-            raise NonFiniteLossError(error.loss, error.step, error.value) from RuntimeError(
-                last_checkpoint_note(self.checkpoints)
-            )
-        for key, value in metrics.items():
-            self._sums[key] += value
-            self._counts[key] += 1
-        bar.update(1)
-        step, result = agent.step, {}
-        if step % c.log_every == 0 or step == c.steps:
-            means = {f"train/{k}": v / self._counts[k] for k, v in self._sums.items()}
-            writer.write(step, means)
-            bar.set_postfix({k[6:]: f"{v:.3g}" for k, v in list(means.items())[:3]})
-            self._sums.clear()
-            self._counts.clear()
-        if (c.eval_every and step % c.eval_every == 0) or step == c.steps:
-            result = self._evaluate()
-            if result:
-                writer.write(step, result)
-                logger.info("step %d: %s", step, result)
-        if (c.checkpoint_every and step % c.checkpoint_every == 0) or step == c.steps:
-            self._checkpoint()
-        return result
 
 
 def _field_defaults(config_class: type) -> dict[str, Any]:
@@ -430,6 +406,7 @@ def train(
     eval_env: Callable[[], gym.Env] | None = None,
     resume: bool | str | os.PathLike = False,
     preferences: PreferenceDataset | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[Agent, dict[str, float]]:
     """Build policy, agent and sampler for ``data`` and run the loop; returns the agent and
     its last evaluation. ``resume``: continue from ``out/checkpoints/last`` (same settings;
@@ -439,6 +416,7 @@ def train(
     trained policy is also written to ``out/policy`` (``config.json`` + safetensors), the
     artifact that ``load_policy``, ``erl evaluate`` and ``finetune_ppo`` read. ``preferences``:
     the labelled segment pairs an agent that learns from preferences (``"cpl"``) trains on.
+    ``callbacks``: hooks into the training loop (:class:`~embodied_rl.rl.loop.Callback`).
 
     The default policy is built after seeding with ``trainer_config.seed``; a ``policy``
     passed in was initialised before this call, so seed first for reproducible initial
@@ -455,7 +433,7 @@ def train(
     trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data), run)
     if resume:
         trainer.resume(None if resume is True else resume)
-    result = trainer.fit()
+    result = trainer.fit(callbacks)
     agent.policy.save(Path(out) / "policy")
     if result and not math.isfinite(result.get("eval/mean_return", 0.0)):
         logger.warning("evaluation returned a non-finite mean return: %s", result)

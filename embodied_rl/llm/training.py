@@ -1,24 +1,24 @@
-"""The step loop the LLM trainers share: seeded batches, guarded optimiser steps, logging.
+"""What the LLM trainers share: seeded batches, guarded optimiser steps, and the loop.
 
-Each trainer supplies ``step(i) -> dict[str, float]``; :func:`run_steps` shows a tqdm bar,
-averages the metrics over ``log_every`` steps and writes them with the agents'
-:class:`~embodied_rl.utils.metrics.MetricsLogger` (CSV + TensorBoard).
+Each trainer supplies ``step(i) -> dict[str, float]``; :func:`run_steps` runs it in the one
+training loop of every trainer (:class:`~embodied_rl.rl.loop.TrainingLoop`: progress bar,
+means over ``log_every`` steps into :class:`~embodied_rl.utils.metrics.MetricsLogger`,
+evaluation, non-finite-loss stops, callbacks).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from embodied_rl.rl.errors import NonFiniteLossError
+from embodied_rl.rl.loop import Callback, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
 
 
@@ -107,34 +107,25 @@ def run_steps(
     evaluate: Callable[[], dict[str, float]] | None = None,
     eval_every: int = 0,
     start: int = 0,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict[str, float]]:
-    """Call ``step(i)`` for ``i`` in ``start + 1 .. start + n_steps``; returns the logged rows.
+    """Call ``step(i)`` for ``i`` in ``start + 1 .. start + n_steps`` through the one training
+    loop (:class:`~embodied_rl.rl.loop.TrainingLoop`); returns the logged rows.
 
     Each row holds ``step`` and the means of ``train/<metric>`` over the interval, plus
     ``eval/<metric>`` when ``evaluate`` runs (every ``eval_every`` steps and at the end)."""
     writer = MetricsLogger(Path(out), tensorboard) if out is not None else None
-    sums: dict[str, float] = defaultdict(float)
-    count, rows = 0, []
-    bar = tqdm(total=n_steps, desc=desc, unit="step", disable=not progress)
+
+    def evaluation() -> dict[str, float]:
+        return {f"eval/{k}": v for k, v in evaluate().items()}
+
+    loop = TrainingLoop(
+        step, start + n_steps, start=start, desc=desc, log=writer, log_every=log_every,
+        progress=progress, evaluate=evaluation if evaluate is not None else None,
+        eval_every=eval_every, callbacks=callbacks,
+    )  # fmt: skip
     try:
-        for i in range(start + 1, start + n_steps + 1):
-            for key, value in step(i).items():
-                sums[key] += value
-            count += 1
-            bar.update(1)
-            last = i == start + n_steps
-            if i % log_every == 0 or last:
-                row = {f"train/{k}": v / count for k, v in sums.items()}
-                if evaluate is not None and ((eval_every and i % eval_every == 0) or last):
-                    row.update({f"eval/{k}": v for k, v in evaluate().items()})
-                if writer is not None:
-                    writer.write(i, row)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(row.items())[:3]})
-                rows.append({"step": float(i), **row})
-                sums.clear()
-                count = 0
+        return loop.run()
     finally:
-        bar.close()
         if writer is not None:
             writer.close()
-    return rows

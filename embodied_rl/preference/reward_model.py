@@ -119,9 +119,17 @@ def fit_reward_model(
     prefs: PreferenceDataset,
     config: RewardModelConfig | None = None,
     model: RewardModel | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+    log_every: int = 100,
 ) -> tuple[RewardModel, dict[str, float]]:
-    """Train a reward model on the labelled pairs; returns it and its final metrics
-    (``loss`` and ``accuracy``: mean over the last 10% of steps)."""
+    """Train a reward model on the labelled pairs in the one training loop; returns it and
+    its final metrics (``loss`` and ``accuracy``: mean over the last 10% of steps). With
+    ``out``, the loss and accuracy go to ``out/metrics.csv`` and TensorBoard."""
+    from embodied_rl.rl.errors import NonFiniteLossError
+    from embodied_rl.rl.loop import TrainingLoop
+    from embodied_rl.utils.metrics import MetricsLogger
+
     config = config or _config_for(prefs)
     torch.manual_seed(config.seed)
     model = model if model is not None else RewardModel(config)
@@ -136,24 +144,35 @@ def fit_reward_model(
     )
     tail = max(1, config.steps // 10)
     losses, accuracies = [], []
-    model.train()
-    for step in range(config.steps):
+
+    def step(i: int) -> dict[str, float]:
         batch = sampler.sample()
         returns_a = model.segment_returns(batch["obs_a"], batch["action_a"])
         returns_b = model.segment_returns(batch["obs_b"], batch["action_b"])
         loss = preference_loss(returns_a, returns_b, batch["label"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"reward-model loss is {loss.item()} at step {step}; lower learning_rate"
-            )
+        if not torch.isfinite(loss):  # before the optimiser step: the weights stay good
+            raise NonFiniteLossError("reward_model_loss", i, loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step >= config.steps - tail:
-            strict = batch["label"] != 0.5
-            correct = ((returns_a > returns_b) == (batch["label"] == 1.0))[strict]
+        strict = batch["label"] != 0.5
+        correct = ((returns_a > returns_b) == (batch["label"] == 1.0))[strict]
+        accuracy = correct.float().mean().item() if strict.any() else float("nan")
+        if i > config.steps - tail:
             losses.append(loss.item())
-            accuracies.append(correct.float().mean().item() if strict.any() else np.nan)
+            accuracies.append(accuracy)
+        return {"reward_model_loss": loss.item(), "accuracy": accuracy}
+
+    model.train()
+    log = MetricsLogger(out) if out is not None else None
+    try:
+        TrainingLoop(
+            step, config.steps, desc="reward model", log=log, log_every=log_every,
+            progress=progress,
+        ).run()  # fmt: skip
+    finally:
+        if log is not None:
+            log.close()
     model.eval()
     metrics = {"loss": float(np.mean(losses)), "accuracy": float(np.nanmean(accuracies))}
     logger.info("reward model after %d steps: %s", config.steps, metrics)

@@ -88,3 +88,23 @@ def test_p_iql_trains_iql_on_the_relabelled_data(tmp_path, fitted, toy_data):
     agent, _ = train("iql", relabelled, tmp_path, IQLConfig(hidden=(32, 32)), config)
     assert agent.step == 30
     assert "train/critic_loss" in (tmp_path / "metrics.csv").read_text()
+
+
+def test_fit_reward_model_logs_through_the_training_loop(tmp_path, toy_data):
+    """With ``out``, the reward model's loss and accuracy go to the one metrics log."""
+    from embodied_rl.preference import ScriptedTeacher, random_pairs, sample_segments
+    from embodied_rl.preference.reward_model import RewardModelConfig, fit_reward_model
+
+    segments = sample_segments(toy_data, n_segments=20, length=4, seed=0)
+    first, second = random_pairs(len(segments), 60, seed=0)
+    prefs = ScriptedTeacher().label_pairs(segments, first, second)
+    state = toy_data.observations["state"]
+    config = RewardModelConfig(
+        obs_dim=state.shape[-1], action_dim=toy_data.actions.shape[-1], steps=20, batch_size=8
+    )
+    _, metrics = fit_reward_model(prefs, config, out=tmp_path, log_every=10)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,name,value,wall_s"
+    assert {r.split(",")[1] for r in rows[1:]} == {"train/reward_model_loss", "train/accuracy"}
+    assert {r.split(",")[0] for r in rows[1:]} == {"10", "20"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0
