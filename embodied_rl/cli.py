@@ -296,7 +296,7 @@ def _finetune_ppo(args: argparse.Namespace) -> int:
     ppo = load_config(PPOConfig, None, merge(base, {**ppo_values, "seed": config.seed}))
     result = finetune_ppo(
         args.pretrained, args.out, config, ppo, from_scratch=args.from_scratch,
-        reference=args.reference,
+        reference=args.reference, resume=args.resume,
     )  # fmt: skip
     before = result.before.get("eval/success_rate", float("nan"))
     after = result.after.get("eval/success_rate", float("nan"))
@@ -454,6 +454,10 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "--from-scratch", action="store_true", help="baseline: same architecture, fresh weights"
     )
     ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument(
+        "--resume", action="store_true",
+        help="continue from <out>/checkpoints (exactly; checkpoint_every=N sets their spacing)",
+    )  # fmt: skip
     ppo.set_defaults(func=_finetune_ppo)
 
 

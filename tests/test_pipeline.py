@@ -119,3 +119,45 @@ def test_policy_overrides_are_checked_when_the_config_loads():
     with pytest.raises(ConfigError, match="preset 'rt3'.*choose one of"):
         load_pipeline_config(overrides=["policy.preset=rt3"])
     assert load_pipeline_config(overrides=["policy.overrides={n_layers: 1}"]).policy.overrides
+
+
+def test_a_pipeline_killed_during_ppo_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """Ctrl-C in the third PPO rollout, then ``--resume``: the final PPO policy equals an
+    uninterrupted run's, bit for bit (the stages before are shared by copying them)."""
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from embodied_rl.agents.ppo import PPO
+
+    config = smoke_config()
+    config = dataclasses.replace(
+        config, ppo=dataclasses.replace(config.ppo, env_steps=160, checkpoint_every=32)
+    )  # 32 warm-up steps, then 4 rollouts of 2 x 16
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    Pipeline(config, straight, progress=False).run(("collect", "bc", "iql", "ppo"))
+    cut.mkdir()
+    for stage in ("collect", "bc", "iql"):
+        shutil.copytree(straight / stage, cut / stage)
+    shutil.copy(straight / "config.json", cut / "config.json")
+
+    update, calls = PPO.update, []
+
+    def interrupted(self):
+        calls.append(1)
+        if len(calls) == 4:  # the warm-up's update, then the third rollout's
+            raise KeyboardInterrupt
+        return update(self)
+
+    monkeypatch.setattr(PPO, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(config, cut, progress=False).run(("collect", "bc", "iql", "ppo"), resume=True)
+    monkeypatch.setattr(PPO, "update", update)
+    assert not (cut / "ppo" / "stage.json").exists()
+    Pipeline(config, cut, progress=False).run(("collect", "bc", "iql", "ppo"), resume=True)
+    a = load_file(straight / "ppo" / "policy" / "model.safetensors")
+    b = load_file(cut / "ppo" / "policy" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embodied_rl.agents.checkpoint import LAST
 from embodied_rl.agents.ppo import PPO, PPOConfig
 from embodied_rl.agents.rollout import make_vec_env
 from embodied_rl.agents.trainer import evaluate
@@ -39,6 +41,8 @@ from embodied_rl.policies.base import check_state_match, policy_class
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
+
+WARMUP_FILE = "warmup.json"  # environment steps the value warm-up took (resume reads it)
 
 # keys PPO's version of a policy may add to the pretrained weights
 _NEW_KEYS = ("value_head.weight", "value_head.bias", "head.log_std")
@@ -64,13 +68,19 @@ class PPOFinetuneConfig:
     eval_episodes: int = 20  # deterministic episodes before and after training; 0: none
     seed: int = 0  # fresh weights (value head, from-scratch policy) and evaluation seeds
     progress: bool = False
+    # a resumable checkpoint (out/checkpoints) after the rollout crossing each multiple of
+    # this many environment steps; 0: only at the end
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("env_steps", "n_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.eval_episodes < 0:
-            raise ValueError(f"eval_episodes={self.eval_episodes} must be >= 0")
+        if self.eval_episodes < 0 or self.checkpoint_every < 0:
+            raise ValueError(
+                f"eval_episodes={self.eval_episodes} and checkpoint_every="
+                f"{self.checkpoint_every} must be >= 0"
+            )
         if not 0 <= self.value_warmup_steps < self.env_steps:
             raise ValueError(
                 f"value_warmup_steps={self.value_warmup_steps} must lie in [0, env_steps="
@@ -218,6 +228,7 @@ def finetune_ppo(
     ppo: PPOConfig | None = None,
     from_scratch: bool = False,
     reference: str | os.PathLike | Policy | None = None,
+    resume: bool = False,
 ) -> PPOFinetuneResult:
     """Fine-tune a pretrained policy with PPO and a KL penalty to itself; returns its scores
     before and after.
@@ -234,6 +245,9 @@ def finetune_ppo(
         from_scratch: the baseline: the same architecture with fresh weights, no reference.
         reference: the KL reference when it is not the pretrained policy itself (e.g. the BC
             policy while an IQL policy is fine-tuned); same forms as ``pretrained``.
+        resume: continue an interrupted call from ``out/checkpoints`` (same arguments): on
+            CPU the final weights equal an uninterrupted run's. Without it, a directory that
+            already holds checkpoints is refused.
     """
     config = config or PPOFinetuneConfig()
     ppo = ppo or PPOConfig(kl_coef=0.1, n_steps=256, seed=config.seed)
@@ -250,23 +264,42 @@ def finetune_ppo(
             actor_critic(anchor, False, config.init_log_std, config.seed), config
         )
     out = Path(out)
+    checkpoints = out / "checkpoints"
+    resuming = resume and (checkpoints / LAST).is_file()
+    if not resume and (checkpoints / LAST).is_file():
+        raise FileExistsError(
+            f"{out} already holds a PPO fine-tuning run; pass resume=True (erl finetune ppo "
+            "--resume) to continue it, or choose another output directory"
+        )
     start = time.perf_counter()
     before = _evaluate(policy, config)
     envs = make_vec_env(
         config.task, config.n_envs, config.vectorization, **_env_kwargs(policy, config)
     )
     try:
-        warmup = 0
-        if config.value_warmup_steps and not from_scratch:
-            warmup = _warm_up_value(policy, envs, ppo, config.value_warmup_steps, out / "warmup")
-        agent = PPO(policy, envs, ppo, reference=reference, log_dir=out)
+        if resuming:  # the warm-up, if any, finished before the first checkpoint
+            agent = PPO.resume(checkpoints, envs, out, config.progress)
+            warmup = int(json.loads((out / WARMUP_FILE).read_text())["env_steps"])
+        else:
+            warmup = 0
+            if config.value_warmup_steps and not from_scratch:
+                shutil.rmtree(out / "warmup", ignore_errors=True)  # an interrupted warm-up
+                warmup = _warm_up_value(
+                    policy, envs, ppo, config.value_warmup_steps, out / "warmup"
+                )
+            write_text_atomic(out / WARMUP_FILE, json.dumps({"env_steps": warmup}))
+            agent = PPO(policy, envs, ppo, reference=reference, log_dir=out)
         try:
-            metrics = agent.learn(max(1, config.env_steps - warmup), progress=config.progress)
+            metrics = agent.learn(
+                max(1, config.env_steps - warmup), config.progress, checkpoints,
+                config.checkpoint_every,
+            )  # fmt: skip
             agent.save(out / "agent")
         finally:
             agent.log.close()
     finally:
         envs.close()
+    policy = agent.policy
     result = PPOFinetuneResult(
         before=before,
         after=_evaluate(policy, config),

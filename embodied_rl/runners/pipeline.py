@@ -99,6 +99,7 @@ class PPOStage:
     # gradients otherwise reach the shared trunk while it is still noise
     value_warmup_steps: int = 1024
     ent_coef: float = 0.0
+    checkpoint_every: int = 1024  # environment steps; an interrupted stage resumes from here
     randomization: str | None = "default"
     # sparse: returns <= 1. The dense reward's returns (up to ~30) gave value losses of 10-100
     # whose gradients, through the trunk the value head shares, moved the policy (approximate
@@ -329,14 +330,14 @@ class Pipeline:
                 task=c.task, env_steps=p.env_steps, randomization=p.randomization,
                 env_kwargs={"reward_type": p.reward_type}, n_envs=p.n_envs,
                 value_warmup_steps=p.value_warmup_steps, eval_episodes=0, seed=c.seed,
-                progress=self.progress,
+                progress=self.progress, checkpoint_every=p.checkpoint_every,
             ),
             PPOConfig(
                 n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
                 learning_rate=p.learning_rate, kl_coef=p.kl_coef, kl_target=p.kl_target,
                 ent_coef=p.ent_coef, seed=c.seed, torch_threads=c.threads,
             ),
-            reference=self._policy_dir("bc"),
+            reference=self._policy_dir("bc"), resume=resume,
         )  # fmt: skip
         load_policy(out / "agent" / "policy").save(self._policy_dir("ppo"))
         return {

@@ -141,3 +141,39 @@ def test_log_std_sets_the_exploration_noise_of_policy_and_reference(tmp_path):
             tensors["head.log_std"], torch.full((4,), -2.0), atol=1e-6, rtol=0
         )
     assert not torch.allclose(vla.head.log_std, torch.full((4,), -2.0))  # BC's stays untouched
+
+
+@pytest.mark.parametrize("warmup", [0, 16])
+def test_interrupted_finetuning_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, warmup):
+    """Ctrl-C after the second of four rollouts; resume=True reaches bit-identical weights."""
+    from embodied_rl.agents.ppo import PPO
+
+    bc_policy().save(tmp_path / "bc")
+    config = PPOFinetuneConfig(
+        env_steps=64 + warmup, n_envs=1, env_kwargs=ENV, eval_episodes=1, checkpoint_every=16,
+        value_warmup_steps=warmup,
+    )  # fmt: skip
+    ppo = PPOConfig(n_steps=16, batch_size=8, n_epochs=2, kl_coef=0.1, learning_rate=1e-3)
+    straight = finetune_ppo(tmp_path / "bc", tmp_path / "straight", config, ppo)
+
+    update, calls = PPO.update, []
+
+    def interrupted(self):
+        calls.append(self.num_steps)
+        if len(calls) == 3 + (warmup > 0):  # (the warm-up's own update comes first)
+            raise KeyboardInterrupt
+        return update(self)
+
+    monkeypatch.setattr(PPO, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_ppo(tmp_path / "bc", tmp_path / "cut", config, ppo)
+    monkeypatch.setattr(PPO, "update", update)
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        finetune_ppo(tmp_path / "bc", tmp_path / "cut", config, ppo)
+    resumed = finetune_ppo(tmp_path / "bc", tmp_path / "cut", config, ppo, resume=True)
+    assert resumed.env_steps == straight.env_steps == 64 + warmup
+    a = load_file(tmp_path / "straight" / "agent" / "policy" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "agent" / "policy" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert resumed.after == straight.after and resumed.before == straight.before
