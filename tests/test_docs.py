@@ -116,6 +116,14 @@ PLAN: dict[str, dict[str, Run | Skip]] = {
         if D3RLPY
         else Skip("needs d3rlpy, which stays out of the dependencies (DESIGN.md section 3)"),
     },
+    "distributed.md": {
+        "torchrun --nproc_per_node 2": Run(
+            skip_lines={
+                "torchrun": "starts processes through torchrun; tests/rl/test_distributed.py "
+                "runs the same data-parallel path through torchrun",
+            }
+        ),
+    },
     "environments.md": {
         "from embodied_rl.envs import make, make_expert, list_tasks": Skip(
             'a signature sketch: `obs_mode="state" | "rgb" | ...` lists the choices'

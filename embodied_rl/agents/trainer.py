@@ -45,6 +45,7 @@ from embodied_rl.datasets.samplers import HistorySampler, SamplerConfig
 from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
 from embodied_rl.preference.data import PreferenceDataset, PreferenceSampler
+from embodied_rl.rl.distributed import data_parallel, shard, synchronize, trained_parameters
 from embodied_rl.rl.loop import Callback, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
 
@@ -277,15 +278,22 @@ class Trainer:
             if resumed and self.history
             else {}
         )
-        writer = MetricsLogger(self.out, c.tensorboard, self._resumed_at)
+        parallel = data_parallel()
+        sample = self.sampler.sample
+        if parallel is not None:  # torchrun / accelerate launch: data-parallel
+            synchronize(trained_parameters(agent.optimizers().values()),
+                        agent.modules().values(), parallel)  # fmt: skip
+            sample = lambda: shard(self.sampler.sample(), parallel)  # noqa: E731
+        main = parallel is None or parallel.is_main
+        writer = MetricsLogger(self.out if main else None, c.tensorboard, self._resumed_at)
         loop = TrainingLoop(
-            lambda i: agent.update(self.sampler.sample()),
+            lambda i: agent.update(sample()),
             c.steps, start=agent.step if resumed else 0, desc=agent.agent_type, log=writer,
             log_every=c.log_every, progress=c.progress, evaluate=self._evaluate,
             eval_every=c.eval_every, checkpoint=lambda: self._checkpoint(loop.state_dict()),
             checkpoint_every=c.checkpoint_every,
             checkpoint_note=lambda: last_checkpoint_note(self.checkpoints), callbacks=callbacks,
-            sums=self._sums, counts=self._counts,
+            sums=self._sums, counts=self._counts, parallel=parallel,
         )  # fmt: skip
         agent.train_mode(True)
         try:
@@ -434,7 +442,9 @@ def train(
     if resume:
         trainer.resume(None if resume is True else resume)
     result = trainer.fit(callbacks)
-    agent.policy.save(Path(out) / "policy")
+    parallel = data_parallel()
+    if parallel is None or parallel.is_main:
+        agent.policy.save(Path(out) / "policy")
     if result and not math.isfinite(result.get("eval/mean_return", 0.0)):
         logger.warning("evaluation returned a non-finite mean return: %s", result)
     return agent, result

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from embodied_rl.rl.distributed import DataParallel, any_process, average_metrics
 from embodied_rl.rl.errors import NonFiniteLossError
 from embodied_rl.utils.metrics import MetricsLogger
 
@@ -93,6 +94,9 @@ class TrainingLoop:
             ``checkpoint_every`` steps and after the last; returns the directory written.
         checkpoint_note: text naming the last good checkpoint, for a non-finite-loss error.
         sums, counts: the partial interval of a resumed run (from :meth:`state_dict`).
+        parallel: data-parallel training (:mod:`embodied_rl.rl.distributed`): metrics are
+            averaged over the processes, and only the main one logs, evaluates, writes
+            checkpoints and shows the bar; an early stop on one stops all.
     """
 
     def __init__(
@@ -114,11 +118,15 @@ class TrainingLoop:
         callbacks: Sequence[Callback] = (),
         sums: Mapping[str, float] | None = None,
         counts: Mapping[str, int] | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         if total_steps < start:
             raise ValueError(f"total_steps={total_steps} is below the start step {start}")
         if log_every < 1:
             raise ValueError(f"log_every={log_every} must be >= 1")
+        if parallel is not None and not parallel.is_main:
+            log, progress, evaluate, checkpoint = None, False, None, None
+        self.parallel = parallel
         self.step_fn, self.total_steps, self.start = step, total_steps, start
         self.desc, self.log, self.log_every, self.prefix = desc, log, log_every, prefix
         self.progress = progress
@@ -161,6 +169,8 @@ class TrainingLoop:
         except NonFiniteLossError as error:  # raised before the update: name the way back
             raise NonFiniteLossError(error.loss, error.step, error.value) from self._note()
         self.step = i
+        if self.parallel is not None:
+            metrics = average_metrics(metrics, self.parallel)
         self._check_finite(i, metrics)
         for key, value in metrics.items():
             self.sums[key] += value
@@ -192,6 +202,8 @@ class TrainingLoop:
                 self.stopped_early = self.stopped_early or any(a is False for a in answers)
         if self.checkpoint_fn is not None and _due(i, self.checkpoint_every, last):
             self.checkpoint_fn()
+        if self.parallel is not None:  # a stop decided by the main process's evaluation
+            self.stopped_early = any_process(self.stopped_early, self.parallel)
 
     def _write(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.log is not None:
