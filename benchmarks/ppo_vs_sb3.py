@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from embodied_rl.agents.ppo import PPO, PPOConfig
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
 
 ENV_ID = "Hopper-v5"

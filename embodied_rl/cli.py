@@ -216,8 +216,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ppo(args: argparse.Namespace) -> int:
-    from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
-    from embodied_rl.agents.rollout import make_vec_env
+    from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy
+    from embodied_rl.agents.ppo_rollout import make_vec_env
     from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.config import load_config
 
@@ -237,7 +237,7 @@ def _ppo(args: argparse.Namespace) -> int:
         else:
             seed_everything(args.seed)  # Python, numpy and torch
             envs.action_space.seed(args.seed)
-            agent = PPO(default_policy(envs, args.head), envs, config, log_dir=args.out)
+            agent = PPO(default_ppo_policy(envs, args.head), envs, config, log_dir=args.out)
         metrics = agent.learn(
             args.env_steps, not args.no_progress, checkpoints, args.checkpoint_every
         )

@@ -13,8 +13,8 @@ import copy
 
 import torch
 
-from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.envs import make
 from embodied_rl.evaluation.rollout import run_episodes
 
@@ -35,7 +35,7 @@ def success_rate(policy, randomization: str) -> float:
 
 torch.manual_seed(0)
 envs = make_vec_env(args.task, args.n_envs, randomization="light", reward_type="dense")
-policy = default_policy(envs)
+policy = default_ppo_policy(envs)
 config = PPOConfig(n_steps=512, ent_coef=0.001)
 agent = PPO(policy, envs, config, log_dir=f"{args.out}/scratch")
 agent.learn(args.steps, progress=True)

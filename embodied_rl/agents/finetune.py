@@ -33,7 +33,7 @@ import torch
 
 from embodied_rl.agents.checkpoint import LAST
 from embodied_rl.agents.ppo import PPO, PPOConfig
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.agents.trainer import evaluate
 from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.policies import ActorCriticPolicy, Policy, load_policy

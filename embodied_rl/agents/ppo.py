@@ -37,7 +37,7 @@ from torch import Tensor
 from embodied_rl.agents import ppo_checkpoint
 from embodied_rl.agents.base import NonFiniteLossError, check_single_action
 from embodied_rl.agents.checkpoint import last_checkpoint_note
-from embodied_rl.agents.rollout import (
+from embodied_rl.agents.ppo_rollout import (
     RolloutBuffer,
     autoreset_mode,
     head_and_value,
@@ -129,14 +129,14 @@ class PPOConfig:
             )
 
 
-def default_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
+def default_ppo_policy(envs: VectorEnv, head: str = "gaussian") -> Policy:
     """SB3's PPO network (separate 64-64 tanh actor and critic) for ``envs``' state observation
     (a Box, or the ``state`` entry of a Dict) and Box actions."""
     space = envs.single_observation_space
     state = space["state"] if isinstance(space, spaces.Dict) and "state" in space.spaces else space
     if not isinstance(state, spaces.Box) or len(state.shape) != 1:
         raise ValueError(
-            f"default_policy needs a flat Box state observation, got {space}; "
+            f"default_ppo_policy needs a flat Box state observation, got {space}; "
             "build a VLA or CNN policy with value_head=True for images"
         )
     actions = envs.single_action_space

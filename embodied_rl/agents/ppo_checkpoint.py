@@ -46,7 +46,7 @@ from embodied_rl.agents.checkpoint import (
     write_checkpoint,
 )
 from embodied_rl.agents.env_state import env_rng_state
-from embodied_rl.agents.rollout import BOX_KEY
+from embodied_rl.agents.ppo_rollout import BOX_KEY
 from embodied_rl.policies.base import load_policy
 from embodied_rl.utils.metrics import MetricsLogger
 

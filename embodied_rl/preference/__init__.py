@@ -41,7 +41,7 @@ _LAZY = {
     "CPLConfig": "cpl",
     "CPLLearner": "cpl",
     "segment_log_probs": "cpl",
-    "RewardModel": "reward_model",
+    "TransitionRewardModel": "reward_model",
     "RewardModelConfig": "reward_model",
     "fit_reward_model": "reward_model",
     "relabel_rewards": "reward_model",

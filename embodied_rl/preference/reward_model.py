@@ -1,6 +1,7 @@
 """Preference reward models and dataset relabelling (the first half of P-IQL).
 
-A :class:`RewardModel` is an MLP ``r(s, a)``; a segment's predicted return is the sum over its
+A :class:`TransitionRewardModel` is an MLP ``r(s, a)`` (the LLM trainers' reward model is
+:class:`embodied_rl.llm.reward.RewardModel`); a segment's predicted return is the sum over its
 steps, fitted to preferences with the Bradley-Terry loss (Christiano et al. 2017,
 arXiv:1706.03741). :func:`relabel_rewards` replaces a dataset's rewards with the model's, and
 the offline agents then train on it: preference-based IQL (P-IQL, as in Hejna et al. 2023,
@@ -65,7 +66,7 @@ class RewardModelConfig:
             )
 
 
-class RewardModel(nn.Module):
+class TransitionRewardModel(nn.Module):
     """``r(s, a)``: standardised state and action -> MLP -> scalar reward per step."""
 
     def __init__(self, config: RewardModelConfig) -> None:
@@ -94,7 +95,7 @@ class RewardModel(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> RewardModel:
+    def load(cls, directory: str | os.PathLike) -> TransitionRewardModel:
         directory = Path(directory)
         for name in ("config.json", "model.safetensors"):
             if not (directory / name).is_file():
@@ -118,11 +119,11 @@ def preference_loss(returns_a: Tensor, returns_b: Tensor, labels: Tensor) -> Ten
 def fit_reward_model(
     prefs: PreferenceDataset,
     config: RewardModelConfig | None = None,
-    model: RewardModel | None = None,
+    model: TransitionRewardModel | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = False,
     log_every: int = 100,
-) -> tuple[RewardModel, dict[str, float]]:
+) -> tuple[TransitionRewardModel, dict[str, float]]:
     """Train a reward model on the labelled pairs in the one training loop; returns it and
     its final metrics (``loss`` and ``accuracy``: mean over the last 10% of steps). With
     ``out``, the loss and accuracy go to ``out/metrics.csv`` and TensorBoard."""
@@ -132,7 +133,7 @@ def fit_reward_model(
 
     config = config or _config_for(prefs)
     torch.manual_seed(config.seed)
-    model = model if model is not None else RewardModel(config)
+    model = model if model is not None else TransitionRewardModel(config)
     data = prefs.segments.data
     if not model.obs_norm.is_fitted:
         model.obs_norm.fit(data.observations[config.obs_key][data.obs_index])
@@ -189,7 +190,7 @@ def _config_for(prefs: PreferenceDataset) -> RewardModelConfig:
 
 @torch.no_grad()
 def predict_rewards(
-    model: RewardModel, data: OfflineDataset, batch_size: int = 8_192
+    model: TransitionRewardModel, data: OfflineDataset, batch_size: int = 8_192
 ) -> np.ndarray:
     """``(N,)`` the model's reward of every transition of ``data``."""
     obs = data.observations[model.config.obs_key][data.obs_index]
@@ -203,7 +204,7 @@ def predict_rewards(
 
 
 def relabel_rewards(
-    data: OfflineDataset, model: RewardModel, scaling: str = "minmax"
+    data: OfflineDataset, model: TransitionRewardModel, scaling: str = "minmax"
 ) -> OfflineDataset:
     """A copy of ``data`` whose rewards are the model's (the arrays are shared otherwise).
 

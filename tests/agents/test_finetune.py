@@ -17,7 +17,7 @@ from embodied_rl.agents.finetune import (
     finetune_ppo,
 )
 from embodied_rl.agents.ppo import PPOConfig
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.policies import MLPConfig, MLPPolicy, VLAPolicy, load_policy, vla_preset
 
 STATE_DIM = 45  # tabletop state with one object

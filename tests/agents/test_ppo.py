@@ -12,8 +12,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy, head_and_value
-from embodied_rl.agents.rollout import make_vec_env, take
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy, head_and_value
+from embodied_rl.agents.ppo_rollout import make_vec_env, take
 from embodied_rl.config import load_config
 from embodied_rl.policies import MLPConfig, MLPPolicy
 from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
@@ -344,7 +344,7 @@ def test_adr_is_shared_by_every_copy_and_rejected_for_async():
 
 def test_async_vector_env_keeps_instruction_text():
     envs = make_vec_env("tabletop/reach-v0", n_envs=2, vectorization="async", horizon=8)
-    agent = PPO(default_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
+    agent = PPO(default_ppo_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
     agent.learn(32)
     envs.close()
     instruction = agent.buffer.obs["instruction"][0, 0]

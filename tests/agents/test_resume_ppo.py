@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from embodied_rl.agents.checkpoint import CheckpointError, latest_checkpoint
-from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy
+from embodied_rl.agents.ppo_rollout import make_vec_env
 
 # 2 copies x 32 steps a rollout; Pendulum's 200-step episodes run across every checkpoint
 CONFIG = PPOConfig(n_steps=32, batch_size=32, n_epochs=2, anneal_lr=True, ent_coef=0.01, seed=3)
@@ -28,7 +28,7 @@ def build(kind: str, log_dir=None) -> PPO:
     task, kwargs = ENVS[kind]
     envs = make_vec_env(task, 2, **kwargs)
     torch.manual_seed(0)
-    return PPO(default_policy(envs), envs, CONFIG, log_dir=log_dir)
+    return PPO(default_ppo_policy(envs), envs, CONFIG, log_dir=log_dir)
 
 
 def interrupt_update(monkeypatch, at_call: int) -> None:
@@ -89,7 +89,7 @@ def test_interrupted_and_resumed_ppo_equals_the_uninterrupted_run(kind, tmp_path
 
 def test_resume_on_other_environments_is_refused(tmp_path):
     agent = PPO(
-        default_policy(make_vec_env("Pendulum-v1", 2)), make_vec_env("Pendulum-v1", 2), CONFIG
+        default_ppo_policy(make_vec_env("Pendulum-v1", 2)), make_vec_env("Pendulum-v1", 2), CONFIG
     )
     agent.learn(64, checkpoint_dir=tmp_path)
     with pytest.raises(CheckpointError, match="did not reproduce the checkpoint's observation"):

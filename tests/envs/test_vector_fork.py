@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
 
     import embodied_rl  # headless GL before mujoco
-    from embodied_rl.agents.rollout import make_vec_env
+    from embodied_rl.agents.ppo_rollout import make_vec_env
     from embodied_rl.envs import make
 
     TASK = {task!r}

@@ -13,8 +13,8 @@ import torch
 from embodied_rl.agents import TrainerConfig, load_agent, train
 from embodied_rl.agents import checkpoint as checkpoint_module
 from embodied_rl.agents.checkpoint import CheckpointError, latest_checkpoint
-from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.datasets import load_dataset
 
 CONFIG = TrainerConfig(
@@ -82,7 +82,7 @@ def test_loading_into_another_architecture_names_the_keys(data, tmp_path):
 
 def test_truncated_ppo_checkpoint_is_named(tmp_path, truncate):
     envs = make_vec_env("Pendulum-v1", 2)
-    agent = PPO(default_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
+    agent = PPO(default_ppo_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
     agent.learn(32, checkpoint_dir=tmp_path)
     last = latest_checkpoint(tmp_path)
     for name in ("resume.safetensors", "optimizer.safetensors", "policy/config.json"):

@@ -10,8 +10,8 @@ from embodied_rl.agents import NonFiniteLossError, TrainerConfig, load_agent, tr
 from embodied_rl.agents import iql as iql_module
 from embodied_rl.agents import ppo as ppo_module
 from embodied_rl.agents.checkpoint import NonFiniteStateError, latest_checkpoint, save_checkpoint
-from embodied_rl.agents.ppo import PPO, PPOConfig, default_policy
-from embodied_rl.agents.rollout import make_vec_env
+from embodied_rl.agents.ppo import PPO, PPOConfig, default_ppo_policy
+from embodied_rl.agents.ppo_rollout import make_vec_env
 from embodied_rl.datasets import load_dataset
 
 CONFIG = TrainerConfig(
@@ -70,7 +70,7 @@ def test_nan_weights_are_never_checkpointed(reach_dataset, tmp_path):
 def test_ppo_nan_loss_stops_before_the_optimizer_step(tmp_path, monkeypatch):
     envs = make_vec_env("Pendulum-v1", 2)
     config = PPOConfig(n_steps=16, batch_size=32, n_epochs=1)
-    agent = PPO(default_policy(envs), envs, config)
+    agent = PPO(default_ppo_policy(envs), envs, config)
     # 1 minibatch per rollout: rollouts 1 and 2 are fine (checkpointed), rollout 3 is NaN
     monkeypatch.setattr(ppo_module, "value_loss", nan_after(ppo_module.value_loss, 2))
     with pytest.raises(NonFiniteLossError, match=r"'value_loss' is nan at step 96") as error:

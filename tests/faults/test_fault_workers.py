@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from crashing_policies import NAN_ACTION, NaNFromEpisode, nan_policy
 
-from embodied_rl.agents.rollout import EnvWorkerError, make_vec_env
+from embodied_rl.agents.ppo_rollout import EnvWorkerError, make_vec_env
 from embodied_rl.datasets import CollectionError, collect, load_dataset
 from embodied_rl.evaluation.transfer import TransferWorkerError, parse_domain, run_domains
 

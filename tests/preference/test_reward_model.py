@@ -12,8 +12,8 @@ from embodied_rl.agents import IQLConfig, TrainerConfig, train
 from embodied_rl.preference.data import random_pairs, sample_segments
 from embodied_rl.preference.labelers import ScriptedTeacher
 from embodied_rl.preference.reward_model import (
-    RewardModel,
     RewardModelConfig,
+    TransitionRewardModel,
     fit_reward_model,
     predict_rewards,
     preference_loss,
@@ -72,10 +72,10 @@ def test_save_and_load_give_the_same_rewards(tmp_path, fitted, toy_data):
         "config.json",
         "model.safetensors",
     ]
-    loaded = RewardModel.load(tmp_path / "rm")
+    loaded = TransitionRewardModel.load(tmp_path / "rm")
     assert np.array_equal(predict_rewards(loaded, toy_data), predict_rewards(model, toy_data))
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
-        RewardModel.load(tmp_path)
+        TransitionRewardModel.load(tmp_path)
 
 
 def test_p_iql_trains_iql_on_the_relabelled_data(tmp_path, fitted, toy_data):
