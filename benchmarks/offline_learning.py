@@ -177,7 +177,7 @@ def run_ours(
 
 
 def run_d3rlpy(python: str, data, steps: int, seed: int, eval_episodes: int, out: Path) -> dict:
-    from embodied_rl.agents.trainer import _reference, env_factory, evaluate
+    from embodied_rl.agents.trainer import env_factory, evaluate, score_reference
 
     iql = agent_config("d3rlpy-iql", data)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def run_d3rlpy(python: str, data, steps: int, seed: int, eval_episodes: int, out
     try:
         seed_eval = 10_000 + seed * 1_000  # the evaluation seeds of our trainer
         return evaluate(
-            TorchScriptPolicy(policy_path), env, eval_episodes, seed_eval, _reference(data)
+            TorchScriptPolicy(policy_path), env, eval_episodes, seed_eval, score_reference(data)
         )
     finally:
         env.close()

@@ -49,10 +49,14 @@ from embodied_rl.agents.checkpoint import (
 )
 from embodied_rl.agents.data import reward_transform
 from embodied_rl.agents.replay import ReplayBuffer
-from embodied_rl.agents.trainer import env_factory, evaluate, seed_everything
+from embodied_rl.agents.trainer import (
+    env_factory,
+    evaluate_held_out,
+    score_reference,
+    seed_everything,
+)
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.offline import OBS_KEY
-from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.policies import VLAPolicy
 from embodied_rl.utils.io import write_text_atomic
 from embodied_rl.utils.metrics import MetricsLogger
@@ -150,10 +154,6 @@ def _as_dict(obs: Any) -> dict[str, Any]:
     return obs if isinstance(obs, dict) else {OBS_KEY: obs}
 
 
-def _has_reference(data: OfflineDataset) -> bool:
-    return "ref_min_score" in data.metadata and "ref_max_score" in data.metadata
-
-
 # ---------------------------------------------------------------------- the loop
 class _OnlineRun:
     """One call of :func:`finetune_online`: buffer, environments, counters and checkpoints."""
@@ -181,7 +181,7 @@ class _OnlineRun:
             seed=c.seed,
             **reward_transform(agent.config),
         )
-        self.reference = data if _has_reference(data) else None
+        self.reference = score_reference(data)
         self.env_steps = 0
         self.n_episodes_started = 0
         self.evaluations: list[dict[str, float]] = []
@@ -250,12 +250,9 @@ class _OnlineRun:
         c = self.config
         if c.eval_episodes == 0:
             return {}
-        env = self.env_fn()
-        try:
-            seed = held_out_seed(c.seed)  # the offline trainer's evaluation seeds
-            result = evaluate(self.agent.policy, env, c.eval_episodes, seed, self.reference)
-        finally:
-            env.close()
+        result = evaluate_held_out(  # the offline trainer's evaluation, on the same scenes
+            self.agent.policy, self.env_fn, c.eval_episodes, c.seed, self.reference
+        )
         self.evaluations.append({"env_step": self.env_steps, **result})
         return result
 

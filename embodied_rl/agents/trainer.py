@@ -138,9 +138,25 @@ def evaluate(
     return out
 
 
-def _reference(data: OfflineDataset) -> Any:
+def score_reference(data: OfflineDataset) -> OfflineDataset | None:
+    """``data`` when its metadata holds D4RL's reference returns (``ref_min_score``,
+    ``ref_max_score``) for normalized scores, else ``None``."""
     meta = data.metadata
     return data if "ref_min_score" in meta and "ref_max_score" in meta else None
+
+
+def evaluate_held_out(
+    policy: Policy, env_fn: Callable[[], gym.Env], episodes: int, seed: int, reference: Any
+) -> dict[str, float]:
+    """:func:`evaluate` on a fresh environment over the held-out scenes of run ``seed``
+    (``held_out_seed``: no collection uses them); ``{}`` for zero episodes."""
+    if episodes == 0:
+        return {}
+    env = env_fn()
+    try:
+        return evaluate(policy, env, episodes, held_out_seed(seed), reference)
+    finally:
+        env.close()
 
 
 # ---------------------------------------------------------------------- the loop
@@ -183,17 +199,10 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         if self.eval_env is None or self.config.eval_episodes == 0:
             return {}
-        env = self.eval_env()
-        try:
-            result = evaluate(
-                self.agent.policy,
-                env,
-                self.config.eval_episodes,
-                held_out_seed(self.config.seed),  # never a scene of the data
-                self.reference,
-            )
-        finally:
-            env.close()
+        c = self.config
+        result = evaluate_held_out(
+            self.agent.policy, self.eval_env, c.eval_episodes, c.seed, self.reference
+        )
         self.history.append({"step": self.agent.step, **result})
         return result
 
@@ -438,7 +447,7 @@ def train(
     if eval_env is None and config.eval_episodes:
         eval_env = env_factory(data)
     run = {"algo": algo, "dataset": data.metadata.get("dataset_id")}
-    trainer = Trainer(agent, sampler, config, out, eval_env, _reference(data), run)
+    trainer = Trainer(agent, sampler, config, out, eval_env, score_reference(data), run)
     if resume:
         trainer.resume(None if resume is True else resume)
     result = trainer.fit(callbacks)
