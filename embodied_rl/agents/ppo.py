@@ -49,6 +49,7 @@ from embodied_rl.agents.ppo_rollout import (
 )
 from embodied_rl.policies import actor_critic  # noqa: F401  (registers "actor_critic" for load_policy)
 from embodied_rl.policies.base import Policy
+from embodied_rl.rl.loop import TrainingLoop
 from embodied_rl.rl.ppo import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -469,53 +470,50 @@ class PPO:
     def _learn(
         self, total_steps: int, progress: bool, checkpoint_dir: Any, every: int, keep: int
     ) -> dict[str, float]:
+        """The rollouts of this call in the one training loop: a step is a rollout and its
+        update; logs, the bar and checkpoints count environment steps."""
         c, per_rollout = self.config, self.config.n_steps * self.envs.num_envs
         self._call = call = self._start_call(total_steps)
         n_rollouts = call["n_rollouts"]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        start, start_steps, last = time.perf_counter(), self.num_steps, {}
 
-            bar = tqdm(
-                total=n_rollouts * per_rollout, initial=call["rollout"] * per_rollout,
-                unit="step", desc="ppo",
-            )  # fmt: skip
-        start, start_steps, metrics = time.perf_counter(), self.num_steps, {}
-        for i in range(call["rollout"], n_rollouts):
+        def rollout(i: int) -> dict[str, float]:  # i: 1-based rollout of this call
             if c.anneal_lr:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = c.learning_rate * (1.0 - i / n_rollouts)
-            before = self.num_steps
+                    group["lr"] = c.learning_rate * (1.0 - (i - 1) / n_rollouts)
             self.collect_rollout()
             metrics = self.update()
             ref_kl = float(self.buffer.kl[self.buffer.valid].mean())
+            returns, lengths = self.episode_returns, self.episode_lengths
             metrics.update(
                 ref_kl=ref_kl,
                 kl_coef=self.kl_controller.coef,
                 learning_rate=self.optimizer.param_groups[0]["lr"],
                 steps_per_s=(self.num_steps - start_steps) / (time.perf_counter() - start),
-                episode_return=float(np.mean(self.episode_returns))
-                if self.episode_returns
-                else float("nan"),
-                episode_length=float(np.mean(self.episode_lengths))
-                if self.episode_lengths
-                else float("nan"),
+                episode_return=float(np.mean(returns)) if returns else float("nan"),
+                episode_length=float(np.mean(lengths)) if lengths else float("nan"),
             )
             self.kl_controller.update(ref_kl, per_rollout)
-            self.log.write(self.num_steps, metrics)
-            call["rollout"] = i + 1
-            crossed = every and self.num_steps // every > before // every
-            if checkpoint_dir is not None and (crossed or i + 1 == n_rollouts):
-                self.checkpoint(checkpoint_dir, keep)
-            if bar is not None:
-                bar.update(per_rollout)
-                bar.set_postfix(
-                    ret=f"{metrics['episode_return']:.1f}", fps=f"{metrics['steps_per_s']:.0f}"
-                )
-        if bar is not None:
-            bar.close()
+            call["rollout"] = i
+            last.clear()
+            last.update(metrics)
+            return metrics
+
+        loop = TrainingLoop(
+            rollout, n_rollouts, start=call["rollout"], desc="ppo", log=self.log, log_every=1,
+            prefix="", progress=progress,
+            checkpoint=None if checkpoint_dir is None else lambda: self.checkpoint(
+                checkpoint_dir, keep
+            ),
+            checkpoint_every=every, step_size=per_rollout,
+            step_offset=self.num_steps - call["rollout"] * per_rollout,
+            postfix=lambda m: {
+                "ret": f"{m['episode_return']:.1f}", "fps": f"{m['steps_per_s']:.0f}"
+            },
+        )  # fmt: skip
+        loop.run()
         self._call = None  # finished: a further learn() call starts a new one
-        return metrics
+        return dict(last)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:

@@ -72,8 +72,9 @@ class StopOnThreshold(Callback):
         return not done
 
 
-def _due(step: int, every: int, last: bool) -> bool:
-    return last or bool(every and step % every == 0)
+def _due(units: int, size: int, every: int, last: bool) -> bool:
+    """The last step, or a step whose ``size`` units crossed a multiple of ``every``."""
+    return last or bool(every and units // every > (units - size) // every)
 
 
 class TrainingLoop:
@@ -97,6 +98,10 @@ class TrainingLoop:
         parallel: data-parallel training (:mod:`embodied_rl.rl.distributed`): metrics are
             averaged over the processes, and only the main one logs, evaluates, writes
             checkpoints and shows the bar; an early stop on one stops all.
+        step_size, step_offset: the units a step advances (PPO: the environment steps of a
+            rollout) and those done before this loop; logged steps, the bar and the three
+            cadences (a step is due when its units cross a multiple) count in these units.
+        postfix: the bar's postfix from a step's metrics (default: the first logged means).
     """
 
     def __init__(
@@ -119,6 +124,9 @@ class TrainingLoop:
         sums: Mapping[str, float] | None = None,
         counts: Mapping[str, int] | None = None,
         parallel: DataParallel | None = None,
+        step_size: int = 1,
+        step_offset: int = 0,
+        postfix: Callable[[Mapping[str, float]], Mapping[str, str]] | None = None,
     ) -> None:
         if total_steps < start:
             raise ValueError(f"total_steps={total_steps} is below the start step {start}")
@@ -127,6 +135,7 @@ class TrainingLoop:
         if parallel is not None and not parallel.is_main:
             log, progress, evaluate, checkpoint = None, False, None, None
         self.parallel = parallel
+        self.step_size, self.step_offset, self.postfix = step_size, step_offset, postfix
         self.step_fn, self.total_steps, self.start = step, total_steps, start
         self.desc, self.log, self.log_every, self.prefix = desc, log, log_every, prefix
         self.progress = progress
@@ -148,8 +157,8 @@ class TrainingLoop:
     def run(self) -> list[dict[str, float]]:
         """Train to ``total_steps`` (or an early stop); returns the logged rows."""
         bar = tqdm(
-            total=self.total_steps, initial=self.start, desc=self.desc, unit="step",
-            disable=not self.progress,
+            total=self.total_steps * self.step_size, initial=self.start * self.step_size,
+            desc=self.desc, unit="step", disable=not self.progress,
         )  # fmt: skip
         for callback in self.callbacks:
             callback.on_start(self)
@@ -175,32 +184,38 @@ class TrainingLoop:
         for key, value in metrics.items():
             self.sums[key] += value
             self.counts[key] += 1
-        bar.update(1)
+        bar.update(self.step_size)
+        if self.postfix is not None:
+            bar.set_postfix(self.postfix(metrics))
         keep_going = [c.on_step(self, i, metrics) for c in self.callbacks]
         self.stopped_early = any(k is False for k in keep_going)
         last = i == self.total_steps or self.stopped_early
-        if _due(i, self.log_every, last) and self.sums:
+        size = self.step_size
+        at = self.step_offset + i * size  # the step logged, in units
+        if _due(at, size, self.log_every, last) and self.sums:
             row = {f"{self.prefix}{k}": v / self.counts[k] for k, v in self.sums.items()}
             self.sums.clear()
             self.counts.clear()
-            self._write(i, row)
-            bar.set_postfix({k.rsplit("/", 1)[-1]: f"{v:.3g}" for k, v in list(row.items())[:3]})
-            self.rows.append({"step": float(i), **row})
+            self._write(at, row)
+            if self.postfix is None:
+                shown = list(row.items())[:3]
+                bar.set_postfix({k.rsplit("/", 1)[-1]: f"{v:.3g}" for k, v in shown})
+            self.rows.append({"step": float(at), **row})
             for callback in self.callbacks:
-                callback.on_log(self, i, row)
-        if self.evaluate_fn is not None and _due(i, self.eval_every, last):
+                callback.on_log(self, at, row)
+        if self.evaluate_fn is not None and _due(at, size, self.eval_every, last):
             result = dict(self.evaluate_fn())
             if result:
-                self._write(i, result)
-                self.evaluations.append({"step": float(i), **result})
-                if self.rows and self.rows[-1]["step"] == i:
+                self._write(at, result)
+                self.evaluations.append({"step": float(at), **result})
+                if self.rows and self.rows[-1]["step"] == at:
                     self.rows[-1].update(result)
                 else:
-                    self.rows.append({"step": float(i), **result})
-                logger.info("step %d: %s", i, result)
-                answers = [c.on_evaluation(self, i, result) for c in self.callbacks]
+                    self.rows.append({"step": float(at), **result})
+                logger.info("step %d: %s", at, result)
+                answers = [c.on_evaluation(self, at, result) for c in self.callbacks]
                 self.stopped_early = self.stopped_early or any(a is False for a in answers)
-        if self.checkpoint_fn is not None and _due(i, self.checkpoint_every, last):
+        if self.checkpoint_fn is not None and _due(at, size, self.checkpoint_every, last):
             self.checkpoint_fn()
         if self.parallel is not None:  # a stop decided by the main process's evaluation
             self.stopped_early = any_process(self.stopped_early, self.parallel)
