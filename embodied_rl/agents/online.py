@@ -31,14 +31,13 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
 
 from embodied_rl.agents.base import Agent
 from embodied_rl.agents.checkpoint import (
@@ -58,6 +57,7 @@ from embodied_rl.agents.trainer import (
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.offline import OBS_KEY
 from embodied_rl.policies import VLAPolicy
+from embodied_rl.rl.loop import TrainingLoop
 from embodied_rl.utils.io import write_text_atomic
 from embodied_rl.utils.metrics import MetricsLogger
 
@@ -292,13 +292,9 @@ class _OnlineRun:
         if not resumed:
             writer.write(0, self.evaluate())  # the offline policy's score
         env = self.env_fn()
-        bar = tqdm(
-            total=c.env_steps, initial=min(self.env_steps, c.env_steps), unit="step",
-            desc=f"{agent.agent_type} online", disable=not c.progress,
-        )  # fmt: skip
         try:
             if self.env_steps < c.env_steps:
-                self._loop(env, writer, bar)
+                self._loop(env, writer)
                 last_eval = self.evaluations[-1]["env_step"] if self.evaluations else -1
                 if last_eval != self.env_steps:
                     writer.write(self.env_steps, self.evaluate())
@@ -314,52 +310,71 @@ class _OnlineRun:
             )
             raise
         finally:
-            bar.close()
             writer.close()
             env.close()
         result = self.result(time.perf_counter() - start)
         write_text_atomic(self.out / "result.json", json.dumps(dataclasses.asdict(result)))
         return result
 
-    def _loop(self, env: gym.Env, writer: MetricsLogger, bar: tqdm) -> None:
+    def _loop(self, env: gym.Env, writer: MetricsLogger) -> None:
+        """Environment steps in the one training loop: a step acts once, stores the
+        transition and runs ``updates_per_step`` updates; the loop logs their means every
+        ``log_every`` environment steps and evaluates every ``eval_every``. A checkpoint is due
+        every ``checkpoint_every`` steps and written at the next episode end (resume restarts
+        an episode)."""
         c, agent, buffer = self.config, self.agent, self.buffer
         low, high = env.action_space.low, env.action_space.high
-        sums: dict[str, float] = defaultdict(float)
-        count, window_start, window_steps = 0, time.perf_counter(), 0
         agent.train_mode(True)
-        obs, ret, length = self._reset(env), 0.0, 0
-        while self.env_steps < c.env_steps:
+        # the next episode starts at the next step, after the step's checkpoint: a resumed run
+        # starts it the same way
+        episode: dict[str, Any] = {"obs": None, "return": 0.0, "length": 0}
+        clock = {"start": time.perf_counter(), "steps": 0}  # of the logging window
+
+        def env_step(i: int) -> dict[str, float]:
+            if episode["obs"] is None:
+                episode.update({"obs": self._reset(env), "return": 0.0, "length": 0})
+            obs = episode["obs"]
             action = np.clip(agent.policy.act(_as_dict(obs), deterministic=False), low, high)
             next_obs, reward, terminated, truncated, info = env.step(action)
             buffer.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated))
-            ret, length = ret + float(reward), length + 1
+            episode["return"] += float(reward)
+            episode["length"] += 1
+            sums: dict[str, float] = defaultdict(float)
             for _ in range(c.updates_per_step):
                 for key, value in agent.update(buffer.sample()).items():
                     sums[key] += value
-                count += 1
             self.env_steps += 1
-            window_steps += 1
-            bar.update(1)
-            if self._due(c.log_every):
-                elapsed = time.perf_counter() - window_start
-                means = {f"train/{k}": v / count for k, v in sums.items()}
-                means["online/steps_per_s"] = window_steps / max(elapsed, 1e-9)
-                writer.write(self.env_steps, means)
-                sums.clear()
-                count, window_start, window_steps = 0, time.perf_counter(), 0
-            if self._due(c.eval_every):
-                result = self.evaluate()
-                writer.write(self.env_steps, result)
-                bar.set_postfix(score=f"{result.get('eval/normalized_score', float('nan')):.1f}")
+            metrics = {f"train/{k}": v / c.updates_per_step for k, v in sums.items()}
+            clock["steps"] += 1
+            if self._due(c.log_every) or self.env_steps == c.env_steps:  # the loop logs now
+                now = time.perf_counter()
+                metrics["online/steps_per_s"] = clock["steps"] / max(now - clock["start"], 1e-9)
+                clock.update(start=now, steps=0)
             self._checkpoint_due |= self._due(c.checkpoint_every)
-            if terminated or truncated:
-                writer.write(self.env_steps, self._record_episode(ret, length, info))
-                if self._checkpoint_due and self.env_steps < c.env_steps:
-                    self.checkpoint()
-                    self._checkpoint_due = False
-                obs, ret, length = self._reset(env), 0.0, 0
+            episode["ended"] = terminated or truncated
+            if episode["ended"]:
+                record = self._record_episode(episode["return"], episode["length"], info)
+                writer.write(self.env_steps, record)
+                episode["obs"] = None
             else:
-                obs = next_obs
+                episode["obs"] = next_obs
+            return metrics
+
+        def checkpoint_at_episode_end() -> None:  # after the step's log and evaluation
+            if episode["ended"] and self._checkpoint_due and self.env_steps < c.env_steps:
+                self.checkpoint()
+                self._checkpoint_due = False
+
+        def score(metrics: Mapping[str, float]) -> dict[str, str]:
+            last = self.evaluations[-1] if self.evaluations else {}
+            return {"score": f"{last.get('eval/normalized_score', float('nan')):.1f}"}
+
+        TrainingLoop(
+            env_step, c.env_steps, start=self.env_steps, desc=f"{agent.agent_type} online",
+            log=writer, log_every=c.log_every, prefix="", progress=c.progress,
+            evaluate=self.evaluate, eval_every=c.eval_every,
+            checkpoint=checkpoint_at_episode_end, checkpoint_every=1, postfix=score,
+        ).run()  # fmt: skip
 
     def result(self, wall_s: float) -> OnlineResult:
         offline = next((e for e in self.evaluations if e["env_step"] == 0), {})
