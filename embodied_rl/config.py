@@ -39,7 +39,8 @@ RENAMED_KEYS: dict[str, str] = {
 }
 """Config keys renamed for one name per idea across configs. Old YAML files, overrides and
 checkpoints still load: the old key maps to the new one with a ``FutureWarning``. A dataclass
-adds its own renames in a ``renamed_keys`` class attribute (e.g. the pipeline's ``ppo.steps``)."""
+adds its own renames in a ``renamed_keys`` class attribute; ``"section.key": "other.key"``
+entries move a key between sections (the pipeline's ``ppo.env_steps`` is ``finetune.env_steps``)."""
 
 
 class ConfigError(ValueError):
@@ -208,7 +209,8 @@ def _apply_renames(
     cls: type, values: Mapping[str, Any], fields: Mapping[str, Any], prefix: str
 ) -> Mapping[str, Any]:
     """``values`` with keys renamed since they were written mapped to their new names."""
-    renamed = {**RENAMED_KEYS, **getattr(cls, "renamed_keys", {})}
+    own = {k: v for k, v in getattr(cls, "renamed_keys", {}).items() if "." not in k}
+    renamed = {**RENAMED_KEYS, **own}
     old = [k for k in values if k not in fields and renamed.get(k) in fields]
     if not old:
         return values
@@ -226,6 +228,28 @@ def _apply_renames(
     return values
 
 
+def _move_keys(cls: type, values: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """Keys moved from one section to another (``renamed_keys`` entries ``"a.key": "b.key"``)."""
+    moves = {k: v for k, v in getattr(cls, "renamed_keys", {}).items() if "." in k}
+    for old, new in moves.items():
+        (old_section, old_key), (new_section, new_key) = old.split(".", 1), new.split(".", 1)
+        section = values.get(old_section)
+        if not (isinstance(section, Mapping) and old_key in section):
+            continue
+        target = dict(values.get(new_section) or {})
+        if new_key in target:
+            raise ConfigError(f"{prefix}{old} and {prefix}{new} name the same value: keep {new}")
+        warnings.warn(
+            f"{prefix}{old} is now called {prefix}{new}; the old name will stop working",
+            FutureWarning,
+            stacklevel=4,
+        )
+        moved = dict(section)
+        target[new_key] = moved.pop(old_key)
+        values = {**values, old_section: moved, new_section: target}
+    return values
+
+
 def _renamed_to_current(cls: type, values: Any, prefix: str = "") -> Any:
     """``values`` for dataclass ``cls`` with renamed keys mapped, at every nesting level, so a
     file and its overrides can each use either name before they are merged."""
@@ -233,6 +257,7 @@ def _renamed_to_current(cls: type, values: Any, prefix: str = "") -> Any:
         return values
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = _move_keys(cls, values, prefix)
     values = _apply_renames(cls, values, fields, prefix)
     return {
         k: _renamed_to_current(hints[k], v, f"{prefix}{k}.") if k in fields else v

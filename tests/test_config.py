@@ -140,8 +140,13 @@ def test_renamed_keys_still_load_with_a_warning(tmp_path):
         assert load_config(CQLConfig, None, ["critic_lr=1e-3"]).critic_learning_rate == 1e-3
     with pytest.warns(FutureWarning, match="total_steps is now called env_steps"):
         assert load_config(PPOFinetuneConfig, None, ["total_steps=64"]).env_steps == 64
-    with pytest.warns(FutureWarning, match="ppo.steps is now called ppo.env_steps"):
-        assert load_pipeline_config(overrides=["ppo.steps=2048"]).ppo.env_steps == 2048
+    with pytest.warns(FutureWarning, match="ppo.steps is now called finetune.env_steps"):
+        assert load_pipeline_config(overrides=["ppo.steps=2048"]).finetune.env_steps == 2048
+    with pytest.warns(FutureWarning, match="ppo.n_envs is now called finetune.n_envs"):
+        config = load_pipeline_config(overrides=["ppo.n_envs=2", "ppo.kl_coef=0.05"])
+    assert config.finetune.n_envs == 2 and config.ppo.kl_coef == 0.05  # PPOConfig's own key
+    with pytest.raises(ConfigError, match="ppo.n_envs and finetune.n_envs name the same value"):
+        load_pipeline_config(overrides=["ppo.n_envs=2", "finetune.n_envs=3"])
     with pytest.raises(ConfigError, match="lr and learning_rate name the same value"):
         load_config(BCConfig, None, ["lr=1e-4", "learning_rate=1e-3"])
     # a field that is really called lr is never renamed

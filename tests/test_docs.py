@@ -76,8 +76,8 @@ SMALL_PIPELINE = [  # every budget of the quickstart, pipeline.md's commands lea
     "collect.episodes=2", "image_size=32", "policy.overrides={n_layers: 1, feature_channels: 32}",
     "bc.steps=2", "bc.batch_size=4", "bc.checkpoint_every=2",
     "iql.steps=2", "iql.batch_size=4", "iql.checkpoint_every=2",
-    "ppo.env_steps=16", "ppo.n_envs=1", "ppo.n_steps=16", "ppo.batch_size=16", "ppo.n_epochs=1",
-    "ppo.value_warmup_steps=0", "transfer.episodes=1", "transfer.targets=[pybullet]",
+    "finetune.env_steps=16", "finetune.n_envs=1", "ppo.n_steps=16", "ppo.batch_size=16",
+    "ppo.n_epochs=1", "finetune.value_warmup_steps=0", "transfer.episodes=1", "transfer.targets=[pybullet]",
     "transfer.sweeps={}", "transfer.video_episodes=0",
 ]  # fmt: skip
 

@@ -103,9 +103,10 @@ def test_ppo_warmup_longer_than_the_stage_is_refused_before_anything_runs():
     from embodied_rl.runners.pipeline import load_pipeline_config
 
     with pytest.raises(
-        ConfigError, match=r"ppo.value_warmup_steps=1024 must lie in \[0, ppo.env_steps=512\)"
+        ConfigError,
+        match=r"finetune.value_warmup_steps=1024 must lie in \[0, finetune.env_steps=512\)",
     ):
-        load_pipeline_config(overrides=["ppo.env_steps=512"])
+        load_pipeline_config(overrides=["finetune.env_steps=512"])
 
 
 def test_policy_overrides_are_checked_when_the_config_loads():
@@ -133,7 +134,7 @@ def test_a_pipeline_killed_during_ppo_resumes_to_the_uninterrupted_weights(tmp_p
 
     config = smoke_config()
     config = dataclasses.replace(
-        config, ppo=dataclasses.replace(config.ppo, env_steps=160, checkpoint_every=32)
+        config, finetune=dataclasses.replace(config.finetune, env_steps=160, checkpoint_every=32)
     )  # 32 warm-up steps, then 4 rollouts of 2 x 16
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     Pipeline(config, straight, progress=False).run(("collect", "bc", "iql", "ppo"))

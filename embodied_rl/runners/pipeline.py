@@ -23,6 +23,7 @@ last checkpoint, so an interrupted run loses at most the work since the last che
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from embodied_rl.agents.ppo import PPOConfig
 from embodied_rl.config import CONFIG_DIR, as_dict, load_config
 from embodied_rl.utils.io import write_text_atomic
 
@@ -82,23 +84,16 @@ class OfflineStage:
 
 
 @dataclass(frozen=True)
-class PPOStage:
-    """Online fine-tuning: PPO with a KL penalty to the BC policy, under ``randomization``."""
-
-    renamed_keys: ClassVar[dict[str, str]] = {"steps": "env_steps"}
+class FinetuneStage:
+    """Where and how long the PPO stage fine-tunes (``finetune_ppo``'s
+    :class:`~embodied_rl.agents.finetune.PPOFinetuneConfig`; PPO's own options are the
+    pipeline's ``ppo`` section, a :class:`~embodied_rl.agents.ppo.PPOConfig`)."""
 
     env_steps: int = 4096
     n_envs: int = 4
-    n_steps: int = 256
-    batch_size: int = 64
-    n_epochs: int = 4
-    learning_rate: float = 3e-5
-    kl_coef: float = 0.1
-    kl_target: float | None = None  # adaptive KL controller target (None: fixed kl_coef)
     # environment steps (part of ``env_steps``) that first train only the new value head, whose
     # gradients otherwise reach the shared trunk while it is still noise
     value_warmup_steps: int = 1024
-    ent_coef: float = 0.0
     checkpoint_every: int = 1024  # environment steps; an interrupted stage resumes from here
     randomization: str | None = "default"
     # sparse: returns <= 1. The dense reward's returns (up to ~30) gave value losses of 10-100
@@ -109,9 +104,15 @@ class PPOStage:
     def __post_init__(self) -> None:
         if not 0 <= self.value_warmup_steps < self.env_steps:
             raise ValueError(
-                f"ppo.value_warmup_steps={self.value_warmup_steps} must lie in [0, "
-                f"ppo.env_steps={self.env_steps}): the warm-up is part of the stage's environment steps"
+                f"finetune.value_warmup_steps={self.value_warmup_steps} must lie in [0, "
+                f"finetune.env_steps={self.env_steps}): the warm-up is part of the stage's "
+                "environment steps"
             )
+
+
+# PPO with a KL penalty to the BC policy: short rollouts, a small learning rate (the
+# pipeline's ``seed`` and ``threads`` replace the config's own when the stage runs)
+PIPELINE_PPO = PPOConfig(n_steps=256, batch_size=64, n_epochs=4, learning_rate=3e-5, kl_coef=0.1)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ class TransferStage:
 class PipelineConfig:
     """The whole job; load from YAML with ``key=value`` overrides via :func:`load_pipeline_config`."""
 
+    # the PPO stage's own options moved from ``ppo`` (now the library's PPOConfig) to ``finetune``
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "ppo.steps": "finetune.env_steps",
+        **{f"ppo.{k}": f"finetune.{k}" for k in (
+            "env_steps", "n_envs", "value_warmup_steps", "checkpoint_every", "randomization",
+            "reward_type",
+        )},
+    }  # fmt: skip
+
     task: str = "tabletop/reach-v0"
     seed: int = 0
     image_size: int = 64
@@ -139,7 +149,8 @@ class PipelineConfig:
     policy: PolicyStage = PolicyStage()
     bc: OfflineStage = OfflineStage()
     iql: OfflineStage = OfflineStage(steps=500)
-    ppo: PPOStage = PPOStage()
+    finetune: FinetuneStage = FinetuneStage()
+    ppo: PPOConfig = PIPELINE_PPO
     transfer: TransferStage = TransferStage()
 
     def __post_init__(self) -> None:
@@ -319,24 +330,19 @@ class Pipeline:
 
     def _ppo(self, resume: bool) -> dict[str, Any]:
         from embodied_rl.agents.finetune import PPOFinetuneConfig, finetune_ppo
-        from embodied_rl.agents.ppo import PPOConfig
         from embodied_rl.policies import load_policy
 
-        c, p = self.config, self.config.ppo
+        c, f = self.config, self.config.finetune
         out = self.stage_dir("ppo")
         result = finetune_ppo(
             self._policy_dir("iql"), out,
             PPOFinetuneConfig(
-                task=c.task, env_steps=p.env_steps, randomization=p.randomization,
-                env_kwargs={"reward_type": p.reward_type}, n_envs=p.n_envs,
-                value_warmup_steps=p.value_warmup_steps, eval_episodes=0, seed=c.seed,
-                progress=self.progress, checkpoint_every=p.checkpoint_every,
+                task=c.task, env_steps=f.env_steps, randomization=f.randomization,
+                env_kwargs={"reward_type": f.reward_type}, n_envs=f.n_envs,
+                value_warmup_steps=f.value_warmup_steps, eval_episodes=0, seed=c.seed,
+                progress=self.progress, checkpoint_every=f.checkpoint_every,
             ),
-            PPOConfig(
-                n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
-                learning_rate=p.learning_rate, kl_coef=p.kl_coef, kl_target=p.kl_target,
-                ent_coef=p.ent_coef, seed=c.seed, torch_threads=c.threads,
-            ),
+            dataclasses.replace(c.ppo, seed=c.seed, torch_threads=c.threads),
             reference=self._policy_dir("bc"), resume=resume,
         )  # fmt: skip
         load_policy(out / "agent" / "policy").save(self._policy_dir("ppo"))
@@ -413,9 +419,8 @@ def smoke_config(**changes: Any) -> PipelineConfig:
         policy=PolicyStage(overrides={"n_layers": 1, "feature_channels": 32}),
         bc=OfflineStage(steps=6, batch_size=8, checkpoint_every=3),
         iql=OfflineStage(steps=4, batch_size=8, checkpoint_every=2),
-        ppo=PPOStage(
-            env_steps=48, n_envs=2, n_steps=16, batch_size=16, n_epochs=1, value_warmup_steps=16
-        ),
+        finetune=FinetuneStage(env_steps=48, n_envs=2, value_warmup_steps=16),
+        ppo=replace(PIPELINE_PPO, n_steps=16, batch_size=16, n_epochs=1),
         transfer=TransferStage(
             episodes=2, targets=("heavy", "pybullet"), sweeps={"friction_scale": (0.5, 1.0)},
             video_episodes=1, video_size=64,
