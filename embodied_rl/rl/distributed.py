@@ -78,7 +78,9 @@ def synchronize(
         p.grad.div_(parallel.world_size)
 
     for p in parameters:
-        p.register_post_accumulate_grad_hook(average)
+        if not getattr(p, "_erl_grad_sync", False):  # a second fit() must not average twice
+            p.register_post_accumulate_grad_hook(average)
+            p._erl_grad_sync = True
 
 
 def shard(batch: Any, parallel: DataParallel) -> Any:
