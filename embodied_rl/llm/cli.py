@@ -69,9 +69,30 @@ def _run_overrides(cls: type, args: argparse.Namespace, prefix: str = "") -> lis
     return out
 
 
+PARALLEL_COMMANDS = ("sft", "rm", "dpo")  # run data-parallel under torchrun
+
+
+def _is_main() -> bool:
+    """Not a secondary process of a data-parallel run (those write nothing)."""
+    from embodied_rl.rl.distributed import data_parallel
+
+    parallel = data_parallel()
+    if parallel is not None and parallel.world_size > 1:
+        return parallel.is_main
+    return True
+
+
 def _load_config(cls: type[T], args: argparse.Namespace) -> T:
     """The command's config: YAML file, then ``KEY=VALUE`` overrides, then the run flags."""
+    import os
+
     from embodied_rl.config import load_config
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.llm_command not in PARALLEL_COMMANDS:
+        raise ValueError(
+            f"erl llm {args.llm_command} runs in one process; under torchrun only "
+            f"{', '.join(PARALLEL_COMMANDS)} train data-parallel"
+        )
 
     overrides = [*args.overrides, *_run_overrides(cls, args)]
     return load_config(cls, _config_path(args), overrides)
@@ -176,6 +197,9 @@ def _prompts(args: argparse.Namespace, seed: int, split: str) -> list[str]:
 def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     from embodied_rl.utils.io import write_text_atomic
 
+    if not _is_main():
+        return path
+
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -233,7 +257,8 @@ def _save_model(
 ) -> Path:
     from embodied_rl.llm.models import save_causal_lm
 
-    return save_causal_lm(model, Path(args.out) / "model", tokenizer)
+    path = Path(args.out) / "model"
+    return save_causal_lm(model, path, tokenizer) if _is_main() else path
 
 
 # ---------------------------------------------------------------------- evaluation and output
@@ -291,6 +316,8 @@ def _report(
     from embodied_rl.utils.metrics import MetricsLogger
 
     out = Path(args.out)
+    if not _is_main():  # the main process evaluates, writes and prints
+        return 0
     if evaluation:
         writer = MetricsLogger(out, tensorboard=False)
         writer.write(step, {f"test/{k}": v for k, v in evaluation.items()})
@@ -343,8 +370,10 @@ def _rm(args: argparse.Namespace) -> int:
     some = pairs[:N_NORMALIZE_PAIRS]
     responses = [p.chosen for p in some] + [p.rejected for p in some]
     reward_model.normalize(tokenizer, [p.prompt for p in some] * 2, responses)
-    path = reward_model.save(Path(args.out) / "reward_model")
-    tokenizer.save_pretrained(str(path))  # PPO and best-of-N score with it
+    path = Path(args.out) / "reward_model"
+    if _is_main():
+        reward_model.save(path)
+        tokenizer.save_pretrained(str(path))  # PPO and best-of-N score with it
     evaluation = {}
     if held_out:  # how often the reward model orders a pair as the oracle does
         agreement = oracle_agreement(reward_model, tokenizer, held_out)

@@ -53,6 +53,7 @@ from embodied_rl.llm.training import (
     run_steps,
 )
 from embodied_rl.preference.losses import DPO_LOSSES, dpo_loss
+from embodied_rl.rl.distributed import data_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,9 @@ class DPOTrainer:
         c = self.config
         data = pairs if isinstance(pairs, DPOData) else self.prepare(pairs)
         tokenized, ref = data.pairs, data.reference_logps
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
+        order = IndexBatches(
+            len(tokenized), c.batch_size, c.seed + self.step_count, data_parallel()
+        )
         self.policy.train()
 
         def step(i: int) -> dict[str, float]:
@@ -295,7 +298,8 @@ class DPOTrainer:
         rows = run_steps(
             step, c.steps, desc=f"dpo ({c.loss_type})", out=out, log_every=c.log_every,
             progress=c.progress, tensorboard=c.tensorboard, evaluate=evaluate,
-            start=self.step_count,
+            start=self.step_count, parallel=data_parallel(),
+            optimizers=[self.optimizer], modules=[self.policy],
         )  # fmt: skip
         self.step_count += c.steps
         return rows

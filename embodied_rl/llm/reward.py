@@ -39,6 +39,7 @@ from embodied_rl.llm.training import (
     run_steps,
 )
 from embodied_rl.preference.losses import bradley_terry_loss
+from embodied_rl.rl.distributed import data_parallel
 
 RewardFn = Callable[[list[str], list[str]], Tensor]  # (prompts, responses) -> (B,) scores
 
@@ -234,7 +235,9 @@ class RewardTrainer:
         ``eval_pairs`` every ``eval_every`` steps and at the end)."""
         c = self.config
         tokenized = tokenize_pairs(self.tokenizer, pairs, c.max_length)
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
+        order = IndexBatches(
+            len(tokenized), c.batch_size, c.seed + self.step_count, data_parallel()
+        )
         pad_id = self.tokenizer.pad_token_id
         held_out = tokenize_pairs(self.tokenizer, eval_pairs, c.max_length) if eval_pairs else None
         self.model.train()
@@ -251,7 +254,8 @@ class RewardTrainer:
         rows = run_steps(
             step, c.steps, desc="reward model", out=out, log_every=c.log_every,
             progress=c.progress, tensorboard=c.tensorboard, evaluate=evaluate,
-            eval_every=c.eval_every, start=self.step_count,
+            eval_every=c.eval_every, start=self.step_count, parallel=data_parallel(),
+            optimizers=[self.optimizer], modules=[self.model],
         )  # fmt: skip
         self.step_count += c.steps
         return rows

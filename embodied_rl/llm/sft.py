@@ -31,6 +31,7 @@ from embodied_rl.llm.training import (
     run_steps,
     warmup_lambda,
 )
+from embodied_rl.rl.distributed import data_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,13 @@ class SFTTrainer:
         pad_id = self.tokenizer.pad_token_id
         if c.packing:
             rows = pack(tokenized, c.max_length, pad_id)
-            order = IndexBatches(len(rows["input_ids"]), c.batch_size, c.seed + self.step_count)
+            order = IndexBatches(
+                len(rows["input_ids"]), c.batch_size, c.seed + self.step_count, data_parallel()
+            )
             return (({k: v[i] for k, v in rows.items()}) for i in order)
-        order = IndexBatches(len(tokenized), c.batch_size, c.seed + self.step_count)
+        order = IndexBatches(
+            len(tokenized), c.batch_size, c.seed + self.step_count, data_parallel()
+        )
         return (collate([tokenized[j] for j in i], pad_id) for i in order)
 
     def train(
@@ -217,7 +222,8 @@ class SFTTrainer:
         evaluate = (lambda: self.evaluate(eval_examples)) if eval_examples else None
         rows = run_steps(
             step, c.steps, desc="sft", out=out, log_every=c.log_every, progress=c.progress,
-            tensorboard=c.tensorboard, evaluate=evaluate, start=self.step_count,
+            tensorboard=c.tensorboard, evaluate=evaluate, start=self.step_count, parallel=data_parallel(),
+            optimizers=[self.optimizer], modules=[self.model],
         )  # fmt: skip
         self.step_count += c.steps
         return rows

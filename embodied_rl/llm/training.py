@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from embodied_rl.rl.distributed import DataParallel, shard, synchronize, trained_parameters
 from embodied_rl.rl.errors import NonFiniteLossError
 from embodied_rl.rl.loop import Callback, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
@@ -78,12 +79,15 @@ class IndexBatches:
     """Endless seeded epochs of index batches over ``n`` examples (the last short batch of
     an epoch is dropped when ``n >= batch_size``)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int = 0, shard: DataParallel | None = None
+    ) -> None:
         if n < 1:
             raise ValueError("the dataset is empty; give at least one example")
         self.n, self.batch_size = n, min(batch_size, n)
         self.rng = np.random.default_rng(seed)
         self._order: list[int] = []
+        self.shard = shard  # data-parallel: every process draws the batch, keeps its slice
 
     def __iter__(self) -> Iterator[list[int]]:
         return self
@@ -92,7 +96,7 @@ class IndexBatches:
         if len(self._order) < self.batch_size:
             self._order = self.rng.permutation(self.n).tolist()
         batch, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
-        return batch
+        return batch if self.shard is None else shard(batch, self.shard)
 
 
 def run_steps(
@@ -108,13 +112,24 @@ def run_steps(
     eval_every: int = 0,
     start: int = 0,
     callbacks: Sequence[Callback] = (),
+    parallel: DataParallel | None = None,
+    optimizers: Sequence[torch.optim.Optimizer] = (),
+    modules: Sequence[nn.Module] = (),
 ) -> list[dict[str, float]]:
     """Call ``step(i)`` for ``i`` in ``start + 1 .. start + n_steps`` through the one training
     loop (:class:`~embodied_rl.rl.loop.TrainingLoop`); returns the logged rows.
 
     Each row holds ``step`` and the means of ``train/<metric>`` over the interval, plus
-    ``eval/<metric>`` when ``evaluate`` runs (every ``eval_every`` steps and at the end)."""
-    writer = MetricsLogger(Path(out), tensorboard) if out is not None else None
+    ``eval/<metric>`` when ``evaluate`` runs (every ``eval_every`` steps and at the end).
+
+    Data-parallel (``parallel``, under torchrun): the step's batches must be this process's
+    slice (``IndexBatches(..., shard=parallel)``); the gradients of ``optimizers``'
+    parameters are averaged across processes and ``modules`` start from the main process's
+    weights; only the main process logs and evaluates."""
+    if parallel is not None:
+        synchronize(trained_parameters(optimizers), modules, parallel)
+    main = parallel is None or parallel.is_main
+    writer = MetricsLogger(Path(out), tensorboard) if out is not None and main else None
 
     def evaluation() -> dict[str, float]:
         return {f"eval/{k}": v for k, v in evaluate().items()}
@@ -122,7 +137,7 @@ def run_steps(
     loop = TrainingLoop(
         step, start + n_steps, start=start, desc=desc, log=writer, log_every=log_every,
         progress=progress, evaluate=evaluation if evaluate is not None else None,
-        eval_every=eval_every, callbacks=callbacks,
+        eval_every=eval_every, callbacks=callbacks, parallel=parallel,
     )  # fmt: skip
     try:
         return loop.run()

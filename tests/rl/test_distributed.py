@@ -51,31 +51,56 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def losses(run: Path) -> list[float]:
+DPO_SCRIPT = textwrap.dedent(
+    """
+    import copy
+    import sys
+
+    import torch
+
+    from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
+    from embodied_rl.llm.models import build_causal_lm, freeze, tiny_gpt2_config
+    from embodied_rl.llm.tasks import TaskConfig, TaskGenerator
+    from embodied_rl.llm.tokenizer import train_tokenizer
+
+    torch.set_num_threads(1)
+    task = TaskGenerator(TaskConfig(), seed=0)
+    tokenizer = train_tokenizer(task.corpus(200), vocab_size=300)
+    policy = build_causal_lm(tiny_gpt2_config(tokenizer, 1, 32, 2, 128), seed=0)
+    reference = freeze(copy.deepcopy(policy))
+    config = DPOConfig(steps=6, batch_size=8, log_every=1, learning_rate=1e-3, progress=False)
+    DPOTrainer(policy, tokenizer, config, reference).train(task.comparisons(64), out=sys.argv[1])
+    """
+)
+
+
+def losses(run: Path, name: str = "train/bc_loss") -> list[float]:
     with open(run / "metrics.csv", newline="") as f:
-        return [float(r["value"]) for r in csv.DictReader(f) if r["name"] == "train/bc_loss"]
+        return [float(r["value"]) for r in csv.DictReader(f) if r["name"] == name]
 
 
-@pytest.mark.timeout(300)
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+def run_both(tmp_path: Path, script_text: str) -> tuple[Path, Path]:
+    """The script in one process, then in two through torchrun; their output directories."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed beside this Python")
     script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
+    script.write_text(script_text)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    one = subprocess.run(
+    for argv in (
         [sys.executable, str(script), str(tmp_path / "one")],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(script),
          str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
+    ):  # fmt: skip
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "one", tmp_path / "two"
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    run_both(tmp_path, SCRIPT)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(a) == len(b) == 8 and a[-1] < a[0]  # it learns
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6)
@@ -86,3 +111,13 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == sorted(
         p.name for p in (tmp_path / "one" / "checkpoints").iterdir()
     )  # only the main process wrote them
+
+
+@pytest.mark.timeout(300)
+def test_dpo_on_two_processes_matches_one(tmp_path):
+    """The LLM trainers shard their index batches and average gradients the same way (DPO's
+    loss is a mean over pairs, so the curves agree to float rounding)."""
+    one, two = run_both(tmp_path, DPO_SCRIPT)
+    a, b = losses(one, "train/loss"), losses(two, "train/loss")
+    assert len(a) == len(b) == 6
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-4, atol=1e-5)
