@@ -57,7 +57,7 @@ from embodied_rl.agents.trainer import (
 from embodied_rl.datasets import OfflineDataset, normalized_score
 from embodied_rl.datasets.offline import OBS_KEY
 from embodied_rl.policies import VLAPolicy
-from embodied_rl.rl.loop import TrainingLoop
+from embodied_rl.rl.loop import LoopSettings, TrainingLoop
 from embodied_rl.utils.io import write_text_atomic
 from embodied_rl.utils.metrics import MetricsLogger
 
@@ -69,32 +69,21 @@ _IDENTITY = ("mixing_ratio", "updates_per_step", "batch_size", "capacity", "seed
 
 
 @dataclass(frozen=True)
-class OnlineConfig:
-    """Options of online fine-tuning; defaults follow Cal-QL / CORL (UTD 1, batch 256, 50/50)."""
+class OnlineConfig(LoopSettings):
+    """Options of online fine-tuning, in environment steps (the shared ones are
+    :class:`~embodied_rl.rl.loop.LoopSettings`'); defaults follow Cal-QL / CORL (UTD 1,
+    batch 256, 50/50)."""
 
     env_steps: int = 100_000  # online environment steps
     mixing_ratio: float | None = 0.5  # offline fraction of each batch; None: uniform over all
     updates_per_step: int = 1  # gradient steps per environment step (the UTD ratio)
-    batch_size: int = 256
     capacity: int | None = None  # online transitions kept (a ring); None: env_steps (all)
-    eval_every: int = 10_000  # environment steps between evaluations; 0: start and end only
-    eval_episodes: int = 10
-    checkpoint_every: int = 10_000  # environment steps; 0: only at the end
-    keep_checkpoints: int = 2
-    log_every: int = 1_000  # environment steps between rows of mean training metrics
-    seed: int = 0  # exploration, replay sampling, episode seeds (evaluation seeds too)
-    progress: bool = True  # tqdm bar over environment steps
-    tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("env_steps", "updates_per_step", "batch_size", "log_every"):
+        super().__post_init__()
+        for name in ("env_steps", "updates_per_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "eval_episodes", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
         if self.capacity is not None and self.capacity < 1:
             raise ValueError(f"capacity={self.capacity} must be >= 1 or None (env_steps)")
         if self.mixing_ratio is not None and not 0.0 <= self.mixing_ratio <= 1.0:

@@ -46,7 +46,7 @@ from embodied_rl.evaluation.rollout import held_out_seed, run_episodes
 from embodied_rl.policies import MLPConfig, MLPPolicy, Policy, VLAPolicy
 from embodied_rl.preference.data import PreferenceDataset, PreferenceSampler
 from embodied_rl.rl.distributed import data_parallel, shard, synchronize, trained_parameters
-from embodied_rl.rl.loop import Callback, TrainingLoop
+from embodied_rl.rl.loop import Callback, LoopSettings, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
@@ -56,27 +56,16 @@ DEFAULT_HEADS = {"bc": "deterministic", "iql": "gaussian", "cql": "gaussian", "c
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
-    """Options of the shared loop (the algorithm's options live in its own config)."""
+class TrainerConfig(LoopSettings):
+    """Options of the offline training loop, in gradient steps (the algorithm's options live
+    in its own config; the shared ones are :class:`~embodied_rl.rl.loop.LoopSettings`')."""
 
     steps: int = 100_000  # gradient steps
-    batch_size: int = 256
-    seed: int = 0  # seeds python, numpy, torch and the sampler
-    log_every: int = 1_000  # steps between metric rows (means over the interval)
-    eval_every: int = 10_000  # steps between evaluations; 0: only after the last step
-    eval_episodes: int = 10  # 0: no evaluation
-    checkpoint_every: int = 10_000  # steps between checkpoints; 0: only after the last step
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    progress: bool = True  # tqdm bar with steps/s
-    tensorboard: bool = True  # also write TensorBoard events (CSV is always written)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "eval_episodes", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        super().__post_init__()
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
 
 
 def seed_everything(seed: int) -> None:

@@ -20,6 +20,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -31,6 +32,30 @@ from embodied_rl.utils.metrics import MetricsLogger
 logger = logging.getLogger(__name__)
 
 StepFn = Callable[[int], Mapping[str, float]]  # step(i) -> metrics of gradient step i (1-based)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What every training run sets around its steps (in the run's own unit: gradient steps
+    for the offline trainer, environment steps online); the trainers' configs extend it."""
+
+    batch_size: int = 256
+    seed: int = 0  # seeds python, numpy, torch and the batches
+    log_every: int = 1_000  # steps between metric rows (means over the interval)
+    eval_every: int = 10_000  # steps between evaluations; 0: only at the end
+    eval_episodes: int = 10  # 0: no evaluation
+    checkpoint_every: int = 10_000  # steps between checkpoints; 0: only at the end
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    progress: bool = True  # tqdm bar
+    tensorboard: bool = True  # also write TensorBoard events (CSV is always written)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
 
 
 class Callback:
