@@ -162,3 +162,20 @@ def test_a_pipeline_killed_during_ppo_resumes_to_the_uninterrupted_weights(tmp_p
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
+
+
+def test_stage_options_are_checked_when_the_config_loads():
+    """``bc.options`` / ``iql.options`` set agent-config fields: typos and wrong types fail
+    at load, naming the section."""
+    from embodied_rl.config import ConfigError
+    from embodied_rl.runners.pipeline import load_pipeline_config
+
+    with pytest.raises(ConfigError, match=r"bc.options: unknown key\(s\) \['labelz'\]"):
+        load_pipeline_config(overrides=["bc.options={labelz: expert}"])
+    with pytest.raises(ConfigError, match="iql.options: expectile: expected a number"):
+        load_pipeline_config(overrides=["iql.options={expectile: high}"])
+    config = load_pipeline_config(
+        overrides=["iql.options={expectile: 0.9}", "iql.learning_rate=1e-4"]
+    )
+    iql = config.agent_config("iql")
+    assert iql.expectile == 0.9 and iql.actor_learning_rate == 1e-4

@@ -78,7 +78,7 @@ class OfflineStage:
 
     steps: int = 1000
     batch_size: int = 32
-    learning_rate: float = 3e-4  # BC: learning_rate; IQL: actor_learning_rate
+    learning_rate: float = 3e-4  # the policy's: BC's learning_rate, IQL's actor_learning_rate
     checkpoint_every: int = 250
     options: dict[str, Any] = field(default_factory=dict)  # more agent-config fields
 
@@ -161,6 +161,24 @@ class PipelineConfig:
         for name in ("image_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        self.agent_config("bc")  # the stages' options: every key and type checked now
+        self.agent_config("iql")
+
+    def agent_config(self, stage: str, **fields: Any) -> Any:
+        """The agent config of offline stage ``stage`` (``bc``: BCConfig, ``iql``: IQLConfig):
+        the stage's ``learning_rate`` is the policy's (BC's ``learning_rate``, IQL's
+        ``actor_learning_rate``), ``options`` set any other field; ``fields`` are the runner's."""
+        from embodied_rl.agents import BCConfig, IQLConfig
+        from embodied_rl.config import ConfigError, from_dict
+
+        section: OfflineStage = getattr(self, stage)
+        cls, key = (
+            (BCConfig, "learning_rate") if stage == "bc" else (IQLConfig, "actor_learning_rate")
+        )
+        try:
+            return from_dict(cls, {**section.options, key: section.learning_rate, **fields})
+        except ConfigError as error:
+            raise ValueError(f"{stage}.options: {error}") from None
 
 
 def load_pipeline_config(
@@ -293,7 +311,6 @@ class Pipeline:
     def _bc(self, resume: bool) -> dict[str, Any]:
         import torch
 
-        from embodied_rl.agents import BCConfig
         from embodied_rl.agents.trainer import vla_for_dataset
 
         data = self._dataset()
@@ -305,26 +322,18 @@ class Pipeline:
         torch.manual_seed(self.config.seed)
         policy = vla_for_dataset(data, self.config.policy.preset, **overrides)
         stage = self.config.bc
-        agent = self._train(
-            "bc",
-            policy,
-            BCConfig(learning_rate=stage.learning_rate, **stage.options),
-            stage,
-            resume,
-        )
+        agent = self._train("bc", policy, self.config.agent_config("bc"), stage, resume)
         return {"steps": agent.step, "parameters": sum(p.numel() for p in policy.parameters())}
 
     def _iql(self, resume: bool) -> dict[str, Any]:
-        from embodied_rl.agents import IQLConfig
         from embodied_rl.policies import load_policy
 
         data = self._dataset()
         policy = load_policy(self._policy_dir("bc"))
         stage = self.config.iql
-        config = IQLConfig(
-            actor_learning_rate=stage.learning_rate, critic_obs_dim=int(data.observations["state"].shape[1]),
-            **stage.options,
-        )  # fmt: skip
+        config = self.config.agent_config(
+            "iql", critic_obs_dim=int(data.observations["state"].shape[1])
+        )
         agent = self._train("iql", policy, config, stage, resume)
         return {"steps": agent.step}
 
