@@ -278,7 +278,7 @@ class Trainer:
         )
         parallel = data_parallel()
         sample = self.sampler.sample
-        if parallel is not None:  # torchrun / accelerate launch: data-parallel
+        if parallel is not None:  # started by torchrun: data-parallel
             synchronize(trained_parameters(agent.optimizers().values()),
                         agent.modules().values(), parallel)  # fmt: skip
             sample = lambda: shard(self.sampler.sample(), parallel)  # noqa: E731

@@ -1,6 +1,6 @@
 """Data-parallel training across processes and machines.
 
-Launch any training script with ``torchrun`` (or ``accelerate launch``)::
+Launch any training script with ``torchrun``::
 
     torchrun --nproc_per_node 2 train.py            # two processes on this machine (CPU: gloo)
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 train.py
@@ -40,7 +40,7 @@ class DataParallel:
 
 
 def data_parallel() -> DataParallel | None:
-    """The process group a launcher (``torchrun``, ``accelerate launch``) asked for through
+    """The process group a launcher (``torchrun``) asked for through
     ``WORLD_SIZE``, initialised by ``accelerate``; ``None`` in a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
