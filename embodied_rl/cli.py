@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=_collect)
 
     train = sub.add_parser(
-        "train", help="train an offline agent (bc, iql, cql, calql, dt; cpl on preferences)"
+        "train", help="train an offline agent (bc, td3bc, iql, cql, calql, dt; cpl on preferences)"
     )
     train.add_argument(
         "overrides",
@@ -586,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--algo", required=True,
-        help="agent: bc, iql, cql, calql, dt or cpl (an unknown name lists the registered ones)",
+        help="agent: bc, td3bc, iql, cql, calql, dt or cpl (an unknown name lists the registered "
+        "ones)",
     )  # fmt: skip
     train.add_argument(
         "--dataset", default=None, help="dataset path or id (required unless --preferences is a "

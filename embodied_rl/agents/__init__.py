@@ -1,4 +1,5 @@
-"""Offline RL agents: BC, IQL, CQL (and CQL-Lagrange), Cal-QL, the Decision Transformer and CPL.
+"""Offline RL agents: BC, TD3+BC, IQL, CQL (and CQL-Lagrange), Cal-QL, the Decision Transformer
+and CPL.
 
 Each algorithm is a frozen config dataclass with the paper's defaults, pure loss functions
 (:mod:`embodied_rl.agents.losses`) and ``update(batch) -> dict[str, float]``; the one
@@ -27,6 +28,7 @@ from embodied_rl.agents.finetune import PPOFinetuneConfig, PPOFinetuneResult, fi
 from embodied_rl.agents.iql import IQLAgent, IQLConfig
 from embodied_rl.agents.online import OnlineConfig, OnlineResult, finetune_online
 from embodied_rl.agents.replay import ReplayBuffer
+from embodied_rl.agents.td3bc import TD3BCAgent, TD3BCConfig
 from embodied_rl.agents.trainer import (
     Trainer,
     TrainerConfig,
@@ -59,6 +61,8 @@ __all__ = [
     "PPOFinetuneConfig",
     "PPOFinetuneResult",
     "ReplayBuffer",
+    "TD3BCAgent",
+    "TD3BCConfig",
     "Trainer",
     "TrainerConfig",
     "agent_class",

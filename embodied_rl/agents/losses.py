@@ -139,3 +139,14 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 def td_loss(q: Tensor, target: Tensor) -> Tensor:
     """Sum over critics of the mean squared TD error: ``q`` ``(E, B)``, ``target`` ``(B,)``."""
     return F.mse_loss(q, target.expand_as(q), reduction="none").mean(-1).sum()
+
+
+def td3bc_actor_loss(
+    q_policy: Tensor, policy_action: Tensor, data_action: Tensor, alpha: float
+) -> Tensor:
+    """TD3+BC's actor loss (Fujimoto & Gu 2021, eq. 3-4): ``-lambda * mean Q(s, pi(s)) +
+    mean ||pi(s) - a||^2`` with ``lambda = alpha / mean |Q(s, pi(s))|`` (no gradient through
+    lambda), which keeps the RL term on the BC term's scale whatever the reward scale."""
+    lmbda = alpha / q_policy.detach().abs().mean().clamp_min(1e-6)
+    bc = (policy_action - data_action).square().sum(-1).mean()
+    return -lmbda * q_policy.mean() + bc

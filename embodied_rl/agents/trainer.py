@@ -52,7 +52,10 @@ from embodied_rl.utils.metrics import MetricsLogger
 logger = logging.getLogger(__name__)
 
 # The policy head each algorithm trains by default (BC: MSE; the critics' agents: Gaussian).
-DEFAULT_HEADS = {"bc": "deterministic", "iql": "gaussian", "cql": "gaussian", "calql": "gaussian"}
+DEFAULT_HEADS = {
+    "bc": "deterministic", "td3bc": "deterministic",
+    "iql": "gaussian", "cql": "gaussian", "calql": "gaussian",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

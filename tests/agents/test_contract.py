@@ -26,6 +26,7 @@ POLICY = {  # small policies; an agent registered without an entry fails the tes
     "calql": {"hidden": (32, 32)},
     "dt": {"context": 4, "embed_dim": 16, "n_layers": 1, "dropout": 0.0},
     "cpl": {"hidden": (32, 32)},
+    "td3bc": {"hidden": (32, 32)},
 }
 
 
