@@ -1,4 +1,4 @@
-"""Gradient steps/s of our IQL and CQL against d3rlpy 2.8's, same data, sizes and threads.
+"""Gradient steps/s of our IQL, CQL and TD3+BC against d3rlpy 2.8's, same data, sizes, threads.
 
 d3rlpy stays out of our dependencies: it runs in a subprocess with its own interpreter
 (``--d3rlpy-python``, e.g. a venv made with ``pip install torch==2.13.0 d3rlpy==2.8.1``),
@@ -36,6 +36,8 @@ enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
 kw = dict(batch_size=256, actor_encoder_factory=enc, critic_encoder_factory=enc)
 if algo == "iql":
     algo_ = d3rlpy.algos.IQLConfig(value_encoder_factory=enc, **kw).create(device="cpu:0")
+elif algo == "td3bc":
+    algo_ = d3rlpy.algos.TD3PlusBCConfig(**kw).create(device="cpu:0")
 else:
     algo_ = d3rlpy.algos.CQLConfig(**kw).create(device="cpu:0")
 algo_.build_with_dataset(dataset)
@@ -122,6 +124,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--episodes", type=int, default=60, help="mixed reach episodes")
+    parser.add_argument("--algos", default="iql,cql", help="comma-separated: iql, cql, td3bc")
     parser.add_argument("--out", default="benchmarks/results/offline_speed.md")
     args = parser.parse_args()
 
@@ -145,7 +148,7 @@ def main() -> int:
         )  # fmt: skip
         table, flops, their_flops = [], {}, {}
         peak, peak16 = matmul_gflops(args.threads), matmul_gflops(args.threads, dtype="bfloat16")
-        for algo in ("iql", "cql"):
+        for algo in args.algos.split(","):
             flops[algo] = flops_per_step(algo, data)
             mine = ours(algo, data, args.steps, args.warmup)
             mine16 = ours(algo, data, args.steps, args.warmup, precision="bf16")
@@ -162,7 +165,7 @@ def main() -> int:
         f"Command: `{command}`",
         "",
         f"Dataset: tabletop/reach-v0 mixed, {args.episodes} episodes, {data.n_transitions} "
-        f"transitions, 90-D state. Batch 256, 2 x 256 MLPs, 2 critics, {args.threads} thread(s), "
+        f"transitions, {data.observations['state'].shape[1]}-D state. Batch 256, 2 x 256 MLPs, 2 critics, {args.threads} thread(s), "
         f"{args.steps} timed steps after {args.warmup} warm-up steps; sampling included.",
         "",
         "| algorithm | ours fp32 (steps/s) | ours bf16 (steps/s) | d3rlpy 2.8.1 fp32 (steps/s) "
