@@ -18,6 +18,9 @@ from embodied_rl.cli import main
 from embodied_rl.datasets import collect, load_dataset
 
 ENV = "tabletop/reach-v0"
+# 20-step episodes take ~7 ms each: 150 finished ~1 s after the third one, so a test process
+# delayed by a loaded machine sent its SIGINT to a finished run (exit status 0); 500 leave ~3 s
+EPISODES = 500
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +41,7 @@ def sha256(path: Path) -> str:
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_erl_collect_keeps_episodes_and_resume_completes(tmp_path, erl):
     args = [
-        "collect", "--task", ENV, "--tier", "medium", "--episodes", "150", "--horizon", "20",
+        "collect", "--task", ENV, "--tier", "medium", "--episodes", str(EPISODES), "--horizon", "20",
         "--out", tmp_path / "run", "--name", "faults/ctrl-c-v0", "--reference-episodes", "1",
         "--no-progress",
     ]  # fmt: skip
@@ -52,12 +55,12 @@ def test_ctrl_c_during_erl_collect_keeps_episodes_and_resume_completes(tmp_path,
     partial = load_dataset("faults/ctrl-c-v0", tmp_path / "run")
     indices = partial.metadata["embodied_rl"]["completed_episode_indices"]
     assert {f"episode_{i:07d}.hdf5" for i in indices} >= seen  # nothing completed is lost
-    assert len(indices) < 150 and partial.metadata["embodied_rl"]["interrupted"]
+    assert len(indices) < EPISODES and partial.metadata["embodied_rl"]["interrupted"]
 
     assert main([*map(str, args), "--resume"]) == 0  # in this process, to save a startup
     kwargs = {"obs_mode": "state", "image_size": 64, "horizon": 20}  # what erl collect passes
     straight = collect(
-        ENV, "medium", episodes=150, out=tmp_path / "straight", dataset_id="faults/ctrl-c-v0",
+        ENV, "medium", episodes=EPISODES, out=tmp_path / "straight", dataset_id="faults/ctrl-c-v0",
         env_kwargs=kwargs, reference_episodes=1, progress=False,
     )  # fmt: skip
     for name in ("main_data.hdf5", "metadata.json"):
