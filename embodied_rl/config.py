@@ -217,15 +217,20 @@ def _apply_renames(
     values = dict(values)
     for key in old:
         new = renamed[key]
-        if new in values:
-            raise ConfigError(f"{prefix}{key} and {prefix}{new} name the same value: keep {new}")
-        warnings.warn(
-            f"{prefix}{key} is now called {prefix}{new}; the old name will stop working",
-            FutureWarning,
-            stacklevel=4,
-        )
+        _check_rename(prefix, key, new, clash=new in values)
         values[new] = values.pop(key)
     return values
+
+
+def _check_rename(prefix: str, old: str, new: str, clash: bool) -> None:
+    """An error when both names are given, else a ``FutureWarning`` naming the new one."""
+    if clash:
+        raise ConfigError(f"{prefix}{old} and {prefix}{new} name the same value: keep {new}")
+    warnings.warn(
+        f"{prefix}{old} is now called {prefix}{new}; the old name will stop working",
+        FutureWarning,
+        stacklevel=5,
+    )
 
 
 def _move_keys(cls: type, values: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
@@ -237,13 +242,7 @@ def _move_keys(cls: type, values: Mapping[str, Any], prefix: str) -> Mapping[str
         if not (isinstance(section, Mapping) and old_key in section):
             continue
         target = dict(values.get(new_section) or {})
-        if new_key in target:
-            raise ConfigError(f"{prefix}{old} and {prefix}{new} name the same value: keep {new}")
-        warnings.warn(
-            f"{prefix}{old} is now called {prefix}{new}; the old name will stop working",
-            FutureWarning,
-            stacklevel=4,
-        )
+        _check_rename(prefix, old, new, clash=new_key in target)
         moved = dict(section)
         target[new_key] = moved.pop(old_key)
         values = {**values, old_section: moved, new_section: target}

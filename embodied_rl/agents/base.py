@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from embodied_rl.agents.critics import QEnsemble
 from embodied_rl.config import ConfigError, from_dict
 from embodied_rl.policies.base import Policy
 from embodied_rl.policies.normalization import fit_observation_normalizers
@@ -206,3 +207,11 @@ def critic_obs_dim(policy: Policy, configured: int) -> int:
 
 def policy_action_dim(policy: Policy) -> int:
     return int(policy.head.action_dim)
+
+
+def critics_for(policy: Policy, config: Any) -> QEnsemble:
+    """The Q ensemble of an actor-critic agent from its config's ``critic_obs_dim``,
+    ``hidden``, ``n_critics``, ``critic_obs_key`` and ``normalize_obs``."""
+    key = config.critic_obs_key if config.normalize_obs else None
+    obs_dim = critic_obs_dim(policy, config.critic_obs_dim)
+    return QEnsemble(obs_dim, policy_action_dim(policy), config.hidden, config.n_critics, key)

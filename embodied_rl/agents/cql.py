@@ -22,11 +22,11 @@ from embodied_rl.agents.base import (
     Agent,
     adam,
     critic_obs,
-    critic_obs_dim,
+    critics_for,
     policy_action_dim,
     register_agent,
 )
-from embodied_rl.agents.critics import QEnsemble, make_target, polyak_update
+from embodied_rl.agents.critics import make_target, polyak_update
 from embodied_rl.agents.losses import (
     cql_lagrange,
     cql_penalty,
@@ -110,13 +110,7 @@ class CQLAgent(Agent):
             )
         c = config
         action_dim = policy_action_dim(policy)
-        self.critic = QEnsemble(
-            critic_obs_dim(policy, c.critic_obs_dim),
-            action_dim,
-            c.hidden,
-            c.n_critics,
-            c.critic_obs_key if c.normalize_obs else None,
-        )
+        self.critic = critics_for(policy, c)
         self.target_critic = make_target(self.critic)
         self.log_alpha = torch.nn.Parameter(torch.zeros(()))  # SAC temperature
         self.log_alpha_prime = torch.nn.Parameter(torch.zeros(()))  # CQL-Lagrange alpha'

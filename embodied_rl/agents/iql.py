@@ -24,12 +24,12 @@ from embodied_rl.agents.base import (
     adam,
     critic_obs,
     critic_obs_dim,
+    critics_for,
     current_output,
-    policy_action_dim,
     policy_input,
     register_agent,
 )
-from embodied_rl.agents.critics import QEnsemble, ValueNetwork, make_target, polyak_update
+from embodied_rl.agents.critics import ValueNetwork, make_target, polyak_update
 from embodied_rl.agents.losses import awr_weights, behavior_loss, expectile_loss, td_loss
 from embodied_rl.policies.base import Policy
 from embodied_rl.utils.precision import check_precision
@@ -86,9 +86,9 @@ class IQLAgent(Agent):
     def __init__(self, policy: Policy, config: IQLConfig) -> None:
         super().__init__(policy, config)
         c = config
+        self.critic = critics_for(policy, c)
         obs_dim = critic_obs_dim(policy, c.critic_obs_dim)
         key = c.critic_obs_key if c.normalize_obs else None
-        self.critic = QEnsemble(obs_dim, policy_action_dim(policy), c.hidden, c.n_critics, key)
         self.target_critic = make_target(self.critic)
         self.value = ValueNetwork(obs_dim, c.hidden, key)
         actor = [p for p in policy.parameters() if p.requires_grad]

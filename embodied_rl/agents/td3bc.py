@@ -21,11 +21,10 @@ from embodied_rl.agents.base import (
     Agent,
     adam,
     critic_obs,
-    critic_obs_dim,
-    policy_action_dim,
+    critics_for,
     register_agent,
 )
-from embodied_rl.agents.critics import QEnsemble, make_target, polyak_update
+from embodied_rl.agents.critics import make_target, polyak_update
 from embodied_rl.agents.losses import td3bc_actor_loss, td_loss
 from embodied_rl.policies.base import Policy
 from embodied_rl.utils.precision import check_precision
@@ -84,10 +83,7 @@ class TD3BCAgent(Agent):
                 "build it with head='deterministic' (default_policy('td3bc', data) does)"
             )
         c = config
-        self.critic = QEnsemble(
-            critic_obs_dim(policy, c.critic_obs_dim), policy_action_dim(policy), c.hidden,
-            c.n_critics, c.critic_obs_key if c.normalize_obs else None,
-        )  # fmt: skip
+        self.critic = critics_for(policy, c)
         self.target_critic = make_target(self.critic)
         self.target_policy = make_target(policy)
         self.optimizer = adam(
