@@ -1,16 +1,22 @@
-"""Training checkpoints: a directory of safetensors and JSON, written atomically (no pickle).
+"""Training checkpoints of every agent, PPO included: a directory of safetensors and JSON,
+written atomically (no pickle).
 
-Layout of ``<run>/checkpoints/step_<N>/``:
+Layout of ``<run>/checkpoints/step_<N>/`` (and of ``PPO.save``'s directory):
 
-- ``model.safetensors``: every network of the agent, keys ``<module>.<parameter>``;
+- ``model.safetensors``: every network of the agent, keys ``<module>.<parameter>`` (PPO:
+  ``policy`` and, with a KL penalty, ``reference``);
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimisers' tensors (Adam moments,
   step counts) flattened to ``<optimizer>.state.<param>.<field>``, their non-tensor
   structure (param groups, scalar fields) as JSON;
 - ``config.json``: agent type and config, policy type and config (rebuilds the agent), and
   the resolved run configuration when the caller gives one (``run``);
-- ``state.json``: step counters, RNG states (python, numpy, torch, the sampler's; the
-  environments' streams and ADR state when an env is given), the replay-buffer reference
-  and whatever the caller adds (the trainer: evaluation history, partial metric sums).
+- ``state.json``: the step counter (gradient steps; PPO: environment steps), RNG states
+  (python, numpy, torch, the sampler's; the environments' streams and ADR state when an env
+  is given), the replay-buffer reference and whatever the trainer adds (the offline trainer:
+  evaluation history, partial metric sums; PPO: its generator, KL coefficient, episode
+  statistics and the ``learn`` call in progress);
+- ``state.safetensors`` (when the trainer has tensor state; PPO: the actions every
+  environment received and the last observation, see :mod:`embodied_rl.agents.ppo_checkpoint`).
 
 Each checkpoint is written into a hidden temporary directory and renamed into place; the
 ``last`` file names the newest complete checkpoint and is replaced (atomically) only after
@@ -40,6 +46,7 @@ from embodied_rl.agents.base import Agent, agent_class, config_from_dict
 from embodied_rl.agents.env_state import env_rng_state, restore_env_rng_state
 from embodied_rl.policies.base import (
     CHECKPOINT_POINTER,
+    Policy,
     check_state_match,
     load_weights,
     policy_class,
@@ -48,6 +55,7 @@ from embodied_rl.utils.io import temp_dir_beside, write_text_atomic
 
 FORMAT_VERSION = 1
 LAST = CHECKPOINT_POINTER  # the file naming the newest checkpoint
+STATE_TENSORS = "state.safetensors"  # a trainer's tensor state (PPO's recorded actions)
 
 
 class CheckpointError(ValueError):
@@ -174,6 +182,17 @@ def checkpoint_config(agent: Agent, run_config: Mapping[str, Any] | None) -> dic
 
 
 # ---------------------------------------------------------------------- save
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` to ``final``; an existing ``final`` is swapped out first."""
+    old = final.with_name(f".{final.name}.old")
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_checkpoint(
     directory: str | os.PathLike, name: str, write: Callable[[Path], None], keep: int = 2
 ) -> Path:
@@ -184,19 +203,53 @@ def write_checkpoint(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
-    tmp = temp_dir_beside(root / name)
-    old = root / f".{name}.old"
+    tmp = temp_dir_beside(final)
     try:
         write(tmp)
-        if final.exists():  # the same step again (a resumed, finished run): swap, then delete
-            os.replace(final, old)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)  # the same step again (a resumed, finished run): swapped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     write_text_atomic(root / LAST, final.name + "\n")
     _prune(root, keep, final.name)
     return final
+
+
+def _agent_writer(
+    agent: Agent,
+    where: str,
+    sampler: Any = None,
+    extra_state: dict[str, Any] | None = None,
+    extra_tensors: Mapping[str, Tensor] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    env: Any = None,
+    replay_buffer: str | os.PathLike | None = None,
+) -> Callable[[Path], None]:
+    """Capture ``agent``'s state now (refusing NaN or inf) and return ``write(directory)``."""
+    tensors = {}
+    for name, module in agent.modules().items():
+        tensors.update(_module_tensors(name, module))
+    opt_tensors, structure = _optimizer_files(agent.optimizers())
+    extra_tensors = {k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
+    check_finite({**tensors, **opt_tensors}, where)
+    state = {
+        "step": agent.step,
+        "rng": rng_state(sampler),
+        "env": env_rng_state(env) if env is not None else None,
+        "replay_buffer": str(replay_buffer) if replay_buffer is not None else None,
+        **(extra_state or {}),
+    }
+    config = checkpoint_config(agent, run_config)
+
+    def write(directory: Path) -> None:
+        save_file(tensors, directory / "model.safetensors")
+        save_file(opt_tensors, directory / "optimizer.safetensors")
+        (directory / "optimizer.json").write_text(json.dumps(structure, indent=1))
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        (directory / "state.json").write_text(json.dumps(state))
+        if extra_tensors:
+            save_file(extra_tensors, directory / STATE_TENSORS)
+
+    return write
 
 
 def save_checkpoint(
@@ -206,44 +259,53 @@ def save_checkpoint(
     extra_state: dict[str, Any] | None = None,
     keep: int = 2,
     *,
+    extra_tensors: Mapping[str, Tensor] | None = None,
     run_config: Mapping[str, Any] | None = None,
     env: Any = None,
     replay_buffer: str | os.PathLike | None = None,
+    where: str | None = None,
 ) -> Path:
     """Write ``directory/step_<N>`` atomically, point ``directory/last`` at it, and delete
     all but the newest ``keep`` checkpoints.
 
-    ``run_config`` (the resolved run configuration) goes to ``config.json``; ``env`` (an env
-    or sync vector env) adds its RNG streams and ADR state; ``replay_buffer`` records where
-    a replay buffer was saved (the buffer is not copied into every checkpoint)."""
-    tensors = {}
-    for name, module in agent.modules().items():
-        tensors.update(_module_tensors(name, module))
-    opt_tensors, structure = _optimizer_files(agent.optimizers())
-    check_finite({**tensors, **opt_tensors}, f"step {agent.step}")
-    state = {
-        "step": agent.step,
-        "rng": rng_state(sampler),
-        "env": env_rng_state(env) if env is not None else None,
-        "replay_buffer": str(replay_buffer) if replay_buffer is not None else None,
-        **(extra_state or {}),
-    }
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, tmp / "model.safetensors")
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
-        (tmp / "optimizer.json").write_text(json.dumps(structure, indent=1))
-        (tmp / "config.json").write_text(json.dumps(checkpoint_config(agent, run_config), indent=2))
-        (tmp / "state.json").write_text(json.dumps(state))
-
+    ``extra_state`` (JSON) and ``extra_tensors`` hold the trainer's own state (see the module
+    doc); ``run_config`` (the resolved run configuration) goes to ``config.json``; ``env`` (an
+    env or sync vector env) adds its RNG streams and ADR state; ``replay_buffer`` records where
+    a replay buffer was saved (the buffer is not copied into every checkpoint). ``where``
+    names the step in the error when a tensor is not finite."""
+    write = _agent_writer(
+        agent, where or f"step {agent.step}", sampler, extra_state, extra_tensors, run_config,
+        env, replay_buffer,
+    )  # fmt: skip
     return write_checkpoint(directory, f"step_{agent.step:09d}", write, keep)
 
 
+def save_agent(agent: Agent, directory: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write the files of a checkpoint (see the module doc) into ``directory`` itself,
+    atomically, replacing what was there: an agent saved to be loaded again, outside a run's
+    rotation of checkpoints. ``kwargs`` are :func:`save_checkpoint`'s."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    write = _agent_writer(agent, kwargs.pop("where", f"step {agent.step}"), **kwargs)
+    tmp = temp_dir_beside(directory)
+    try:
+        write(tmp)
+        _replace_dir(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
 def _prune(root: Path, keep: int, newest: str) -> None:
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    done = sorted((p for p in root.glob("step_*") if p.is_dir()), key=_step_of)
     for old in done[: max(0, len(done) - keep)]:
         if old.name != newest:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _step_of(path: Path) -> tuple[int, str]:
+    number = path.name.removeprefix("step_")
+    return (int(number), path.name) if number.isdigit() else (-1, path.name)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path:
@@ -339,21 +401,44 @@ def load_checkpoint(
     return meta
 
 
-def load_agent(path: str | os.PathLike) -> Agent:
-    """Rebuild an agent (policy included) from a checkpoint's ``config.json`` and load it."""
+def read_checkpoint_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint directory (resolving a ``last`` pointer) and its ``config.json``."""
     path = latest_checkpoint(path)
     meta = read_json(path / "config.json")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {meta['format_version']} > {FORMAT_VERSION}"
         )
+    if "agent" not in meta or "policy" not in meta:
+        raise CheckpointError(f"{path / 'config.json'} names no agent and policy: not a checkpoint")
+    return path, meta
+
+
+def build_policy(entry: Mapping[str, Any], source: str | os.PathLike) -> Policy:
+    """A fresh policy from a ``{"type": ..., "config": ...}`` entry of ``config.json``."""
     try:
-        policy_cls = policy_class(meta["policy"]["type"])
+        cls = policy_class(entry["type"])
     except KeyError as error:
-        raise ValueError(f"{path}: {error.args[0]}") from None
-    policy = policy_cls(
-        config_from_dict(policy_cls.config_class, meta["policy"]["config"], str(path))
-    )
+        raise ValueError(f"{source}: {error.args[0]}") from None
+    return cls(config_from_dict(cls.config_class, entry["config"], str(source)))
+
+
+def read_state_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """A checkpoint's ``state.safetensors`` (empty when the trainer wrote none)."""
+    file = latest_checkpoint(path) / STATE_TENSORS
+    return read_tensors(file) if file.exists() else {}
+
+
+def load_agent(path: str | os.PathLike) -> Agent:
+    """Rebuild an agent (policy included) from a checkpoint's ``config.json`` and load it."""
+    path, meta = read_checkpoint_config(path)
+    if meta["agent"]["type"] == "ppo":
+        raise CheckpointError(
+            f"{path} is a PPO checkpoint, and PPO needs its environments: rebuild it with "
+            "PPO.load(path, envs) or PPO.resume(checkpoints, envs); load_policy(path) gives "
+            "its policy"
+        )
+    policy = build_policy(meta["policy"], path)
     cls = agent_class(meta["agent"]["type"])
     agent = cls(policy, config_from_dict(cls.config_class, meta["agent"]["config"], str(path)))
     load_checkpoint(agent, path, restore_rng=False)

@@ -237,7 +237,8 @@ def finetune_ppo(
         pretrained: a ``policy.save()`` directory, an agent checkpoint directory (BC, IQL, ...)
             or a :class:`Policy` (MLP or VLA).
         out: writes ``metrics.csv`` (one row per rollout), ``agent/`` (``PPO.load`` reads it;
-            ``agent/reference`` is the frozen pretrained policy) and ``result.json``.
+            its ``model.safetensors`` holds the frozen pretrained policy as ``reference.*``,
+            ``agent/policy/`` is the trained policy alone) and ``result.json``.
         config: task, randomization preset, length, evaluation; see :class:`PPOFinetuneConfig`.
         ppo: PPO's hyperparameters; default ``PPOConfig(kl_coef=0.1, n_steps=256,
             seed=config.seed)``. ``kl_coef`` (and ``kl_target`` for an adaptive beta) weight

@@ -25,14 +25,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-from torch import Tensor
+from torch import Tensor, nn
 
 from embodied_rl.agents import ppo_checkpoint
 from embodied_rl.agents.base import NonFiniteLossError, check_single_action
@@ -159,6 +159,7 @@ class PPO:
     update log-probabilities agree."""
 
     config_class = PPOConfig
+    agent_type: ClassVar[str] = "ppo"  # in checkpoints; PPO is not in the offline registry
 
     def __init__(
         self,
@@ -516,9 +517,30 @@ class PPO:
         return dict(last)
 
     # ------------------------------------------------------------------ persistence
+    @property
+    def step(self) -> int:
+        """A checkpoint's step: environment steps so far (:attr:`num_steps`)."""
+        return self.num_steps
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.num_steps = value
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks a checkpoint stores: the policy, and the KL penalty's reference."""
+        out: dict[str, nn.Module] = {"policy": self.policy}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        return out
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimiser a checkpoint stores."""
+        return {"policy": self.optimizer}
+
     def save(self, directory: str | os.PathLike) -> Path:
-        """``policy/`` (and ``reference/``) as safetensors + JSON, the optimizer state as
-        safetensors, and ``ppo.json`` (config, step count, KL coefficient)."""
+        """The agents' checkpoint files (networks, optimizer, config, step count, KL
+        coefficient; see :mod:`embodied_rl.agents.ppo_checkpoint`) and ``policy/``, the
+        policy alone as every command reads it."""
         return ppo_checkpoint.save_ppo(self, directory)
 
     @classmethod
@@ -529,7 +551,7 @@ class PPO:
         return ppo_checkpoint.load_ppo(cls, directory, envs, log_dir)
 
     def checkpoint(self, directory: str | os.PathLike, keep: int = 2) -> Path:
-        """Write ``directory/step_<N>`` (what :meth:`save` writes plus the resume state)
+        """Write ``directory/step_<N>`` (the checkpoint files plus the resume state)
         atomically, point ``directory/last`` at it and keep the newest ``keep``."""
         return ppo_checkpoint.save_checkpoint(self, directory, keep)
 

@@ -1,15 +1,18 @@
-"""PPO persistence: ``save``/``load`` of an agent, checkpoints, and exact resume.
+"""PPO persistence on the agents' one checkpoint format (:mod:`embodied_rl.agents.checkpoint`).
 
-A checkpoint ``<dir>/step_<N>`` is written between rollouts, atomically with a ``last``
-pointer (:func:`embodied_rl.agents.checkpoint.write_checkpoint`), and holds:
+``PPO.save(dir)`` and every ``<dir>/step_<N>`` (N environment steps, written between rollouts,
+atomically with a ``last`` pointer) hold the files every agent's checkpoint holds:
+``model.safetensors`` (``policy.*``, and ``reference.*`` with a KL penalty),
+``optimizer.safetensors`` + ``optimizer.json``, ``config.json`` (agent type ``ppo`` and the
+:class:`~embodied_rl.agents.ppo.PPOConfig`, the policy's type and config) and ``state.json``
+(step = environment steps, the global RNG states, the KL coefficient, the reference policy's
+type and config). ``PPO.save`` adds ``policy/``, the self-contained policy artifact every
+command reads. A checkpoint adds what exact resume needs:
 
-- what :meth:`PPO.save` writes: ``policy/`` (and ``reference/``), ``optimizer.safetensors``
-  and ``ppo.json`` (config, step count, KL coefficient);
-- ``resume.safetensors``: every action the environments received since the first reset,
+- ``state.safetensors``: every action the environments received since the first reset,
   the last observation (numeric entries) and the torch generator's state;
-- ``state.json``: RNG states (python, numpy, torch, PPO's numpy generator, each
-  environment's streams and the ADR state), the ``learn`` call in progress, episode
-  statistics and the last observation's text entries.
+- in ``state.json``: PPO's numpy generator, each environment's streams and the ADR state,
+  the ``learn`` call in progress, episode statistics and the last observation's text entries.
 
 The physics inside an unfinished episode cannot be read from every simulator, so
 :func:`resume` rebuilds it: it resets the fresh environments with the run's seed and replays
@@ -31,23 +34,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from embodied_rl.agents.base import config_from_dict
 from embodied_rl.agents.checkpoint import (
+    STATE_TENSORS,
     CheckpointError,
-    check_finite,
+    build_policy,
     latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_config,
     read_json,
-    read_tensors,
+    read_state_tensors,
     restore_rng_state,
-    rng_state,
-    write_checkpoint,
+    save_agent,
 )
+from embodied_rl.agents.checkpoint import save_checkpoint as save_checkpoint_files
 from embodied_rl.agents.env_state import env_rng_state
 from embodied_rl.agents.ppo_rollout import BOX_KEY
-from embodied_rl.policies.base import load_policy
 from embodied_rl.utils.metrics import MetricsLogger
 
 if TYPE_CHECKING:
@@ -57,57 +62,51 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- save / load
-def _optimizer_tensors(agent: PPO) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    state = agent.optimizer.state_dict()
-    tensors = {
-        f"{i}.{name}": value.contiguous()
-        for i, slot in state["state"].items()
-        for name, value in slot.items()
-    }
-    return tensors, state["param_groups"]
+def _agent_state(agent: PPO) -> dict[str, Any]:
+    """What ``state.json`` holds besides the global RNGs: enough to rebuild the agent."""
+    reference = None
+    if agent.reference is not None:
+        reference = {
+            "type": agent.reference.policy_type,
+            "config": json.loads(json.dumps(asdict(agent.reference.config), default=str)),
+        }
+    return {"kl_coef": agent.kl_controller.coef, "reference_policy": reference}
 
 
 def save_ppo(agent: PPO, directory: str | os.PathLike) -> Path:
-    """``policy/`` (and ``reference/``), ``optimizer.safetensors`` and ``ppo.json``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """The checkpoint files of ``agent`` (no resume state) and ``policy/`` in ``directory``."""
+    directory = save_agent(agent, directory, extra_state=_agent_state(agent))
     agent.policy.save(directory / "policy")
-    if agent.reference is not None:
-        agent.reference.save(directory / "reference")
-    tensors, groups = _optimizer_tensors(agent)
-    save_file(tensors, directory / "optimizer.safetensors")
-    meta = {
-        "config": asdict(agent.config),
-        "num_steps": agent.num_steps,
-        "kl_coef": agent.kl_controller.coef,
-        "param_groups": groups,
-    }
-    (directory / "ppo.json").write_text(json.dumps(meta, indent=2))
     return directory
 
 
 def load_ppo(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: Any) -> PPO:
-    """Rebuild a saved agent on ``envs``: policy, reference, optimizer and KL coefficient."""
+    """Rebuild a saved agent (or a checkpoint's) on ``envs``: policy, reference, optimizer,
+    step count and KL coefficient."""
     directory = Path(directory)
-    if not (directory / "ppo.json").is_file():
-        raise FileNotFoundError(f"{directory} is not a saved PPO agent: ppo.json is missing")
-    meta = read_json(directory / "ppo.json")
-    for part in ("policy", "reference"):
-        if (directory / part).is_dir():
-            read_json(directory / part / "config.json")  # an error naming a corrupt file
-    reference = load_policy(directory / "reference") if (directory / "reference").is_dir() else None
-    config = cls.config_class(**meta["config"])  # PPOConfig; no import of ppo.py (a cycle)
-    agent = cls(load_policy(directory / "policy"), envs, config, reference, log_dir)
-    slots: dict[int, dict[str, Tensor]] = {}
-    for key, value in read_tensors(directory / "optimizer.safetensors").items():
-        i, name = key.split(".", 1)
-        slots.setdefault(int(i), {})[name] = value
-    try:
-        agent.optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as error:
-        raise CheckpointError(f"{directory}: the optimizer state does not fit: {error}") from error
-    agent.num_steps = meta["num_steps"]
-    agent.kl_controller.coef = meta["kl_coef"]
+    if (directory / "ppo.json").is_file() and not (directory / "config.json").is_file():
+        raise CheckpointError(
+            f"{directory} holds a PPO agent in the layout of embodied-rl <= 0.1 (ppo.json); "
+            "this version reads the agents' checkpoint format. Its policy still loads: "
+            f"load_policy('{directory / 'policy'}')"
+        )
+    path, meta = read_checkpoint_config(directory)
+    if meta["agent"]["type"] != "ppo":
+        raise CheckpointError(
+            f"{path} is a {meta['agent']['type']!r} checkpoint, not PPO's: load_agent(path) "
+            "rebuilds it, and finetune_ppo(path, ...) fine-tunes its policy with PPO"
+        )
+    state = read_json(path / "state.json")
+    reference = state.get("reference_policy")
+    agent = cls(
+        build_policy(meta["policy"], path),
+        envs,
+        config_from_dict(cls.config_class, meta["agent"]["config"], str(path)),
+        build_policy(reference, path) if reference else None,
+        log_dir,
+    )
+    load_checkpoint(agent, path, restore_rng=False)  # networks, optimizer, step
+    agent.kl_controller.coef = state["kl_coef"]
     return agent
 
 
@@ -127,8 +126,6 @@ def _split_obs(obs: Any) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
 
 def save_checkpoint(agent: PPO, directory: str | os.PathLike, keep: int = 2) -> Path:
     """Write ``directory/step_<N>`` (N environment steps) atomically; never with NaN weights."""
-    policy = {f"policy.{k}": v for k, v in agent.policy.trainable_state_dict().items()}
-    check_finite({**policy, **_optimizer_tensors(agent)[0]}, f"environment step {agent.num_steps}")
     if len(agent.env_actions) > 1:  # one array, so each checkpoint concatenates once
         agent.env_actions = [np.concatenate(agent.env_actions)]
     numeric, text = _split_obs(agent._obs) if agent._obs is not None else ({}, {})
@@ -144,8 +141,7 @@ def save_checkpoint(agent: PPO, directory: str | os.PathLike, keep: int = 2) -> 
             "was_ended": agent._was_ended.tolist(),
         }
     state = {
-        "num_steps": agent.num_steps,
-        "rng": rng_state(),
+        **_agent_state(agent),
         "ppo_rng": agent.rng.bit_generator.state,
         "learn": agent._call,
         "episodes": {
@@ -154,15 +150,11 @@ def save_checkpoint(agent: PPO, directory: str | os.PathLike, keep: int = 2) -> 
         },
         "running": running,
         "obs_text": text,
-        "env": env_rng_state(agent.envs),
     }
-
-    def write(tmp: Path) -> None:
-        save_ppo(agent, tmp)
-        save_file(tensors, tmp / "resume.safetensors")
-        (tmp / "state.json").write_text(json.dumps(state))
-
-    return write_checkpoint(directory, f"step_{agent.num_steps:012d}", write, keep)
+    return save_checkpoint_files(
+        agent, directory, extra_state=state, keep=keep, extra_tensors=tensors, env=agent.envs,
+        where=f"environment step {agent.num_steps}",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- resume
@@ -173,9 +165,14 @@ def resume(
     ``progress`` shows a bar while the recorded actions are replayed."""
     path = latest_checkpoint(directory)
     state = read_json(path / "state.json")
-    tensors = read_tensors(path / "resume.safetensors")
+    tensors = read_state_tensors(path)
+    if "generator" not in tensors:
+        raise CheckpointError(
+            f"{path} holds no resume state ({STATE_TENSORS}): it is a saved agent, not a "
+            "training checkpoint; PPO.load(path, envs) rebuilds it"
+        )
     agent = load_ppo(cls, path, envs, None)
-    agent.log = MetricsLogger(log_dir, resume_step=state["num_steps"])
+    agent.log = MetricsLogger(log_dir, resume_step=state["step"])
     if state["running"] is not None:
         actions = tensors["env_actions"].numpy() if "env_actions" in tensors else None
         _replay(agent, actions, progress)

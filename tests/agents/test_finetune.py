@@ -54,6 +54,12 @@ def test_from_scratch_has_fresh_weights_but_the_same_observation_statistics():
     assert not torch.equal(scratch.trunk[0].weight, pretrained.trunk[0].weight)
 
 
+def saved_module(agent_dir, name: str) -> dict:
+    """One network's tensors from a saved agent's ``model.safetensors`` (keys ``name.*``)."""
+    tensors = load_file(agent_dir / "model.safetensors")
+    return {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
+
+
 def test_ppo_finetuning_keeps_the_kl_reference_frozen(tmp_path):
     pretrained = bc_policy()
     pretrained.save(tmp_path / "bc")
@@ -65,8 +71,8 @@ def test_ppo_finetuning_keeps_the_kl_reference_frozen(tmp_path):
     assert result.env_steps == 64 and result.last_rollout["kl_coef"] == pytest.approx(0.1)
     assert result.last_rollout["ref_kl"] != 0.0  # the policy moved away from the reference
     original = {k: v for k, v in pretrained.state_dict().items()}
-    reference = load_file(tmp_path / "ppo" / "agent" / "reference" / "model.safetensors")
-    trained = load_file(tmp_path / "ppo" / "agent" / "policy" / "model.safetensors")
+    reference = saved_module(tmp_path / "ppo" / "agent", "reference")
+    trained = saved_module(tmp_path / "ppo" / "agent", "policy")
     for key, value in original.items():  # the reference is the pretrained policy, untouched
         torch.testing.assert_close(reference[key], value)
     assert not torch.equal(trained["trunk.0.weight"], original["trunk.0.weight"])
@@ -96,7 +102,7 @@ def test_from_scratch_run_has_no_reference(tmp_path):
         PPOConfig(n_steps=32, batch_size=16, n_epochs=1), from_scratch=True,
     )  # fmt: skip
     assert result.from_scratch and result.last_rollout["ref_kl"] == 0.0
-    assert not (tmp_path / "scratch" / "agent" / "reference").exists()
+    assert not saved_module(tmp_path / "scratch" / "agent", "reference")
 
 
 def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
@@ -110,7 +116,7 @@ def test_tiny_vla_finetunes_on_images_and_instructions(tmp_path):
         PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05),
     )  # fmt: skip
     assert result.env_steps == 8 and np.isfinite(result.last_rollout["policy_loss"])
-    reference = load_file(tmp_path / "vla" / "agent" / "reference" / "model.safetensors")
+    reference = saved_module(tmp_path / "vla" / "agent", "reference")
     for key, value in vla.trainable_state_dict().items():
         torch.testing.assert_close(reference[key], value)
 
@@ -136,7 +142,7 @@ def test_log_std_sets_the_exploration_noise_of_policy_and_reference(tmp_path):
         PPOConfig(n_steps=8, batch_size=4, n_epochs=1, kl_coef=0.05, learning_rate=1e-12),
     )  # fmt: skip
     for part in ("policy", "reference"):
-        tensors = load_file(tmp_path / "vla" / "agent" / part / "model.safetensors")
+        tensors = saved_module(tmp_path / "vla" / "agent", part)
         torch.testing.assert_close(
             tensors["head.log_std"], torch.full((4,), -2.0), atol=1e-6, rtol=0
         )

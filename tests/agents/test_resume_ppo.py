@@ -72,7 +72,7 @@ def test_interrupted_and_resumed_ppo_equals_the_uninterrupted_run(kind, tmp_path
         interrupt_update(patch, at_call=4)  # checkpoint after rollout 2; 3 and 4 are lost
         with pytest.raises(KeyboardInterrupt):
             build(kind, run).learn(TOTAL, checkpoint_dir=run / "ckpt", checkpoint_every=EVERY)
-    assert latest_checkpoint(run / "ckpt").name == f"step_{128:012d}"
+    assert latest_checkpoint(run / "ckpt").name == f"step_{128:09d}"
     task, kwargs = ENVS[kind]
     resumed = PPO.resume(run / "ckpt", make_vec_env(task, 2, **kwargs), log_dir=run)
     assert resumed.num_steps == 128
@@ -142,3 +142,32 @@ def test_load_policy_reads_a_ppo_run_and_its_checkpoints(tmp_path):
         loaded = load_policy(path)
         for (name, p), q in zip(loaded.named_parameters(), agent.policy.parameters(), strict=True):
             assert torch.equal(p, q), (path, name)
+
+
+def test_ppo_checkpoints_are_the_agents_format(tiny_data, tmp_path):
+    """One checkpoint format: PPO's holds every file a BC checkpoint holds, with its resume
+    state added; each loader refuses the other's checkpoint with a pointer to the right one."""
+    from embodied_rl.agents import TrainerConfig, load_agent, train
+    from embodied_rl.agents.checkpoint import read_checkpoint_config
+
+    config = TrainerConfig(steps=2, batch_size=8, eval_episodes=0, progress=False)
+    train("bc", tiny_data, tmp_path / "bc", None, config)
+    bc_checkpoint = tmp_path / "bc" / "checkpoints"
+    agent = build("pendulum")
+    agent.learn(64, checkpoint_dir=tmp_path / "checkpoints", checkpoint_every=64)
+    ppo_files = {p.name for p in latest_checkpoint(tmp_path / "checkpoints").iterdir()}
+    bc_files = {p.name for p in latest_checkpoint(bc_checkpoint).iterdir()}
+    assert ppo_files == bc_files | {"state.safetensors"}
+    _, meta = read_checkpoint_config(tmp_path / "checkpoints")
+    assert meta["agent"]["type"] == "ppo" and meta["agent"]["config"]["n_steps"] == CONFIG.n_steps
+    with pytest.raises(CheckpointError, match=r"PPO checkpoint.*PPO\.load\(path, envs\)"):
+        load_agent(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"'bc' checkpoint, not PPO's.*load_agent"):
+        PPO.load(bc_checkpoint, make_vec_env("Pendulum-v1", 2))
+    agent.save(tmp_path / "agent")
+    with pytest.raises(CheckpointError, match=r"saved agent, not a training checkpoint"):
+        PPO.resume(tmp_path / "agent", make_vec_env("Pendulum-v1", 2))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "ppo.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"embodied-rl <= 0\.1 \(ppo\.json\)"):
+        PPO.load(tmp_path / "old", make_vec_env("Pendulum-v1", 2))

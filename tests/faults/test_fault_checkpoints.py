@@ -85,7 +85,10 @@ def test_truncated_ppo_checkpoint_is_named(tmp_path, truncate):
     agent = PPO(default_ppo_policy(envs), envs, PPOConfig(n_steps=16, batch_size=16, n_epochs=1))
     agent.learn(32, checkpoint_dir=tmp_path)
     last = latest_checkpoint(tmp_path)
-    for name in ("resume.safetensors", "optimizer.safetensors", "policy/config.json"):
+    for name in (
+        "state.safetensors", "optimizer.safetensors", "model.safetensors", "config.json",
+        "state.json",
+    ):  # fmt: skip
         truncate(last / name)
         with pytest.raises(CheckpointError, match=re.escape(str(last / name))):
             PPO.resume(tmp_path, make_vec_env("Pendulum-v1", 2))
