@@ -485,6 +485,64 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     o2o.set_defaults(func=_bench)
 
 
+# literal here so that `erl --help` imports no dataset code; a test checks them against
+# embodied_rl.datasets.locomotion.BODIES / KINDS
+LOCOMOTION_BODIES = ("hopper", "walker2d", "halfcheetah")
+LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-replay")
+
+
+def _datasets_locomotion(args: argparse.Namespace) -> int:
+    import torch
+
+    from embodied_rl.runners.locomotion import LocomotionConfig, build_locomotion
+
+    config = LocomotionConfig(
+        env_steps=args.env_steps, snapshot_every=args.snapshot_every,
+        eval_episodes=args.eval_episodes, transitions=args.transitions, seed=args.seed,
+    )  # fmt: skip
+    torch.set_num_threads(1)  # PPO's small MLPs lose from threads (see PPO.learn)
+    for body in dict.fromkeys(args.bodies):
+        start = time.perf_counter()
+        paths = build_locomotion(
+            body, args.root, config, tuple(args.kinds), Path(args.work) / body,
+            not args.no_progress,
+        )  # fmt: skip
+        print(f"{body}: {len(paths)} datasets in {time.perf_counter() - start:.0f} s")
+        for kind, path in paths.items():
+            print(f"  {kind:14s} {path}")
+    return 0
+
+
+def _add_datasets(sub: argparse._SubParsersAction) -> None:
+    datasets = sub.add_parser("datasets", help="build standard datasets")
+    kinds = datasets.add_subparsers(dest="dataset_family", required=True)
+    loco = kinds.add_parser(
+        "locomotion", help="D4RL-style Hopper/Walker2d/HalfCheetah datasets, regenerated with "
+        "the toolkit's PPO (cached: a dataset built with the same settings is kept)",
+    )  # fmt: skip
+    loco.add_argument("--bodies", nargs="+", default=list(LOCOMOTION_BODIES),
+                      choices=LOCOMOTION_BODIES, help="bodies to build")  # fmt: skip
+    loco.add_argument("--kinds", nargs="+", default=list(LOCOMOTION_KINDS),
+                      choices=LOCOMOTION_KINDS, help="datasets per body")  # fmt: skip
+    loco.add_argument("--root", default=None, help="datasets root (default $MINARI_DATASETS_PATH)")
+    loco.add_argument(
+        "--work", default="outputs/locomotion", help="PPO metrics and policy snapshots, per body"
+    )
+    loco.add_argument(
+        "--env-steps", type=int, default=1_000_000, help="PPO steps of the behaviour policy"
+    )
+    loco.add_argument(
+        "--snapshot-every", type=int, default=50_000, help="steps between evaluated snapshots"
+    )
+    loco.add_argument("--eval-episodes", type=int, default=10, help="episodes per snapshot")
+    loco.add_argument(
+        "--transitions", type=int, default=200_000, help="steps of random, medium and expert"
+    )
+    loco.add_argument("--seed", type=int, default=0)
+    loco.add_argument("--no-progress", action="store_true", help="no progress bar")
+    loco.set_defaults(func=_datasets_locomotion)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erl", description="embodied-rl command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -725,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--suite", choices=["tabletop", "metaworld"], default=None)
     tasks.set_defaults(func=_tasks)
     _add_bench(sub)
+    _add_datasets(sub)
     from embodied_rl.llm.cli import add_llm_parser  # torch and transformers load in handlers
 
     add_llm_parser(sub)

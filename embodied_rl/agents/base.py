@@ -102,6 +102,11 @@ class Agent(ABC):
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One gradient step on ``batch``; returns float metrics (losses and diagnostics)."""
 
+    @property
+    def critic_obs_key(self) -> str:
+        """The observation key the critics read (see :func:`critic_obs_key`)."""
+        return critic_obs_key(self.policy, self.config)
+
     def modules(self) -> dict[str, nn.Module]:
         """Every network a checkpoint stores, by name (the policy is ``"policy"``)."""
         return {"policy": self.policy}
@@ -171,12 +176,18 @@ def critic_obs(batch: dict[str, Any], key: str) -> tuple[Tensor, Tensor]:
     return obs.float(), next_obs.float()
 
 
+def as_obs_dict(policy: Policy, obs: Any) -> dict[str, Any]:
+    """A batch's observations as the policy reads them: a plain ``Box`` dataset's samplers
+    give the array itself, which is the policy's ``obs_key``."""
+    return obs if isinstance(obs, dict) else {policy.config.obs_key: obs}
+
+
 def policy_input(policy: Policy, batch: dict[str, Any]) -> dict[str, Any]:
     """The policy's training input for a transition batch: the observation dict for flat
     policies; for the VLA policy the frame history, instructions and frame mask (the sampler
     adds ``history`` when built with ``history=k``)."""
     if "history" not in batch:
-        return batch["obs"]
+        return as_obs_dict(policy, batch["obs"])
     history = batch["history"]
     out = {
         "images": history["image"],  # (B, k, H, W, 3) uint8
@@ -209,9 +220,16 @@ def policy_action_dim(policy: Policy) -> int:
     return int(policy.head.action_dim)
 
 
+def critic_obs_key(policy: Policy, config: Any) -> str:
+    """The observation key the critics read: the config's ``critic_obs_key``, else the
+    policy's ``obs_key`` (``"observation"`` for a plain ``Box`` dataset), else ``"state"``."""
+    key = getattr(config, "critic_obs_key", None)
+    return key or getattr(policy.config, "obs_key", None) or "state"
+
+
 def critics_for(policy: Policy, config: Any) -> QEnsemble:
     """The Q ensemble of an actor-critic agent from its config's ``critic_obs_dim``,
     ``hidden``, ``n_critics``, ``critic_obs_key`` and ``normalize_obs``."""
-    key = config.critic_obs_key if config.normalize_obs else None
+    key = critic_obs_key(policy, config) if config.normalize_obs else None
     obs_dim = critic_obs_dim(policy, config.critic_obs_dim)
     return QEnsemble(obs_dim, policy_action_dim(policy), config.hidden, config.n_critics, key)

@@ -21,6 +21,7 @@ from torch import Tensor
 from embodied_rl.agents.base import (
     Agent,
     adam,
+    as_obs_dict,
     critic_obs,
     critics_for,
     policy_action_dim,
@@ -58,7 +59,7 @@ class CQLConfig:
     bc_steps: int = 0  # steps of behaviour-cloning actor warm-up (the paper: 10k-40k)
     hidden: tuple[int, ...] = (256, 256)  # the paper uses 3 x 256; d3rlpy 2 x 256
     n_critics: int = 2
-    critic_obs_key: str = "state"
+    critic_obs_key: str | None = None  # the critics' input; None: the policy's obs_key
     critic_obs_dim: int = 0  # 0: the MLP policy's obs_dim
     normalize_obs: bool = True  # critics standardise their observations (data statistics)
     # training reward = reward_scale * r + reward_bias; CORL's Cal-QL uses 10 and -5 on
@@ -152,11 +153,11 @@ class CQLAgent(Agent):
 
     def _update(self, batch: dict[str, Any]) -> dict[str, float]:
         c, head, n = self.config, self.policy.head, self.config.n_actions
-        obs, next_obs = critic_obs(batch, c.critic_obs_key)
+        obs, next_obs = critic_obs(batch, self.critic_obs_key)
         action = batch["action"]
         alpha = self.log_alpha.exp()
 
-        out = self.policy(batch["obs"])  # (B, A) mean action
+        out = self.policy(as_obs_dict(self.policy, batch["obs"]))  # (B, A) mean action
         pi, log_pi = gaussian_samples(out, head.log_std, 1)  # (B, 1, A), (B, 1)
         if self.step < c.bc_steps:
             actor_loss = (alpha.detach() * log_pi[:, 0] - head.log_prob(out, action)).mean()
@@ -169,7 +170,7 @@ class CQLAgent(Agent):
         }
 
         with torch.no_grad():
-            next_out = self.policy(batch["next_obs"])  # (B, A)
+            next_out = self.policy(as_obs_dict(self.policy, batch["next_obs"]))  # (B, A)
             next_pi, next_log_pi = gaussian_samples(next_out, head.log_std, n)  # (B, n, A)
             target_q = self.target_critic(next_obs, next_pi[:, :1]).min(0).values[:, 0]  # (B,)
             if c.backup_entropy:

@@ -5,7 +5,8 @@ one-step target ``r + gamma V(s')``, and the policy by advantage-weighted regres
 the weights ``exp(beta (Q - V))`` multiply the behaviour-cloning loss of the policy's head
 (Gaussian log-likelihood, MSE, or action-token cross-entropy for the VLA policy).
 
-Critics always read a flat state vector (``critic_obs_key``, default ``"state"``): with the
+Critics always read a flat state vector (``critic_obs_key``; default the policy's ``obs_key``,
+``"state"`` for image policies): with the
 VLA policy the actor sees images and instructions while V and Q see the low-dimensional
 state stored beside them (an asymmetric actor-critic; collect ``obs_mode="rgb+state"``).
 Value, critic and actor losses touch disjoint parameters, so one backward and one fused
@@ -49,7 +50,7 @@ class IQLConfig:
     critic_learning_rate: float = 3e-4  # Q and V
     hidden: tuple[int, ...] = (256, 256)  # critic and value MLP widths
     n_critics: int = 2  # clipped double Q: the target is the ensemble minimum
-    critic_obs_key: str = "state"  # observation key the critics read
+    critic_obs_key: str | None = None  # the critics' input; None: the policy's obs_key
     critic_obs_dim: int = 0  # its size; 0: the MLP policy's obs_dim (set it for the VLA policy)
     normalize_obs: bool = True  # critics standardise their observations (data statistics)
     # training reward = reward_scale * r + reward_bias (offline data and online transitions);
@@ -88,7 +89,7 @@ class IQLAgent(Agent):
         c = config
         self.critic = critics_for(policy, c)
         obs_dim = critic_obs_dim(policy, c.critic_obs_dim)
-        key = c.critic_obs_key if c.normalize_obs else None
+        key = self.critic_obs_key if c.normalize_obs else None
         self.target_critic = make_target(self.critic)
         self.value = ValueNetwork(obs_dim, c.hidden, key)
         actor = [p for p in policy.parameters() if p.requires_grad]
@@ -117,7 +118,7 @@ class IQLAgent(Agent):
 
     def _update(self, batch: dict[str, Any]) -> dict[str, float]:
         c = self.config
-        obs, next_obs = critic_obs(batch, c.critic_obs_key)
+        obs, next_obs = critic_obs(batch, self.critic_obs_key)
         action = batch["action"]
         with torch.no_grad():
             target_q = self.target_critic(obs, action).min(0).values  # (B,)

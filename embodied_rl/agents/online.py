@@ -158,7 +158,7 @@ class _OnlineRun:
         check_online_agent(agent)
         self.agent, self.data, self.env_fn, self.config, self.out = agent, data, env_fn, config, out
         c = config
-        keys = {agent.policy.config.obs_key, agent.config.critic_obs_key}
+        keys = {agent.policy.config.obs_key, agent.critic_obs_key}
         self.buffer = ReplayBuffer(
             data,
             sorted(keys),

@@ -20,6 +20,7 @@ import torch
 from embodied_rl.agents.base import (
     Agent,
     adam,
+    as_obs_dict,
     critic_obs,
     critics_for,
     register_agent,
@@ -44,7 +45,7 @@ class TD3BCConfig:
     critic_learning_rate: float = 3e-4
     hidden: tuple[int, ...] = (256, 256)  # critic MLP widths
     n_critics: int = 2  # clipped double Q
-    critic_obs_key: str = "state"
+    critic_obs_key: str | None = None  # the critics' input; None: the policy's obs_key
     critic_obs_dim: int = 0  # 0: the policy's obs_dim
     normalize_obs: bool = True  # critics standardise their observations (data statistics)
     reward_scale: float = 1.0  # training reward = reward_scale * r + reward_bias
@@ -120,14 +121,14 @@ class TD3BCAgent(Agent):
         c, head = self.config, self.policy.head
         if "history" in batch:
             raise ValueError("TD3+BC acts on flat observations; use an MLP or CNN policy")
-        obs, next_obs = critic_obs(batch, c.critic_obs_key)
+        obs, next_obs = critic_obs(batch, self.critic_obs_key)
         action = batch["action"]
         half_range = (head.high - head.low) / 2
         with torch.no_grad():
             noise = torch.randn_like(action) * c.policy_noise * half_range
             noise = torch.maximum(torch.minimum(noise, c.noise_clip * half_range),
                                   -c.noise_clip * half_range)  # fmt: skip
-            next_action = self.target_policy(batch["next_obs"]) + noise
+            next_action = self.target_policy(as_obs_dict(self.policy, batch["next_obs"])) + noise
             next_action = torch.maximum(torch.minimum(next_action, head.high), head.low)
             target_q = self.target_critic(next_obs, next_action).min(0).values  # (B,)
             q_target = batch["reward"] + batch["discount"] * target_q
@@ -136,7 +137,7 @@ class TD3BCAgent(Agent):
         actor_step = (self.step + 1) % c.policy_delay == 0
         metrics: dict[str, float] = {}
         if actor_step:
-            pi = self.policy(batch["obs"])  # (B, A)
+            pi = self.policy(as_obs_dict(self.policy, batch["obs"]))  # (B, A)
             q_pi = self.critic(obs, pi, detach_params=True)[0]  # Q_1 (B,)
             losses["actor_loss"] = td3bc_actor_loss(q_pi, pi, action, c.alpha)
             metrics["bc_mse"] = (pi - action).square().sum(-1).mean().item()

@@ -92,23 +92,38 @@ class _RewardFeedback(gym.Wrapper):
 
 
 def env_factory(data: OfflineDataset) -> Callable[[], gym.Env]:
-    """A function building the environment a dataset was collected on (its metadata)."""
+    """A function building the environment a dataset was collected on (its metadata): a
+    toolkit task (``embodied_rl.collection``), any gymnasium id there (the locomotion
+    datasets' ``Hopper-v5``), or the ``env_spec`` of a dataset written by Minari."""
     collection = data.metadata.get("embodied_rl", {}).get("collection")
-    if not collection or "env_id" not in collection:
-        raise ValueError(
-            "the dataset's metadata does not name its environment (embodied_rl.collection."
-            "env_id); pass eval_env= or set eval_episodes=0"
-        )
-
-    def build() -> gym.Env:
-        from embodied_rl.envs import make
-
+    if collection and "env_id" in collection:
+        env_id = collection["env_id"]
         kwargs = dict(collection.get("env_kwargs") or {})
         if collection.get("randomization") is not None:
             kwargs["randomization"] = collection["randomization"]
-        return make(collection["env_id"], **kwargs)
 
-    return build
+        def build() -> gym.Env:
+            from embodied_rl.envs import list_tasks, make
+
+            return make(env_id, **kwargs) if env_id in list_tasks() else gym.make(env_id, **kwargs)
+
+        return build
+    spec = data.metadata.get("env_spec")
+    if spec:
+        from gymnasium.envs.registration import EnvSpec
+
+        try:
+            parsed = EnvSpec.from_json(spec) if isinstance(spec, str) else EnvSpec(**spec)
+        except Exception as error:  # gymnasium raises several types for a spec it cannot read
+            raise ValueError(
+                f"the dataset's env_spec cannot be read by this gymnasium ({error}); pass "
+                "eval_env= or set eval_episodes=0"
+            ) from error
+        return lambda: gym.make(parsed)
+    raise ValueError(
+        "the dataset's metadata does not name its environment (embodied_rl.collection.env_id "
+        "or Minari's env_spec); pass eval_env= or set eval_episodes=0"
+    )
 
 
 def evaluate(
@@ -329,8 +344,17 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 
 # ---------------------------------------------------------------------- building blocks
-def default_policy(algo: str, data: OfflineDataset, obs_key: str = "state", **overrides: Any):
-    """A policy sized for ``data``: the MLP policy (the DT's own transformer for ``dt``)."""
+def default_policy(algo: str, data: OfflineDataset, obs_key: str | None = None, **overrides: Any):
+    """A policy sized for ``data``: the MLP policy (the DT's own transformer for ``dt``).
+    ``obs_key`` defaults to ``"state"``, or to the only observation key (``"observation"``
+    for a plain ``Box`` dataset such as the locomotion ones)."""
+    if obs_key is None:
+        keys = list(data.observations)
+        obs_key = "state" if "state" in keys or len(keys) != 1 else keys[0]
+    if obs_key not in data.observations:
+        raise ValueError(
+            f"obs_key={obs_key!r} is not an observation of the dataset ({sorted(data.observations)})"
+        )
     obs_dim = int(np.prod(data.observations[obs_key].shape[1:]))
     space = data.action_space
     bounds = {
@@ -397,7 +421,7 @@ def make_sampler(
         keys, history = None, policy.config.history
     else:
         read = getattr(policy, "input_keys", None) or (policy.config.obs_key,)  # CNN: image
-        keys = tuple({*read, getattr(agent.config, "critic_obs_key", "state")})
+        keys = tuple({*read, agent.critic_obs_key})
         keys, history = tuple(k for k in sorted(keys) if k in data.observations), None
     config = SamplerConfig(batch_size=batch_size, seed=seed, obs_keys=keys)
     gamma = getattr(agent.config, "discount", 0.99)

@@ -129,8 +129,11 @@ def _to_json(config: Any) -> dict[str, Any]:
 
 def check_observation(obs: Any, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """``obs[key]`` as an array, checked: present, one observation of ``shape`` (not a batch),
-    uint8 pixels for images (key ``image*``), finite values otherwise. Errors name the value
-    and the fix."""
+    uint8 pixels for images (key ``image*``), finite values otherwise. A bare array (an
+    environment with a plain ``Box`` observation space, e.g. gymnasium's MuJoCo bodies) is
+    the value of a non-image ``key``. Errors name the value and the fix."""
+    if isinstance(obs, np.ndarray) and not key.startswith("image"):
+        obs = {key: obs}
     if not isinstance(obs, dict) or key not in obs:
         keys = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
         raise ValueError(
