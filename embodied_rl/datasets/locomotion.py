@@ -7,8 +7,8 @@ locomotion``). The kinds follow D4RL:
 
 - ``random``: uniform random actions;
 - ``medium``: a behaviour policy at roughly a third of the expert's return, sampling actions;
-- ``medium-replay``: every episode the behaviour policy's training ran until the medium
-  policy was reached (PPO's rollouts, recorded in the environments);
+- ``medium-replay``: every episode the behaviour policy's training ran until it first
+  reached the medium level (PPO's rollouts, recorded in the environments);
 - ``expert``: the fully trained behaviour policy, sampling actions;
 - ``medium-expert``: ``medium`` and ``expert`` together;
 - ``full-replay``: every episode of the behaviour policy's training.
@@ -128,12 +128,12 @@ class EpisodeRecorder(gym.Wrapper):
         return len(self._rewards)
 
     def cut(self) -> None:
-        """End the episode in progress here, as truncated (D4RL's timeouts); nothing if it
-        has no step yet."""
+        """End the episode in progress here, as truncated (D4RL's timeouts; ``cut`` in its
+        metadata); nothing if it has no step yet."""
         if self._rewards:
-            self._emit(terminated=False)
+            self._emit(terminated=False, cut=True)
 
-    def _emit(self, terminated: bool) -> None:
+    def _emit(self, terminated: bool, cut: bool = False) -> None:
         n = len(self._rewards)
         episode = Episode(
             observations=np.stack(self._obs).astype(self._obs_dtype, copy=False),
@@ -141,7 +141,10 @@ class EpisodeRecorder(gym.Wrapper):
             rewards=np.asarray(self._rewards, dtype=np.float64),
             terminations=np.array([False] * (n - 1) + [terminated]),
             truncations=np.array([False] * (n - 1) + [not terminated]),
-            metadata={"seed": self._seed} if self._seed is not None else {},
+            metadata={
+                **({"seed": self._seed} if self._seed is not None else {}),
+                **({"cut": True} if cut else {}),
+            },
         )
         self.sink(self.steps, episode)
         self._obs, self._actions, self._rewards = [], [], []
@@ -154,7 +157,8 @@ def run_episodes(
     seed: int,
 ) -> list[Episode]:
     """Episodes of ``act`` on ``env`` (reset seeds ``seed``, ``seed + 1``, ...) until they hold
-    ``transitions`` steps; the last one is cut there (marked truncated, as D4RL's timeouts)."""
+    ``transitions`` steps; the last one is cut there (marked truncated, as D4RL's timeouts,
+    and ``cut`` in its metadata)."""
     episodes: list[Episode] = []
     recorder = EpisodeRecorder(env, lambda _, episode: episodes.append(episode))
     total = 0

@@ -54,10 +54,17 @@ class BenchTask:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. n_objects, reward_type
     reference_episodes: int = 10  # random/expert episodes for the normalized score
     seed: int = 0  # dataset collection seed (the same data for every run)
+    # a dataset id used instead of collecting one (tier, episodes, env_kwargs and
+    # reference_episodes then do not apply), looked up under $MINARI_DATASETS_PATH;
+    # locomotion/<body>/<kind>-v0 is built there (`erl datasets locomotion`) when missing
+    dataset: str = ""
 
     def __post_init__(self) -> None:
+        from embodied_rl.datasets.minari_format import parse_dataset_id
         from embodied_rl.datasets.tiers import check_tier
 
+        if self.dataset:
+            parse_dataset_id(self.dataset)
         check_tier(self.tier)
         if not self.name or "/" in self.name or "-" in self.name:
             raise ValueError(f"task name={self.name!r} must be non-empty without '/' or '-'")
@@ -198,9 +205,12 @@ def dataset_id(suite: Suite, task: BenchTask) -> str:
 
 def prepare_dataset(suite: Suite, task: BenchTask, root: Path) -> Path:
     """Collect the task's dataset under ``root`` unless it is already there (an interrupted
-    collection resumes)."""
+    collection resumes); a task naming a ``dataset`` uses that one (built if it is a missing
+    locomotion dataset)."""
     from embodied_rl.datasets import collect, dataset_dir
 
+    if task.dataset:
+        return _named_dataset(task.dataset)
     ident = dataset_id(suite, task)
     target = dataset_dir(root, ident)
     if (target / "data" / "metadata.json").is_file():
@@ -212,6 +222,22 @@ def prepare_dataset(suite: Suite, task: BenchTask, root: Path) -> Path:
         reference_episodes=task.reference_episodes, resume=partial.exists(), progress=False,
     )  # fmt: skip
     return result.path
+
+
+def _named_dataset(ident: str) -> Path:
+    from embodied_rl.datasets import dataset_dir
+    from embodied_rl.datasets.minari_format import parse_dataset_id
+
+    path = dataset_dir(None, ident)
+    if (path / "data" / "metadata.json").is_file():
+        return path
+    namespace, kind, _ = parse_dataset_id(ident)
+    if namespace is None or not namespace.startswith("locomotion/"):
+        raise FileNotFoundError(f"dataset {ident!r} is not at {path}")
+    from embodied_rl.runners.locomotion import build_locomotion
+
+    body = namespace.split("/", 1)[1]
+    return build_locomotion(body, None, kinds=(kind,), progress=False)[kind]
 
 
 def _offline_done(run_dir: Path, steps: int) -> bool:
@@ -228,6 +254,12 @@ def _last_step(metrics_csv: Path) -> int:
         return int(lines[-1].split(",", 1)[0])
     except (OSError, ValueError, IndexError):  # missing, empty, or a header only
         return 0
+
+
+def _obs_keys(task: BenchTask) -> list[str] | None:
+    """The state of the collected (Dict) datasets; a named dataset's observations as they are
+    (the locomotion ones are a plain Box)."""
+    return None if task.dataset else ["state"]
 
 
 def run_progress(run_dir: str | os.PathLike, suite: Suite) -> float:
@@ -380,7 +412,7 @@ def run_benchmark(
         remote = ray.remote(num_cpus=1)(execute_run)
         try:
             refs = {
-                name: ray.put(load_dataset(path, obs_keys=["state"]))
+                name: ray.put(load_dataset(path, obs_keys=_obs_keys(suite.task(name))))
                 for name, path in paths.items()
                 if any(s.task == name for s in todo)
             }

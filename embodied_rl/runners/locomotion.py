@@ -7,9 +7,10 @@ For one body (``hopper``, ``walker2d``, ``halfcheetah``; see
    environment steps. Every episode of its rollouts is recorded inside the environments
    (``full-replay``), and every ``snapshot_every`` steps the policy is saved and evaluated
    (deterministic actions, ``eval_episodes`` episodes on held-out reset seeds).
-2. The expert is the best-evaluated snapshot; the medium policy is the snapshot whose
-   evaluation return is closest to ``random + medium_fraction * (expert - random)``, D4RL's
-   "about a third of the expert".
+2. The expert is the best-evaluated snapshot; the medium policy is the first snapshot whose
+   evaluation return reaches ``random + medium_fraction * (expert - random)``, D4RL's "about
+   a third of the expert" (the first: PPO's return rises and falls, and the replay up to the
+   medium policy must not hold a better phase of training).
 3. ``random``, ``medium`` and ``expert`` hold ``transitions`` steps each (actions sampled
    from the policy's Gaussian, or uniform), ``medium-expert`` both of the latter,
    ``medium-replay`` the recorded training episodes up to the medium snapshot. Every dataset
@@ -17,8 +18,9 @@ For one body (``hopper``, ``walker2d``, ``halfcheetah``; see
    environment, so the offline trainer evaluates normalised scores on it.
 
 Everything is seeded: the same config and seed give the same datasets on the same machine.
-A dataset whose metadata records the same build config is not built again; the behaviour
-policy is trained again only when a dataset that needs it is missing.
+A dataset whose metadata records the same build config is not built again, and a behaviour
+policy trained in ``work`` with the same training settings is reused (its snapshots and the
+``full-replay`` dataset hold everything the other datasets need).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from embodied_rl.evaluation.rollout import held_out_seed
 from embodied_rl.utils.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
+BUILD_VERSION = 2  # bump when a change alters the datasets a config builds (caches rebuild)
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,10 @@ def _uniform_actor(space: gym.spaces.Box, seed: int):
 
 
 def _mean_return(episodes: list) -> float:
-    """Mean return of the complete episodes (a cut last one is left out unless it is all)."""
-    complete = [e for e in episodes if not e.truncations[-1] or len(episodes) == 1] or episodes
-    return float(np.mean([e.rewards.sum() for e in complete]))
+    """Mean return of the episodes that ended by themselves or at the time limit (one cut by
+    the step budget is left out unless it is all there is)."""
+    whole = [e for e in episodes if not e.metadata.get("cut")] or episodes
+    return float(np.mean([e.rewards.sum() for e in whole]))
 
 
 def _evaluate(policy: Any, env_id: str, episodes: int, seed: int) -> float:
@@ -148,9 +152,11 @@ def train_behaviour(
 
     def factory() -> gym.Env:
         # steps of one copy x copies: the global step at which an episode ended (sync envs)
-        return EpisodeRecorder(
-            gym.make(env_id), lambda n, ep: recorded.append((n * config.n_envs, ep))
-        )
+        return EpisodeRecorder(gym.make(env_id), lambda n, ep: record(n * config.n_envs, ep))
+
+    def record(end_step: int, episode: Any) -> None:
+        episode.metadata["end_step"] = end_step  # kept in the file: the replay is rebuilt from it
+        recorded.append((end_step, episode))
 
     seed_everything(config.seed)
     envs = make_vec_env(factory, config.n_envs)
@@ -178,11 +184,19 @@ def train_behaviour(
         envs.close()
         agent.log.close()
         torch.set_num_threads(threads)
+    return choose_policies(snapshots, random_return, config), recorded
+
+
+def choose_policies(
+    snapshots: list[tuple[int, float]], random_return: float, config: LocomotionConfig
+) -> Behaviour:
+    """The expert: the best-evaluated snapshot. The medium policy: the first snapshot whose
+    return reaches ``random + medium_fraction * (expert - random)`` — the first, because PPO's
+    return is not monotonic, and a replay "up to medium" must not hold a better phase."""
     expert_step, expert_return = max(snapshots, key=lambda s: (s[1], -s[0]))
     target = random_return + config.medium_fraction * (expert_return - random_return)
-    medium_step = min(snapshots, key=lambda s: (abs(s[1] - target), s[0]))[0]
-    behaviour = Behaviour(snapshots, random_return, medium_step, expert_step)
-    return behaviour, recorded
+    medium_step = next(step for step, value in snapshots if value >= target)
+    return Behaviour(snapshots, random_return, medium_step, expert_step)
 
 
 def _metadata(body: str, kind: str, config: LocomotionConfig, behaviour: Behaviour,
@@ -203,19 +217,55 @@ def _metadata(body: str, kind: str, config: LocomotionConfig, behaviour: Behavio
                 "body": body,
                 "kind": kind,
                 "config": dataclasses.asdict(config),
+                "build_version": BUILD_VERSION,
                 "behaviour": behaviour.to_json(),
             },
         },
     }
 
 
+def _training(config: LocomotionConfig) -> dict[str, Any]:
+    """The settings that decide the behaviour policy's training."""
+    names = ("env_steps", "snapshot_every", "eval_episodes", "n_envs", "seed")
+    return {name: getattr(config, name) for name in names}
+
+
 def _built_with(path: Path, config: LocomotionConfig) -> bool:
     meta_file = path / "data" / "metadata.json"
     if not meta_file.is_file():
         return False
-    meta = json.loads(meta_file.read_text())
-    built = meta.get("embodied_rl", {}).get("locomotion", {}).get("config")
-    return built == json.loads(json.dumps(dataclasses.asdict(config)))
+    meta = json.loads(meta_file.read_text()).get("embodied_rl", {}).get("locomotion", {})
+    same = meta.get("config") == json.loads(json.dumps(dataclasses.asdict(config)))
+    return same and meta.get("build_version") == BUILD_VERSION
+
+
+def _reuse_behaviour(
+    body: str, root: Any, config: LocomotionConfig, work: Path
+) -> tuple[Behaviour, list[tuple[int, Any]]] | None:
+    """The behaviour policy of an earlier build with the same training settings: its
+    snapshots, evaluations (``behaviour.json``) and training episodes (``full-replay``)."""
+    from embodied_rl.datasets.minari_reader import load_dataset
+
+    saved_file, full = (
+        work / "behaviour.json",
+        dataset_dir(root, locomotion_id(body, "full-replay")),
+    )
+    if not saved_file.is_file() or not (full / "data" / "metadata.json").is_file():
+        return None
+    saved = json.loads(saved_file.read_text())
+    steps = [step for step, _ in saved.get("snapshots", [])]
+    snapshots_there = all((work / "snapshots" / f"step_{n:09d}").is_dir() for n in steps)
+    if saved.get("training") != _training(config) or not steps or not snapshots_there:
+        return None
+    data = load_dataset(full)
+    episodes = list(data.episodes())
+    ends = np.cumsum([len(e) for e in episodes]) * config.n_envs  # exact for one copy
+    recorded = [
+        (int(e.metadata.get("end_step", n)), e) for n, e in zip(ends, episodes, strict=True)
+    ]
+    snapshots = [(int(n), float(v)) for n, v in saved["snapshots"]]
+    logger.info("%s: reusing the behaviour policy trained in %s", body, work)
+    return choose_policies(snapshots, float(saved["random_return"]), config), recorded
 
 
 def build_locomotion(
@@ -229,7 +279,8 @@ def build_locomotion(
     """Build (or find, cached) the ``kinds`` datasets of ``body`` under ``root`` (Minari's
     root by default); returns their directories by kind. ``work`` (default
     ``outputs/locomotion/<body>``) receives PPO's metrics, the policy snapshots and
-    ``behaviour.json``."""
+    ``behaviour.json``; a behaviour policy trained there with the same training settings is
+    reused (with the ``full-replay`` dataset, always written, holding its episodes)."""
     from embodied_rl.policies.base import load_policy
 
     config = config or LocomotionConfig()
@@ -243,8 +294,13 @@ def build_locomotion(
     work = Path(work) if work is not None else Path("outputs") / "locomotion" / body
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    behaviour, recorded = train_behaviour(body, config, work, progress)
-    write_text_atomic(work / "behaviour.json", json.dumps(behaviour.to_json(), indent=1))
+    reused = _reuse_behaviour(body, root, config, work)
+    behaviour, recorded = reused or train_behaviour(body, config, work, progress)
+    if reused is None:
+        saved = {**behaviour.to_json(), "training": _training(config)}
+        write_text_atomic(work / "behaviour.json", json.dumps(saved, indent=1))
+        if "full-replay" not in todo:
+            todo.append("full-replay")  # what a later build reuses
     env_id = BODIES[body]
     env = gym.make(env_id)
     space = env.action_space
@@ -274,6 +330,8 @@ def build_locomotion(
             root, locomotion_id(body, kind), episodes[kind], obs_space, act_space,
             metadata=_metadata(body, kind, config, behaviour, refs), overwrite=True,
         )  # fmt: skip
-        logger.info("wrote %s (%d steps)", paths[kind], sum(len(e) for e in episodes[kind]))
+        logger.info(
+            "wrote %s (%d steps)", locomotion_id(body, kind), sum(len(e) for e in episodes[kind])
+        )
     logger.info("%s datasets built in %.0f s", body, time.perf_counter() - start)
     return paths

@@ -96,6 +96,20 @@ def test_every_kind_is_built_with_d4rl_reference_scores(built):
     steps = [s for s, _ in behaviour["snapshots"]]
     assert steps == [2048, 4096] and behaviour["expert_step"] in steps
     assert behaviour["medium_step"] in steps
+    ends = [m["end_step"] for m in replay.episode_metadata]
+    assert ends == sorted(ends) and ends[-1] <= behaviour["medium_step"]
+    assert data["expert"].metadata["ref_max_score"] == pytest.approx(  # cut episode left out
+        np.mean([r for r, m in zip(data["expert"].episode_returns(),
+                                   data["expert"].episode_metadata, strict=True)
+                 if not m.get("cut")])
+    )  # fmt: skip
+
+
+def test_the_medium_policy_is_the_first_to_reach_a_third_of_the_expert():
+    config = runner.LocomotionConfig()
+    snapshots = [(1, 50.0), (2, 400.0), (3, 2000.0), (4, 3000.0), (5, 900.0), (6, 1200.0)]
+    chosen = runner.choose_policies(snapshots, 0.0, config)  # target 1000
+    assert (chosen.medium_step, chosen.expert_step) == (3, 4)
 
 
 def test_minari_reads_our_datasets(built, monkeypatch):
@@ -114,10 +128,17 @@ def test_a_build_with_the_same_settings_is_cached(built, monkeypatch):
 
     monkeypatch.setattr(runner, "train_behaviour", no_training)
     paths = runner.build_locomotion("hopper", built / "data", TINY, ("medium", "expert"))
+    # other dataset settings, same training: the behaviour policy is reused from work/
+    for transitions in (900, TINY.transitions):  # and back, for the other tests
+        runner.build_locomotion(
+            "hopper", built / "data", dataclasses.replace(TINY, transitions=transitions),
+            ("random",), built / "work" / "hopper",
+        )  # fmt: skip
+        assert load_locomotion("hopper", "random", built / "data").n_transitions == transitions
     assert paths["medium"] == dataset_dir(built / "data", "locomotion/hopper/medium-v0")
-    other = dataclasses.replace(TINY, transitions=1000)
+    other = dataclasses.replace(TINY, env_steps=6144)
     with pytest.raises(AssertionError, match="trained again"):
-        runner.build_locomotion("hopper", built / "data", other, ("medium",))
+        runner.build_locomotion("hopper", built / "data", other, ("medium",), built / "work")
 
 
 def test_the_build_is_reproducible(built, tmp_path):
@@ -197,3 +218,34 @@ def test_names_and_settings_are_checked():
         "transitions": 200_000, "seed": 0,
     }  # fmt: skip
     assert {k: getattr(defaults, k) for k in parser_defaults} == parser_defaults
+
+
+def test_offline_to_online_runs_on_a_locomotion_dataset(built, tmp_path, monkeypatch):
+    """The `locomotion` bench suite's path: a task naming a dataset, offline then online."""
+    from embodied_rl.runners.benchmark import (
+        RunSpec,
+        execute_run,
+        load_suite,
+        prepare_dataset,
+        suite_from_dict,
+    )
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(built / "data"))
+    shipped = load_suite("locomotion")
+    assert shipped.task("hopper").dataset == "locomotion/hopper/medium-replay-v0"
+    suite = suite_from_dict(
+        {
+            "name": "tiny-locomotion",
+            "tasks": [{"name": "hopper", "env_id": "Hopper-v5", "dataset": shipped.task("hopper").dataset}],
+            "offline_steps": 4, "batch_size": 16, "hidden": [16, 16],
+            "online": {"env_steps": 30, "batch_size": 16, "eval_every": 15, "eval_episodes": 1,
+                       "checkpoint_every": 15, "log_every": 15},
+        }
+    )  # fmt: skip
+    path = prepare_dataset(suite, suite.task("hopper"), tmp_path / "unused")
+    assert path == dataset_dir(built / "data", "locomotion/hopper/medium-replay-v0")
+    data = load_locomotion("hopper", "medium-replay", built / "data")
+    record = execute_run(RunSpec("calql", "hopper", 0), suite, data, tmp_path / "run")
+    assert record["env_steps"] == 30 and record["env_id"] == "Hopper-v5"
+    assert np.isfinite(record["offline_score"]) and np.isfinite(record["online_score"])
+    assert [point[0] for point in record["curve"]][-1] == 30
