@@ -271,6 +271,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
     parser.add_argument("--out", default=None, help="write the Markdown table here")
+    parser.add_argument(
+        "--table-only", action="store_true", help="write the table of the finished runs only"
+    )
     args = parser.parse_args()
     if "d3rlpy" in args.libs and not Path(args.d3rlpy_python).exists():
         parser.error(f"--d3rlpy-python {args.d3rlpy_python} does not exist")
@@ -278,7 +281,9 @@ def main() -> int:
     from embodied_rl.datasets.locomotion import locomotion_id
     from embodied_rl.runners.locomotion import build_locomotion
 
-    for body in args.bodies:  # datasets already there are used as they are
+    for body in (
+        [] if args.table_only else args.bodies
+    ):  # datasets already there are used as they are
         missing = [
             k for k in args.kinds
             if not (dataset_dir(args.root, locomotion_id(body, k)) / "data").is_dir()
@@ -299,6 +304,8 @@ def main() -> int:
         else:
             todo.append(spec)
     print(f"{len(records)} runs done, {len(todo)} to run", flush=True)
+    if args.table_only:
+        todo = []
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_one, *spec, shared): spec for spec in todo}

@@ -112,6 +112,28 @@ PLAN: dict[str, dict[str, Run | Skip]] = {
         "erl collect --task tabletop/pick-v0": Run(
             small=(("--episodes 100", "--episodes 2"), ("--workers 2", "--workers 1"))
         ),
+        "erl datasets locomotion": Run(
+            small=(
+                (
+                    "--bodies hopper walker2d",
+                    "--bodies hopper --env-steps 4096 "
+                    "--snapshot-every 2048 --eval-episodes 1 --transitions 300 --no-progress",
+                ),
+            )
+        ),  # fmt: skip
+        "import numpy as np": Run(
+            small=(
+                (
+                    "config=LocomotionConfig()",
+                    "config=LocomotionConfig(env_steps=4096, "
+                    "snapshot_every=2048, eval_episodes=1, transitions=300), progress=False",
+                ),
+                (
+                    "steps=10_000, eval_every=2_000, eval_episodes=10",
+                    "steps=4, batch_size=8, eval_every=4, eval_episodes=1, progress=False",
+                ),
+            )
+        ),  # fmt: skip
         "import d3rlpy": Run()
         if D3RLPY
         else Skip("needs d3rlpy, which stays out of the dependencies (DESIGN.md section 3)"),
@@ -268,6 +290,7 @@ ERL_DEFAULTS: dict[str, list[tuple[str, ...]]] = {  # added unless the command s
     ],
     "pipeline": [(o,) for o in SMALL_PIPELINE],
     "report": [],
+    "datasets locomotion": [],  # the plan gives the small sizes
 }
 
 
@@ -488,7 +511,7 @@ def erl_args(words: list[str]) -> list[str]:
     """``erl`` arguments with the small defaults the command does not set: options after
     the subcommand, ``KEY=VALUE`` overrides at the end (after the doc's, so they stay one run
     of positionals)."""
-    n = 2 if words[0] in ("finetune", "bench") else 1
+    n = 2 if words[0] in ("finetune", "bench", "datasets") else 1
     command, rest = words[:n], words[n:]
     options, overrides = [], []
     for default in ERL_DEFAULTS[" ".join(command)]:
