@@ -86,7 +86,8 @@ def load_ppo(cls: type[PPO], directory: str | os.PathLike, envs: Any, log_dir: A
     directory = Path(directory)
     if (directory / "ppo.json").is_file() and not (directory / "config.json").is_file():
         raise CheckpointError(
-            f"{directory} holds a PPO agent in the layout of embodied-rl <= 0.1 (ppo.json); "
+            f"{directory} holds a PPO agent in the older layout (ppo.json, from before the "
+            "one checkpoint format); "
             "this version reads the agents' checkpoint format. Its policy still loads: "
             f"load_policy('{directory / 'policy'}')"
         )
