@@ -162,14 +162,14 @@ def train_behaviour(
     envs = make_vec_env(factory, config.n_envs)
     envs.action_space.seed(config.seed)
     agent = PPO(default_ppo_policy(envs), envs, PPOConfig(seed=config.seed), log_dir=work)
-    random_return = _mean_return(
-        run_episodes(
-            gym.make(env_id),
-            _uniform_actor(envs.single_action_space, config.seed),
-            20_000,
-            held_out_seed(config.seed),
-        )  # fmt: skip
-    )
+    probe = gym.make(env_id)
+    try:  # the random policy's return: the low end of the medium policy's target
+        uniform = _uniform_actor(envs.single_action_space, config.seed)
+        random_return = _mean_return(
+            run_episodes(probe, uniform, 20_000, held_out_seed(config.seed))
+        )
+    finally:
+        probe.close()
     snapshots: list[tuple[int, float]] = []
     threads = torch.get_num_threads()
     try:
