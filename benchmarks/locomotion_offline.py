@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -202,7 +203,8 @@ def run_d3rlpy(algo: str, body: str, kind: str, seed: int, args: dict, out: Path
 def run_one(lib: str, algo: str, body: str, kind: str, seed: int, args: dict) -> dict:
     run_id = f"{lib}-{algo}-{body}-{kind}-s{seed}"
     out = Path(args["work"]) / run_id
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted attempt's files start over
+    out.mkdir(parents=True)
     fn = run_ours if lib == "ours" else run_d3rlpy
     result = fn(algo, body, kind, seed, args, out)
     record = {"run_id": run_id, "lib": lib, "algo": algo, "body": body, "kind": kind,
