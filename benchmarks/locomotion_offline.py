@@ -224,20 +224,27 @@ def interval(values: list[float]) -> str:
 
 def write_table(records: list[dict], args: argparse.Namespace, wall_s: float) -> str:
     rows = [
-        "| dataset | algorithm | ours | d3rlpy 2.8.1 | ours s/run | d3rlpy s/run |",
-        "|---|---|---|---|---|---|",
+        "| dataset | algorithm | ours | d3rlpy 2.8.1 | ours, last 3 evals | d3rlpy, last 3 evals "
+        "| seeds | ours s/run | d3rlpy s/run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for body in args.bodies:
         for kind in args.kinds:
             for algo in args.algos:
-                cells, walls = [], []
+                final, smooth, walls, seeds = [], [], [], []
                 for lib in LIBS:
                     done = [r for r in records if (r["lib"], r["algo"], r["body"], r["kind"]) ==
-                            (lib, algo, body, kind)]  # fmt: skip
-                    cells.append(interval([r["curve"][-1][1] for r in done if r["curve"]]))
+                            (lib, algo, body, kind) and r["curve"]]  # fmt: skip
+                    final.append(interval([r["curve"][-1][1] for r in done]))
+                    # the last three evaluation points of each seed, averaged: less of the
+                    # 10-episode evaluation noise than the final point alone
+                    smooth.append(
+                        interval([np.mean([v for _, v in r["curve"][-3:]]) for r in done])
+                    )
                     walls.append(f"{np.mean([r['wall_s'] for r in done]):.0f}" if done else "-")
-                rows.append(f"| {body}-{kind} | {algo} | {cells[0]} | {cells[1]} | "
-                            f"{walls[0]} | {walls[1]} |")  # fmt: skip
+                    seeds.append(str(len(done)))
+                rows.append(f"| {body}-{kind} | {algo} | {final[0]} | {final[1]} | {smooth[0]} | "
+                            f"{smooth[1]} | {'/'.join(seeds)} | {walls[0]} | {walls[1]} |")  # fmt: skip
     curves = ["", "Learning curves (mean normalised score over seeds at each evaluation step):", ""]
     for body in args.bodies:
         for kind in args.kinds:

@@ -3,7 +3,8 @@
 The critics minimise the TD error plus ``alpha * (logsumexp_a Q(s, a) - Q(s, a_data))``,
 estimated with 10 uniform and 2 x 10 policy actions per state (importance-sampled, as in
 the authors' code); with ``lagrange=True`` a learned ``alpha'`` holds that gap near
-``target_action_gap``. The actor is SAC's with automatic entropy tuning. The critic
+``target_action_gap``. The actor is SAC's, a tanh-squashed Gaussian (``head='tanh_gaussian'``,
+the default policy), with automatic entropy tuning. The critic
 ensemble evaluates the dataset action and all 30 sampled actions of a state in one
 batched call, and actor, critics and temperatures update with one backward (their losses
 touch disjoint parameters: the actor's loss reads the critics through detached weights).
@@ -11,7 +12,6 @@ touch disjoint parameters: the actor's loss reads the critics through detached w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,27 +87,16 @@ class CQLConfig:
         check_precision(self.precision)
 
 
-def gaussian_samples(out: Tensor, log_std: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """``n`` reparameterised actions ``(B, n, A)`` from ``N(out, exp(log_std))`` and their
-    log-densities ``(B, n)`` in closed form."""
-    eps = torch.randn(out.shape[0], n, out.shape[-1], dtype=out.dtype)  # (B, n, A)
-    actions = out.unsqueeze(1) + eps * log_std.exp()
-    log_prob = (
-        -0.5 * eps.square().sum(-1) - log_std.sum() - 0.5 * out.shape[-1] * math.log(2 * math.pi)
-    )
-    return actions, log_prob
-
-
 @register_agent("cql")
 class CQLAgent(Agent):
     config_class = CQLConfig
 
     def __init__(self, policy: Policy, config: CQLConfig) -> None:
         super().__init__(policy, config)
-        if policy.head.kind != "gaussian":
+        if policy.head.kind not in ("tanh_gaussian", "gaussian"):
             raise ValueError(
                 f"{type(self).__name__} needs a stochastic policy: head={policy.head.kind!r}; "
-                "build the policy with head='gaussian'"
+                "build the policy with head='tanh_gaussian' (SAC's, the default) or 'gaussian'"
             )
         c = config
         action_dim = policy_action_dim(policy)
@@ -158,7 +147,7 @@ class CQLAgent(Agent):
         alpha = self.log_alpha.exp()
 
         out = self.policy(as_obs_dict(self.policy, batch["obs"]))  # (B, A) mean action
-        pi, log_pi = gaussian_samples(out, head.log_std, 1)  # (B, 1, A), (B, 1)
+        pi, log_pi = head.rsample(out, 1)  # (B, 1, A), (B, 1)
         if self.step < c.bc_steps:
             actor_loss = (alpha.detach() * log_pi[:, 0] - head.log_prob(out, action)).mean()
         else:
@@ -171,12 +160,12 @@ class CQLAgent(Agent):
 
         with torch.no_grad():
             next_out = self.policy(as_obs_dict(self.policy, batch["next_obs"]))  # (B, A)
-            next_pi, next_log_pi = gaussian_samples(next_out, head.log_std, n)  # (B, n, A)
+            next_pi, next_log_pi = head.rsample(next_out, n)  # (B, n, A)
             target_q = self.target_critic(next_obs, next_pi[:, :1]).min(0).values[:, 0]  # (B,)
             if c.backup_entropy:
                 target_q = target_q - alpha * next_log_pi[:, 0]
             q_target = batch["reward"] + batch["discount"] * target_q
-            pi_now, log_pi_now = gaussian_samples(out.detach(), head.log_std.detach(), n)
+            pi_now, log_pi_now = head.rsample(out, n)
             low, high = head.low, head.high
             random = low + (high - low) * torch.rand(obs.shape[0], n, len(low))  # (B, n, A)
         actions = torch.cat([action.unsqueeze(1), random, pi_now, next_pi], dim=1)  # (B, 1+3n, A)

@@ -49,7 +49,7 @@ def behavior_loss(
     return loss, {}
 
 
-_PER_SAMPLE = {"deterministic": _mse, "gaussian": _gaussian_nll}
+_PER_SAMPLE = {"deterministic": _mse, "gaussian": _gaussian_nll, "tanh_gaussian": _gaussian_nll}
 
 
 # ---------------------------------------------------------------------- CQL and Cal-QL

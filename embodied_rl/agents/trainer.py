@@ -51,10 +51,13 @@ from embodied_rl.utils.metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
-# The policy head each algorithm trains by default (BC: MSE; the critics' agents: Gaussian).
+# The policy head each algorithm trains by default: BC and TD3+BC a deterministic (MSE) head;
+# IQL a Gaussian with state-independent std (the paper's and d3rlpy's); CQL and Cal-QL SAC's
+# tanh-squashed Gaussian (the papers', d3rlpy's and CORL's: with unsquashed samples, CQL's
+# penalty pushed down the Q of out-of-bounds actions and its policy collapsed on Hopper).
 DEFAULT_HEADS = {
     "bc": "deterministic", "td3bc": "deterministic",
-    "iql": "gaussian", "cql": "gaussian", "calql": "gaussian",
+    "iql": "gaussian", "cql": "tanh_gaussian", "calql": "tanh_gaussian",
 }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ import torch
 from embodied_rl.policies import CNNConfig, CNNPolicy, MLPConfig, MLPPolicy, load_policy
 
 
-@pytest.mark.parametrize("head", ["gaussian", "tokens", "deterministic"])
+@pytest.mark.parametrize("head", ["gaussian", "tanh_gaussian", "tokens", "deterministic"])
 def test_mlp_policy_interface(head, tmp_path):
     torch.manual_seed(0)
     policy = MLPPolicy(MLPConfig(obs_dim=10, head=head, value_head=True, hidden=(32, 32)))
@@ -36,6 +36,56 @@ def test_gaussian_log_prob_matches_the_normal_density():
     torch.testing.assert_close(policy.log_prob(batch, actions), expected.expand(4))
     normal = torch.distributions.Normal(mean, std)  # entropy: 0.5 log(2 pi e sigma^2) per dim
     torch.testing.assert_close(policy.entropy(batch), normal.entropy().sum(-1))
+
+
+def _squashed_normal(head, out):
+    """The tanh-squashed Gaussian as torch.distributions builds it (the reference)."""
+    from torch.distributions import Independent, Normal, TransformedDistribution
+    from torch.distributions.transforms import AffineTransform, TanhTransform
+
+    mean, log_std = out.chunk(2, dim=-1)
+    centre, half = (head.high + head.low) / 2, (head.high - head.low) / 2
+    squash = [TanhTransform(), AffineTransform(centre, half)]
+    return TransformedDistribution(Independent(Normal(mean, log_std.exp()), 1), squash)
+
+
+def test_tanh_gaussian_matches_torch_distributions_and_stays_in_bounds():
+    """SAC's head: samples inside the box, the change-of-variables density of
+    torch.distributions, rsample's log-density equal to log_prob of its own samples, and the
+    mode is the squashed mean."""
+    torch.manual_seed(0)
+    config = MLPConfig(obs_dim=6, head="tanh_gaussian", hidden=(16,), action_low=(-1, -2, 0),
+                       action_high=(1, 2, 3))  # fmt: skip
+    policy = MLPPolicy(config)
+    head = policy.head
+    out = policy({"state": torch.randn(64, 6)})
+    assert out.shape == (64, 6)
+    reference = _squashed_normal(head, out)
+    actions = head.sample(out)
+    assert bool(((actions > head.low) & (actions < head.high)).all())
+    torch.testing.assert_close(head.log_prob(out, actions), reference.log_prob(actions),
+                               atol=2e-3, rtol=1e-4)  # fmt: skip
+    samples, log_prob = head.rsample(out, 5)  # (64, 5, 3), (64, 5)
+    assert samples.shape == (64, 5, 3) and log_prob.shape == (64, 5)
+    torch.testing.assert_close(log_prob, reference.log_prob(samples.transpose(0, 1)).T,
+                               atol=2e-3, rtol=1e-4)  # fmt: skip
+    mean = out[:, :3]
+    torch.testing.assert_close(head.mode(out), (head.high + head.low) / 2
+                               + (head.high - head.low) / 2 * torch.tanh(mean))  # fmt: skip
+    # gradients reach the mean and the state-dependent log-std through the samples
+    samples.sum().backward()
+    assert policy.head.proj.weight.grad[3:].abs().sum() > 0
+    # actions exactly on the bounds (clipped data) have a finite log-likelihood
+    edge = head.low.expand(64, 3)
+    assert torch.isfinite(head.log_prob(out, edge)).all()
+
+
+def test_tanh_gaussian_log_std_is_clamped():
+    head = MLPPolicy(MLPConfig(obs_dim=2, head="tanh_gaussian", hidden=(4,))).head
+    with torch.no_grad():
+        head.proj.bias.fill_(100.0)
+    out = head(torch.zeros(1, 4))
+    assert out[0, :4].eq(100.0).all() and out[0, 4:].eq(2.0).all()  # LOG_STD_MAX
 
 
 def test_mlp_learns_a_linear_map():
