@@ -28,8 +28,8 @@ from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
 from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
 from embodied_rl.llm.pairs import tokenize_pairs
 from embodied_rl.llm.tasks import TaskGenerator
-from embodied_rl.llm.tokenizer import train_tokenizer
 from embodied_rl.utils.io import write_text_atomic
+from embodied_rl.utils.tokenizer import train_tokenizer
 
 LR, BETA = 1e-4, 0.1
 

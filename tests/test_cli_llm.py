@@ -27,7 +27,7 @@ from embodied_rl.llm.ppo_rlhf import PolicyWithValue, PPORLHFConfig
 from embodied_rl.llm.reward import RewardConfig, RewardModel
 from embodied_rl.llm.rlaif import RLAIFConfig
 from embodied_rl.llm.sft import SFTConfig
-from embodied_rl.llm.tokenizer import load_tokenizer
+from embodied_rl.utils.tokenizer import load_tokenizer
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "llm.md"
 COMMANDS = ("sft", "rm", "ppo", "dpo", "best-of-n", "rlaif", "constitutional")

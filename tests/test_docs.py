@@ -101,6 +101,9 @@ PLAN: dict[str, dict[str, Run | Skip]] = {
             )
         ),
     },
+    "policies.md": {
+        "import numpy as np\nfrom embodied_rl.policies import RT2Config": Run(),
+    },
     "datasets.md": {
         "from embodied_rl.datasets import collect, load_dataset": Run(
             small=(

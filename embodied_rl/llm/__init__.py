@@ -132,4 +132,4 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from embodied_rl.llm.rlaif import RLAIFConfig, ai_feedback_labeler, rlaif
     from embodied_rl.llm.sft import SFTConfig, SFTTrainer
     from embodied_rl.llm.tasks import TaskConfig, TaskGenerator, oracle_score, oracle_scores
-    from embodied_rl.llm.tokenizer import load_tokenizer, train_tokenizer
+    from embodied_rl.utils.tokenizer import load_tokenizer, train_tokenizer

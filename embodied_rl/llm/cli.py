@@ -208,7 +208,7 @@ def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
 def _load_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(causal LM, tokenizer) from a directory written by ``save_causal_lm``."""
     from embodied_rl.llm.models import load_causal_lm
-    from embodied_rl.llm.tokenizer import load_tokenizer
+    from embodied_rl.utils.tokenizer import load_tokenizer
 
     model = load_causal_lm(path)
     if not (Path(path) / "tokenizer_config.json").is_file():
@@ -223,7 +223,7 @@ def _tiny_model(texts: Iterable[str], seed: int) -> tuple[PreTrainedModel, PreTr
     """(new tiny GPT-2, byte-level BPE tokenizer trained on ``texts``) at the demo's sizes."""
     from embodied_rl.llm.demo import DemoConfig
     from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
-    from embodied_rl.llm.tokenizer import train_tokenizer
+    from embodied_rl.utils.tokenizer import train_tokenizer
 
     size = DemoConfig()
     tokenizer = train_tokenizer(texts, vocab_size=size.vocab_size)
@@ -244,7 +244,7 @@ def _load_reward_model(
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """(RewardModel, the tokenizer it reads: its own if saved beside it, else ``tokenizer``)."""
     from embodied_rl.llm.reward import RewardModel
-    from embodied_rl.llm.tokenizer import load_tokenizer
+    from embodied_rl.utils.tokenizer import load_tokenizer
 
     reward_model = RewardModel.load(path)
     if (Path(path) / "tokenizer_config.json").is_file():

@@ -30,8 +30,8 @@ from embodied_rl.llm.tasks import (
     oracle_scores,
     response_words,
 )
-from embodied_rl.llm.tokenizer import load_tokenizer, train_tokenizer
 from embodied_rl.utils.io import write_text_atomic
+from embodied_rl.utils.tokenizer import load_tokenizer, train_tokenizer
 
 logger = logging.getLogger(__name__)
 SPLITS = {"train": 0, "eval": 1, "rl": 2, "test": 3}  # seed offsets of the data splits

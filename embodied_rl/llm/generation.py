@@ -22,7 +22,7 @@ from embodied_rl.llm.models import (
     position_ids_from_mask,
     token_logprobs,
 )
-from embodied_rl.llm.tokenizer import encode
+from embodied_rl.utils.tokenizer import encode
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from embodied_rl.llm.generation import SamplingConfig, generate
 from embodied_rl.llm.models import eval_mode, pad, sequence_logprobs
-from embodied_rl.llm.tokenizer import encode
+from embodied_rl.utils.tokenizer import encode
 
 OPTIONS = ("A", "B")
 VERDICT = "\nPreference: {option}"

@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from embodied_rl.utils.io import temp_dir_beside
+from embodied_rl.utils.tokenizer import pad, position_ids_from_mask  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100  # label of a token that no loss sees (prompt, padding)
 
@@ -137,30 +138,6 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-# ---------------------------------------------------------------------- padding
-def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> Tensor:
-    """``(B, T)`` long tensor of the sequences padded with ``value`` on ``side``."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side={side!r}; choose 'left' or 'right'")
-    if not sequences:
-        raise ValueError("pad() needs at least one sequence")
-    width = max(len(s) for s in sequences)
-    out = torch.full((len(sequences), width), value, dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if len(seq):
-            row = torch.as_tensor(seq, dtype=torch.long)
-            if side == "right":
-                out[i, : len(seq)] = row
-            else:
-                out[i, width - len(seq) :] = row
-    return out
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """``(B, T)`` positions counting only attended tokens: left padding gives 0, 0, 0, 1, 2..."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:

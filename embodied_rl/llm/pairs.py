@@ -16,7 +16,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from embodied_rl.llm.models import pad
-from embodied_rl.llm.tokenizer import encode
+from embodied_rl.utils.tokenizer import encode
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from embodied_rl.llm.models import (
     position_ids_from_mask,
 )
 from embodied_rl.llm.pairs import TextPair, TokenizedPair, collate_pairs, tokenize_pairs
-from embodied_rl.llm.tokenizer import encode
 from embodied_rl.llm.training import (
     IndexBatches,
     make_optimizer,
@@ -40,6 +39,7 @@ from embodied_rl.llm.training import (
 )
 from embodied_rl.preference.losses import bradley_terry_loss
 from embodied_rl.rl.distributed import data_parallel
+from embodied_rl.utils.tokenizer import encode
 
 RewardFn = Callable[[list[str], list[str]], Tensor]  # (prompts, responses) -> (B,) scores
 

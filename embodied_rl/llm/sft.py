@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from embodied_rl.llm.models import IGNORE_INDEX, causal_lm_forward, eval_mode, pad, save_causal_lm
-from embodied_rl.llm.tokenizer import encode
 from embodied_rl.llm.training import (
     IndexBatches,
     make_optimizer,
@@ -32,6 +31,7 @@ from embodied_rl.llm.training import (
     warmup_lambda,
 )
 from embodied_rl.rl.distributed import data_parallel
+from embodied_rl.utils.tokenizer import encode
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import pytest
 
 from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
 from embodied_rl.llm.tasks import TaskGenerator
-from embodied_rl.llm.tokenizer import train_tokenizer
+from embodied_rl.utils.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="session")

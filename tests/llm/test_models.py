@@ -11,7 +11,7 @@ from embodied_rl.llm.models import (
     save_causal_lm,
     token_logprobs,
 )
-from embodied_rl.llm.tokenizer import load_tokenizer, train_tokenizer
+from embodied_rl.utils.tokenizer import load_tokenizer, train_tokenizer
 
 
 def test_pad_both_sides():

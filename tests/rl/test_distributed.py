@@ -61,7 +61,7 @@ DPO_SCRIPT = textwrap.dedent(
     from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
     from embodied_rl.llm.models import build_causal_lm, freeze, tiny_gpt2_config
     from embodied_rl.llm.tasks import TaskConfig, TaskGenerator
-    from embodied_rl.llm.tokenizer import train_tokenizer
+    from embodied_rl.utils.tokenizer import train_tokenizer
 
     torch.set_num_threads(1)
     task = TaskGenerator(TaskConfig(), seed=0)

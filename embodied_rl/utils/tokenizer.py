@@ -1,4 +1,5 @@
-"""A byte-level BPE tokenizer trained locally with the ``tokenizers`` library (no download).
+"""A byte-level BPE tokenizer trained locally with the ``tokenizers`` library (no download),
+and the padding of token-id sequences shared by the LLM trainers and the RT-2-style policy.
 
 Byte-level means every string encodes (no unknown token); BPE merges learnt on the task's
 text make its words single tokens. The result is a ``transformers.PreTrainedTokenizerFast``
@@ -8,10 +9,12 @@ so any trainer (ours or TRL's) uses it unchanged; it saves as JSON (``tokenizer.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
@@ -73,3 +76,26 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
 def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     """Token ids of each text without special tokens added."""
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> Tensor:
+    """``(B, T)`` long tensor of the sequences padded with ``value`` on ``side``."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side={side!r}; choose 'left' or 'right'")
+    if not sequences:
+        raise ValueError("pad() needs at least one sequence")
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if len(seq):
+            row = torch.as_tensor(seq, dtype=torch.long)
+            if side == "right":
+                out[i, : len(seq)] = row
+            else:
+                out[i, width - len(seq) :] = row
+    return out
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """``(B, T)`` positions counting only attended tokens: left padding gives 0, 0, 0, 1, 2..."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)

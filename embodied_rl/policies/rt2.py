@@ -1,0 +1,318 @@
+"""An RT-2-style vision-language-action policy (Brohan et al. 2023, arXiv:2307.15818): a
+vision-language model whose vocabulary holds the action bins.
+
+The model is a transformers LLaVA (Liu et al. 2023): a vision encoder's patch features,
+projected into the language model's embedding space, replace ``n_image_tokens`` image
+placeholder tokens at the start of the prompt; the instruction follows in OpenVLA's prompt
+(``In: What action should the robot take to {instruction}?\\nOut:``); the action follows as
+one token per dimension. Each dimension is cut into ``n_bins`` uniform bins (RT-1/RT-2's 256)
+and bin ``b`` is the vocabulary id ``first_action_id + b``. The tiny model built from the
+config (CLIP-style vision encoder and the LLM trainers' GPT-2 family) *appends* the action
+tokens ``<act_0>`` ... ``<act_255>`` to a byte-level BPE tokenizer trained on the dataset's
+instructions, so no word loses its id; OpenVLA instead overwrites the last 256 ids of a
+pretrained vocabulary, which matters only for a pretrained model. Decoding is constrained:
+at an action position only the ``n_bins`` action ids can be chosen.
+
+The tokenizer travels inside the config (its JSON), so a saved policy is, like every other,
+``config.json`` and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from embodied_rl.policies.action_tokenizer import ActionTokenizer
+from embodied_rl.policies.base import Policy, check_observation, register_policy
+
+IMAGE_TOKEN = "<image>"
+PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+
+
+def action_token(b: int) -> str:
+    """The text of action bin ``b``'s token."""
+    return f"<act_{b}>"
+
+
+@dataclass(frozen=True)
+class RT2Config:
+    """Architecture of :class:`RT2Policy` (the tiny LLaVA built from the config)."""
+
+    tokenizer_json: str  # the instruction tokenizer with <image> and the action tokens
+    action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
+    action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    n_bins: int = 256
+    image_size: int = 64
+    patch_size: int = 8  # (64 / 8)^2 = 64 image tokens
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_width: int = 128  # the LLM trainers' tiny GPT-2: 2 layers x 128, 4 heads
+    text_layers: int = 2
+    text_heads: int = 4
+    max_positions: int = 256
+    dropout: float = 0.0
+    seed: int = 0  # initial weights
+
+    def __post_init__(self) -> None:
+        if len(self.action_low) != len(self.action_high):
+            raise ValueError(
+                f"action_low has {len(self.action_low)} values, action_high {len(self.action_high)}"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
+            )
+        for name, width, heads in (
+            ("vision", self.vision_width, self.vision_heads),
+            ("text", self.text_width, self.text_heads),
+        ):
+            if width % heads:
+                raise ValueError(f"{name}_width={width} must be divisible by {name}_heads={heads}")
+        if self.n_bins < 2:
+            raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
+
+    @property
+    def n_image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def rt2_tokenizer(instructions: Sequence[str], n_bins: int = 256, vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on ``instructions`` and OpenVLA's prompt, with the
+    image placeholder and ``n_bins`` action tokens appended (contiguous ids, never split)."""
+    from embodied_rl.utils.tokenizer import train_tokenizer
+
+    texts = [PROMPT.format(instruction=i) for i in instructions]
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [IMAGE_TOKEN, *(action_token(b) for b in range(n_bins))]}
+    )
+    return tokenizer
+
+
+def tokenizer_from_json(text: str):
+    """The ``transformers`` tokenizer of :func:`rt2_tokenizer` from its JSON."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from embodied_rl.utils.tokenizer import EOS_TOKEN, PAD_TOKEN
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(text), eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN, clean_up_tokenization_spaces=False,
+    )  # fmt: skip
+
+
+def build_tiny_vlm(config: RT2Config, vocab_size: int, image_token_id: int, pad_token_id: int):
+    """A randomly initialised LLaVA: a CLIP vision transformer on ``patch_size`` patches, a
+    two-layer projector and a GPT-2 language model, seeded by ``config.seed``."""
+    from transformers import (
+        CLIPVisionConfig,
+        GPT2Config,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    c = config
+    vision = CLIPVisionConfig(
+        hidden_size=c.vision_width, intermediate_size=4 * c.vision_width,
+        num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads,
+        image_size=c.image_size, patch_size=c.patch_size, dropout=c.dropout,
+        attention_dropout=c.dropout,
+    )  # fmt: skip
+    text = GPT2Config(
+        vocab_size=vocab_size, n_positions=c.max_positions, n_embd=c.text_width,
+        n_layer=c.text_layers, n_head=c.text_heads, resid_pdrop=c.dropout, embd_pdrop=c.dropout,
+        attn_pdrop=c.dropout, bos_token_id=pad_token_id, eos_token_id=pad_token_id,
+        pad_token_id=pad_token_id,
+        tie_word_embeddings=False,  # LLaVA's weight tying expects a Llama-style text model
+    )  # fmt: skip
+    llava = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=image_token_id,
+        vision_feature_layer=-1, vision_feature_select_strategy="default",  # no CLS token
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(c.seed)
+        return LlavaForConditionalGeneration(llava)
+
+
+def _cache_of(out) -> dict[str, Any]:
+    """The KV cache of a forward's output as the next call's keyword: ``cache`` since
+    transformers 5.2x, ``past_key_values`` before."""
+    cache = getattr(out, "cache", None)
+    return {"cache": cache} if cache is not None else {"past_key_values": out.past_key_values}
+
+
+@register_policy("rt2")
+class RT2Policy(Policy):
+    """RT-2-style policy. Batches: ``image`` uint8 ``(B, H, W, 3)``, ``instruction`` a list
+    of ``B`` strings, and for the teacher-forced forward ``action`` ``(B, action_dim)``.
+
+    ``forward(batch)`` returns the logits of the action bins ``(B, action_dim, n_bins)``,
+    each position seeing the image, the instruction and the earlier action tokens (the
+    token head's layout, so ``log_prob`` and the token cross-entropy read it directly).
+    """
+
+    config_class = RT2Config
+
+    def __init__(self, config: RT2Config) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tokenizer = tokenizer_from_json(c.tokenizer_json)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        ids = self.tokenizer.convert_tokens_to_ids([action_token(b) for b in range(c.n_bins)])
+        unk = self.tokenizer.unk_token_id
+        if (
+            unk in ids
+            or self.image_token_id == unk
+            or ids != list(range(ids[0], ids[0] + c.n_bins))
+        ):
+            raise ValueError(
+                f"the tokenizer lacks {IMAGE_TOKEN} or contiguous tokens <act_0>..<act_{c.n_bins - 1}>; "
+                "build it with rt2_tokenizer(instructions, n_bins)"
+            )
+        self.first_action_id = ids[0]
+        self.tokenizer_actions = ActionTokenizer(c.action_low, c.action_high, c.n_bins)
+        self.action_dim = self.tokenizer_actions.action_dim
+        self.model = build_tiny_vlm(
+            c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id
+        )
+        self.input_keys = ("image", "instruction")
+        self._prompts: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """Image placeholders then OpenVLA's prompt for ``instruction`` (cached per text)."""
+        if instruction not in self._prompts:
+            text = PROMPT.format(instruction=instruction)
+            words = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._prompts[instruction] = [self.image_token_id] * self.config.n_image_tokens + words
+        return self._prompts[instruction]
+
+    def pixel_values(self, images: Tensor) -> Tensor:
+        """uint8 ``(B, H, W, 3)`` -> float ``(B, 3, H, W)`` in [-1, 1]."""
+        size = self.config.image_size
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (size, size, 3):
+            raise ValueError(
+                f"images are {images.dtype} {tuple(images.shape)}; the policy reads uint8 "
+                f"(B, {size}, {size}, 3) (make the environment with policy.env_options())"
+            )
+        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    def action_ids(self, actions: Tensor) -> Tensor:
+        """``(..., action_dim)`` actions -> their vocabulary ids."""
+        return self.tokenizer_actions.tokenize(actions) + self.first_action_id
+
+    def _inputs(self, instructions: Sequence[str], tails: Tensor) -> tuple[Tensor, Tensor]:
+        """Left-padded ``input_ids`` and ``attention_mask`` of prompt + ``tails`` ``(B, k)``."""
+        from embodied_rl.utils.tokenizer import pad
+
+        rows = [self.prompt_ids(i) + t for i, t in zip(instructions, tails.tolist(), strict=True)]
+        input_ids = pad(rows, self.tokenizer.pad_token_id, side="left")
+        mask = pad([[1] * len(r) for r in rows], 0, side="left")
+        return input_ids, mask
+
+    def _run(self, images: Tensor, input_ids: Tensor, mask: Tensor, use_cache=False, **kwargs):
+        """The model on images + left-padded ids, positions skipping the padding."""
+        from embodied_rl.utils.tokenizer import position_ids_from_mask
+
+        length = int(mask.sum(-1).max())
+        if length + self.action_dim > self.config.max_positions:
+            raise ValueError(
+                f"{length} prompt tokens and {self.action_dim} action tokens exceed the model's "
+                f"max_positions={self.config.max_positions}; shorten the instruction"
+            )
+        return self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+            pixel_values=self.pixel_values(images), use_cache=use_cache, **kwargs,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ training
+    def features(self, batch: dict[str, Any]) -> Tensor:
+        """Last hidden states ``(B, action_dim, width)`` at the positions that predict each
+        action token (teacher-forced on ``batch['action']``)."""
+        return self._teacher_forced(batch, output_hidden_states=True).hidden_states[-1][
+            :, -self.action_dim - 1 : -1
+        ]
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        logits = self._teacher_forced(batch).logits[:, -self.action_dim - 1 : -1]  # (B, A, V)
+        return logits[..., self.first_action_id : self.first_action_id + self.config.n_bins]
+
+    def _teacher_forced(self, batch: dict[str, Any], **kwargs):
+        if "action" not in batch:
+            raise ValueError(
+                "RT2Policy's forward is teacher-forced: the batch needs 'action' (B, action_dim); "
+                "use act() to choose actions"
+            )
+        images = torch.as_tensor(batch["image"])
+        actions = torch.as_tensor(batch["action"], dtype=torch.float32)
+        input_ids, mask = self._inputs(list(batch["instruction"]), self.action_ids(actions))
+        return self._run(images, input_ids, mask, **kwargs)
+
+    def log_prob(self, batch: dict[str, Any], actions: Tensor) -> Tensor:
+        """``(B,)`` log-probability of ``actions``' bins (``batch['action']`` is ``actions``)."""
+        logits = self({**batch, "action": actions})
+        bins = self.tokenizer_actions.tokenize(actions)
+        return logits.log_softmax(-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def entropy(self, batch: dict[str, Any]) -> Tensor:
+        """``(B,)`` sum over dimensions of each bin distribution's entropy (teacher-forced)."""
+        logp = self(batch).log_softmax(-1)
+        return -(logp.exp() * logp).sum(-1).sum(-1)
+
+    # ------------------------------------------------------------------ acting
+    def env_options(self) -> dict[str, Any]:
+        """Images of the trained size and the instruction as text."""
+        return {"obs_mode": "rgb", "image_size": self.config.image_size, "instruction_mode": "text"}
+
+    @torch.no_grad()
+    def generate_bins(
+        self,
+        images: Tensor,
+        instructions: Sequence[str],
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Action bins ``(B, action_dim)`` decoded one dimension at a time with the KV cache,
+        each chosen among the action ids only (argmax, or sampled when not deterministic)."""
+        empty = torch.zeros(len(instructions), 0, dtype=torch.long)
+        input_ids, mask = self._inputs(instructions, empty)
+        out = self._run(images, input_ids, mask, use_cache=True)
+        first, n = self.first_action_id, self.config.n_bins
+        bins = []
+        for d in range(self.action_dim):
+            logits = out.logits[:, -1, first : first + n]  # constrained to the action ids
+            if deterministic:
+                b = logits.argmax(-1)
+            else:
+                b = torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+            bins.append(b)
+            if d + 1 == self.action_dim:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = mask.long().sum(-1, keepdim=True) - 1
+            out = self.model(
+                input_ids=(b + first).unsqueeze(1), attention_mask=mask, position_ids=positions,
+                use_cache=True, **_cache_of(out),
+            )  # fmt: skip
+        return torch.stack(bins, dim=-1)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
+        size = self.config.image_size
+        image = check_observation(obs, "image", (size, size, 3))
+        instruction = obs.get("instruction") if isinstance(obs, dict) else None
+        if not isinstance(instruction, str):
+            raise ValueError(
+                "the RT-2 policy needs a text obs['instruction'] (make the environment with "
+                f"instruction_mode='text'); got {type(instruction).__name__}"
+            )
+        bins = self.generate_bins(torch.as_tensor(image)[None], [instruction], deterministic)
+        return self.tokenizer_actions.detokenize(bins)[0].numpy().astype(np.float32)

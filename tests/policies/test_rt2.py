@@ -1,0 +1,141 @@
+"""The RT-2-style policy: action bins as vocabulary ids of a tiny LLaVA, constrained decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied_rl.policies import RT2Config, RT2Policy, load_policy, rt2_tokenizer
+
+INSTRUCTIONS = ["move to the red block", "move to the green block", "move to the blue block"]
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json() -> str:
+    return rt2_tokenizer(INSTRUCTIONS).backend_tokenizer.to_str()
+
+
+def small_policy(tokenizer_json: str, **overrides) -> RT2Policy:
+    config = RT2Config(tokenizer_json=tokenizer_json, image_size=32, patch_size=8,
+                       vision_width=32, text_width=64, **overrides)  # fmt: skip
+    return RT2Policy(config)
+
+
+def images_of(colours: list[str]) -> torch.Tensor:
+    return torch.stack(
+        [torch.tensor(COLOURS[c], dtype=torch.uint8).expand(32, 32, 3) for c in colours]
+    )
+
+
+def test_action_tokens_are_appended_after_the_words(tokenizer_json):
+    policy = small_policy(tokenizer_json)
+    tok = policy.tokenizer
+    words = tok("move to the red block", add_special_tokens=False)["input_ids"]
+    assert max(words) < policy.image_token_id < policy.first_action_id
+    assert len(tok) == policy.first_action_id + 256  # <act_0>..<act_255> are the last ids
+    assert tok.convert_ids_to_tokens(policy.first_action_id + 17) == "<act_17>"
+    actions = torch.tensor([[-1.0, 0.0, 0.999, 0.5]])
+    ids = policy.action_ids(actions)
+    assert ids.min() >= policy.first_action_id and ids.max() < len(tok)
+
+
+def test_cached_greedy_decoding_equals_the_teacher_forced_argmax_over_action_ids(tokenizer_json):
+    """Decoding with the KV cache, with left-padded prompts of different lengths, chooses at
+    every dimension the argmax of the teacher-forced logits restricted to the action ids, even
+    when the language model prefers a word (here by +1e4 on a word's logit)."""
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json).eval()
+    word = 5
+    policy.model.lm_head.register_forward_hook(
+        lambda module, args, out: out + 1e4 * torch.nn.functional.one_hot(
+            torch.tensor(word), out.shape[-1])
+    )  # fmt: skip
+    colours = ["red", "blue", "green"]
+    instructions = ["move to the red block", "go", "move to the green block, then stop there"]
+    bins = policy.generate_bins(images_of(colours), instructions)
+    assert bins.shape == (3, 4) and bins.min() >= 0 and bins.max() < 256
+    actions = policy.tokenizer_actions.detokenize(bins)
+    batch = {"image": images_of(colours), "instruction": instructions, "action": actions}
+    with torch.no_grad():
+        logits = policy(batch)  # (3, 4, 256)
+    torch.testing.assert_close(logits.argmax(-1), bins, rtol=0, atol=0)
+    # each row alone gives the same logits as inside the left-padded batch
+    for i in range(3):
+        one = {k: (v[i : i + 1] if torch.is_tensor(v) else v[i : i + 1]) for k, v in batch.items()}
+        with torch.no_grad():
+            torch.testing.assert_close(policy(one), logits[i : i + 1], atol=1e-4, rtol=1e-4)
+
+
+def test_log_prob_and_entropy_read_the_bin_distributions(tokenizer_json):
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json)
+    actions = torch.rand(2, 4) * 2 - 1
+    batch = {"image": images_of(["red", "green"]), "instruction": INSTRUCTIONS[:2]}
+    logits = policy({**batch, "action": actions})
+    bins = policy.tokenizer_actions.tokenize(actions)
+    expected = logits.log_softmax(-1).gather(-1, bins[..., None])[..., 0].sum(-1)
+    torch.testing.assert_close(policy.log_prob(batch, actions), expected)
+    entropy = policy.entropy({**batch, "action": actions})
+    assert entropy.shape == (2,) and bool((entropy > 0).all())
+    assert bool((entropy <= 4 * np.log(256) + 1e-4).all())
+
+
+def test_behaviour_cloning_learns_colour_to_action(tokenizer_json):
+    """Next-token cross-entropy on the action tokens (RT-2's loss on robot data) teaches the
+    tiny model which action each coloured scene asks for; the instruction is the same for
+    every scene, so only the image tokens can tell them apart. Greedy decoding then returns
+    the demonstrated bins."""
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json)
+    targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
+               "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+    colours = list(targets) * 4
+    batch = {
+        "image": images_of(colours),
+        "instruction": ["move to the block"] * len(colours),
+        "action": torch.tensor([targets[c] for c in colours]),
+    }
+    bins = policy.tokenizer_actions.tokenize(batch["action"])
+    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(policy(batch).flatten(0, 1), bins.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+    policy.eval()
+    decoded = policy.generate_bins(batch["image"][:3], batch["instruction"][:3])
+    torch.testing.assert_close(decoded, bins[:3], rtol=0, atol=0)
+    obs = {"image": images_of(["green"])[0].numpy(), "instruction": "move to the block"}
+    np.testing.assert_allclose(policy.act(obs), targets["green"], atol=1 / 256 + 1e-6)
+
+
+def test_save_and_load_give_the_same_actions(tokenizer_json, tmp_path):
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json).eval()
+    obs = {"image": images_of(["blue"])[0].numpy(), "instruction": "move to the blue block"}
+    loaded = load_policy(policy.save(tmp_path / "rt2"))
+    assert sorted(p.name for p in (tmp_path / "rt2").iterdir()) == [
+        "config.json", "model.safetensors"]  # fmt: skip
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    gen = torch.Generator().manual_seed(3)
+    sampled = policy.generate_bins(images_of(["blue"] * 64), ["go"] * 64, False, gen)
+    assert sampled.unique().numel() > 8  # sampling spreads over the bins of a fresh model
+
+
+def test_bad_inputs_are_named(tokenizer_json):
+    policy = small_policy(tokenizer_json)
+    image = images_of(["red"])[0].numpy()
+    with pytest.raises(ValueError, match="teacher-forced"):
+        policy({"image": images_of(["red"]), "instruction": ["go"]})
+    with pytest.raises(ValueError, match="uint8"):
+        policy.act({"image": image.astype(np.float32), "instruction": "go"})
+    with pytest.raises(ValueError, match="text obs\\['instruction'\\]"):
+        policy.act({"image": image, "instruction": np.array([3, 4])})
+    with pytest.raises(ValueError, match="max_positions"):
+        policy.act({"image": image, "instruction": "go " * 400})
+    plain = rt2_tokenizer(INSTRUCTIONS, n_bins=16).backend_tokenizer.to_str()
+    with pytest.raises(ValueError, match="contiguous tokens <act_0>..<act_255>"):
+        RT2Policy(RT2Config(tokenizer_json=plain))
