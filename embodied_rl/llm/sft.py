@@ -6,15 +6,22 @@ and the loss covers the response and its EOS (prompt and padding are labelled
 one row of ``max_length`` tokens; their positions restart at 0 and no attention mask is
 passed, which transformers (>= 5) turns into a block-diagonal causal mask, so packed
 examples never see each other (checked on the model before training).
+
+Vision-language models train the same way: ``train(examples, images=...)`` gives every
+example an image (uint8 ``(H, W, 3)``), the trainer's ``image_processor`` turns a batch of
+them into the model's ``pixel_values``, and the prompt holds the model's image placeholder
+tokens. Behaviour cloning of the RT-2-style policy is this trainer on (image, instruction) ->
+action-token examples (:func:`embodied_rl.policies.rt2.rt2_sft_examples`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,22 +72,24 @@ class TokenizedExample:
 
     input_ids: list[int]
     loss_mask: list[int]  # 0 on the prompt, 1 on the response and EOS
+    image: int = -1  # index of the example's image (vision-language examples), else -1
 
 
 def tokenize_examples(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str]], max_length: int
 ) -> list[TokenizedExample]:
-    """Tokenize (prompt, response) pairs; pairs whose prompt fills ``max_length`` are dropped."""
+    """Tokenize (prompt, response) pairs; pairs whose prompt fills ``max_length`` are dropped
+    (example ``i`` keeps image index ``i``)."""
     prompts = encode(tokenizer, [p for p, _ in examples])
     responses = encode(tokenizer, [r for _, r in examples])
     out, dropped = [], 0
-    for prompt, response in zip(prompts, responses, strict=True):
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
         mask = ([0] * len(prompt) + [1] * (len(response) + 1))[:max_length]
         if not any(mask):
             dropped += 1
             continue
-        out.append(TokenizedExample(ids, mask))
+        out.append(TokenizedExample(ids, mask, i))
     if dropped:
         logger.warning("dropped %d examples whose prompt fills max_length=%d", dropped, max_length)
     if not out:
@@ -101,16 +110,26 @@ def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
     )
 
 
-def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``(B, T)``."""
+def collate(
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    images: Tensor | None = None,
+    image_processor: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``(B, T)``; with
+    ``images`` (uint8 ``(N, H, W, 3)``), the examples' ``pixel_values`` from
+    ``image_processor``."""
     ids = pad([e.input_ids for e in examples], pad_id)
     attention = pad([[1] * len(e.input_ids) for e in examples], 0)
     keep = pad([e.loss_mask for e in examples], 0).bool()
-    return {
+    batch = {
         "input_ids": ids,
         "attention_mask": attention,
         "labels": ids.masked_fill(~keep, IGNORE_INDEX),
     }
+    if images is not None:
+        batch["pixel_values"] = image_processor(images[[e.image for e in examples]])
+    return batch
 
 
 def pack(examples: Sequence[TokenizedExample], max_length: int, pad_id: int) -> dict[str, Tensor]:
@@ -164,22 +183,30 @@ def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits
     else:
-        logits = causal_lm_forward(model, batch["input_ids"], batch["attention_mask"]).logits
+        extra = {"pixel_values": batch["pixel_values"]} if "pixel_values" in batch else {}
+        logits = causal_lm_forward(
+            model, batch["input_ids"], batch["attention_mask"], **extra
+        ).logits
     return sft_loss(logits, batch["labels"])
 
 
 class SFTTrainer:
-    """Fine-tunes a causal LM on (prompt, response) demonstrations."""
+    """Fine-tunes a causal LM (or a vision-language model, with ``image_processor``) on
+    (prompt, response) demonstrations."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         config: SFTConfig = SFTConfig(),
+        image_processor: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if config.packing:
+            if image_processor is not None:
+                raise ValueError("packing=True is for text only; train with images unpacked")
             check_packing_support(model)
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.image_processor = image_processor
         self.optimizer = make_optimizer(
             model.parameters(), config.learning_rate, config.weight_decay
         )
@@ -188,7 +215,23 @@ class SFTTrainer:
         )
         self.step_count = 0
 
-    def _batches(self, examples: Sequence[tuple[str, str]]):
+    def _images(self, examples: Sequence, images: Any) -> Tensor | None:
+        """``images`` as a uint8 tensor, one per example, checked against the trainer."""
+        if images is None:
+            if self.image_processor is not None:
+                raise ValueError("this trainer has an image_processor: pass images=")
+            return None
+        if self.image_processor is None:
+            raise ValueError("images= needs SFTTrainer(..., image_processor=)")
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(examples):
+            raise ValueError(
+                f"images are {images.dtype} {tuple(images.shape)}; pass one uint8 (H, W, 3) "
+                f"image per example ({len(examples)} examples)"
+            )
+        return images
+
+    def _batches(self, examples: Sequence[tuple[str, str]], images: Tensor | None = None):
         c = self.config
         tokenized = tokenize_examples(self.tokenizer, examples, c.max_length)
         pad_id = self.tokenizer.pad_token_id
@@ -201,17 +244,23 @@ class SFTTrainer:
         order = IndexBatches(
             len(tokenized), c.batch_size, c.seed + self.step_count, data_parallel()
         )
-        return (collate([tokenized[j] for j in i], pad_id) for i in order)
+        return (
+            collate([tokenized[j] for j in i], pad_id, images, self.image_processor) for i in order
+        )
 
     def train(
         self,
         examples: Sequence[tuple[str, str]],
         out: str | os.PathLike | None = None,
         eval_examples: Sequence[tuple[str, str]] | None = None,
+        images: Any = None,
+        eval_images: Any = None,
     ) -> list[dict[str, float]]:
         """Run ``config.steps`` steps; returns the logged metric rows (``eval/loss`` at the end
-        when ``eval_examples`` are given). ``out`` receives metrics.csv and TensorBoard."""
-        c, batches = self.config, self._batches(examples)
+        when ``eval_examples`` are given). ``out`` receives metrics.csv and TensorBoard.
+        ``images``/``eval_images``: one uint8 ``(H, W, 3)`` image per example."""
+        c = self.config
+        batches = self._batches(examples, self._images(examples, images))
         self.model.train()
 
         def step(i: int) -> dict[str, float]:
@@ -219,7 +268,9 @@ class SFTTrainer:
             norm = optimizer_step(loss, self.optimizer, c.max_grad_norm, i, "sft", self.scheduler)
             return {"loss": loss.item(), "grad_norm": norm}
 
-        evaluate = (lambda: self.evaluate(eval_examples)) if eval_examples else None
+        evaluate = (
+            (lambda: self.evaluate(eval_examples, images=eval_images)) if eval_examples else None
+        )
         rows = run_steps(
             step, c.steps, desc="sft", out=out, log_every=c.log_every, progress=c.progress,
             tensorboard=c.tensorboard, evaluate=evaluate, start=self.step_count, parallel=data_parallel(),
@@ -230,14 +281,18 @@ class SFTTrainer:
 
     @torch.no_grad()
     def evaluate(
-        self, examples: Sequence[tuple[str, str]], batch_size: int = 64
+        self, examples: Sequence[tuple[str, str]], batch_size: int = 64, images: Any = None
     ) -> dict[str, float]:
         """Token-weighted mean response loss over ``examples`` (no packing, eval mode)."""
         tokenized = tokenize_examples(self.tokenizer, examples, self.config.max_length)
+        pixels = self._images(examples, images)
         total, n_tokens = 0.0, 0
         with eval_mode(self.model):
             for start in range(0, len(tokenized), batch_size):
-                batch = collate(tokenized[start : start + batch_size], self.tokenizer.pad_token_id)
+                batch = collate(
+                    tokenized[start : start + batch_size], self.tokenizer.pad_token_id, pixels,
+                    self.image_processor,
+                )  # fmt: skip
                 n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
                 total += float(lm_loss(self.model, batch)) * n
                 n_tokens += n

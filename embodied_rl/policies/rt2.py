@@ -187,13 +187,21 @@ class RT2Policy(Policy):
         self._prompts: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ inputs
+    def prompt(self, instruction: str) -> str:
+        """The prompt as text: ``n_image_tokens`` image placeholders, then OpenVLA's prompt."""
+        return IMAGE_TOKEN * self.config.n_image_tokens + PROMPT.format(instruction=instruction)
+
     def prompt_ids(self, instruction: str) -> list[int]:
-        """Image placeholders then OpenVLA's prompt for ``instruction`` (cached per text)."""
+        """The token ids of :meth:`prompt` (cached per instruction)."""
         if instruction not in self._prompts:
-            text = PROMPT.format(instruction=instruction)
-            words = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._prompts[instruction] = [self.image_token_id] * self.config.n_image_tokens + words
+            text = self.prompt(instruction)
+            self._prompts[instruction] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._prompts[instruction]
+
+    def action_text(self, action: Any) -> str:
+        """One action as the text of its tokens, ``<act_b0><act_b1>...`` (an SFT response)."""
+        bins = self.tokenizer_actions.tokenize(torch.as_tensor(action, dtype=torch.float32))
+        return "".join(action_token(int(b)) for b in bins)
 
     def pixel_values(self, images: Tensor) -> Tensor:
         """uint8 ``(B, H, W, 3)`` -> float ``(B, 3, H, W)`` in [-1, 1]."""
@@ -316,3 +324,35 @@ class RT2Policy(Policy):
             )
         bins = self.generate_bins(torch.as_tensor(image)[None], [instruction], deterministic)
         return self.tokenizer_actions.detokenize(bins)[0].numpy().astype(np.float32)
+
+
+def rt2_sft_examples(
+    policy: RT2Policy, data: Any, labels: str = "action"
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Every transition of ``data`` (an :class:`~embodied_rl.datasets.OfflineDataset` with
+    ``image`` and text ``instruction`` observations) as a (prompt, action-token response)
+    example and its image: behaviour cloning as supervised fine-tuning,
+    ``SFTTrainer(policy.model, policy.tokenizer, config, image_processor=policy.pixel_values)
+    .train(examples, images=images)``. ``labels="expert"`` imitates the expert's clean
+    actions of a noise-injected dataset (``infos['expert_action']``), as BC's option does."""
+    for key in ("image", "instruction"):
+        if key not in data.observations:
+            raise ValueError(
+                f"the RT-2 policy reads images and instructions; the dataset has observations "
+                f"{sorted(data.observations)} (collect with obs_mode='rgb+state' or 'rgb')"
+            )
+    if labels == "action":
+        actions = data.actions
+    elif labels == "expert":
+        if "expert_action" not in data.infos:  # datasets.episode.EXPERT_ACTION (a layer up)
+            raise ValueError("labels='expert' needs infos['expert_action'] (collect with noise)")
+        actions = data.infos["expert_action"][data.obs_index]
+    else:
+        raise ValueError(f"labels={labels!r} must be 'action' or 'expert'")
+    rows = data.obs_index
+    instructions = data.observations["instruction"][rows]
+    examples = [
+        (policy.prompt(str(text)), policy.action_text(action))
+        for text, action in zip(instructions, actions, strict=True)
+    ]
+    return examples, data.observations["image"][rows]

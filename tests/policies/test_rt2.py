@@ -139,3 +139,66 @@ def test_bad_inputs_are_named(tokenizer_json):
     plain = rt2_tokenizer(INSTRUCTIONS, n_bins=16).backend_tokenizer.to_str()
     with pytest.raises(ValueError, match="contiguous tokens <act_0>..<act_255>"):
         RT2Policy(RT2Config(tokenizer_json=plain))
+
+
+def coloured_dataset(
+    targets: dict[str, list[float]], episodes_per_colour: int = 2, length: int = 4
+):
+    """Episodes whose every image is one colour and whose actions are that colour's target."""
+    from gymnasium import spaces
+
+    from embodied_rl.datasets import Episode, OfflineDataset
+
+    episodes = []
+    for colour, target in list(targets.items()) * episodes_per_colour:
+        image = images_of([colour])[0].numpy()
+        flags = np.zeros(length, dtype=bool)
+        flags[-1] = True
+        episodes.append(Episode(
+            observations={"image": np.stack([image] * (length + 1)),
+                          "instruction": ["move to the block"] * (length + 1)},
+            actions=np.tile(np.float32(target), (length, 1)), rewards=np.zeros(length),
+            terminations=flags, truncations=~flags, infos={}, metadata={},
+        ))  # fmt: skip
+    obs_space = spaces.Dict({"image": spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                             "instruction": spaces.Text(max_length=40)})  # fmt: skip
+    return OfflineDataset.from_episodes(
+        episodes, obs_space, spaces.Box(-1.0, 1.0, (4,), np.float32)
+    )
+
+
+def test_supervised_fine_tuning_is_behaviour_cloning(tokenizer_json, tmp_path):
+    """The LLM trainers' SFTTrainer, given the policy's model, tokenizer and image processor,
+    trains on (image, instruction) -> action-token examples of a dataset; the policy then acts
+    the demonstrated actions, which only the images tell apart."""
+    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.policies.rt2 import rt2_sft_examples
+
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json)
+    targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
+               "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+    data = coloured_dataset(targets)
+    examples, images = rt2_sft_examples(policy, data)
+    assert len(examples) == len(images) == data.n_transitions == 24
+    prompt, response = examples[0]
+    ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert (
+        ids == policy.prompt_ids("move to the block") and ids[:16] == [policy.image_token_id] * 16
+    )
+    assert response == policy.action_text(targets["red"]) and response.count("<act_") == 4
+    config = SFTConfig(steps=120, batch_size=12, learning_rate=2e-3, max_length=64,
+                       progress=False, tensorboard=False, log_every=40)  # fmt: skip
+    trainer = SFTTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    rows = trainer.train(examples, out=tmp_path / "sft", images=images)
+    assert rows[-1]["train/loss"] < 0.1 < rows[0]["train/loss"]
+    policy.eval()
+    for colour, target in targets.items():
+        obs = {"image": images_of([colour])[0].numpy(), "instruction": "move to the block"}
+        np.testing.assert_allclose(policy.act(obs), target, atol=1 / 256 + 1e-6)
+    with pytest.raises(ValueError, match="image_processor"):
+        SFTTrainer(policy.model, policy.tokenizer, config).train(examples, images=images)
+    with pytest.raises(ValueError, match="pass images="):
+        trainer.train(examples)
