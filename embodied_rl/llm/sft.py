@@ -78,10 +78,10 @@ class TokenizedExample:
 def tokenize_examples(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str]], max_length: int
 ) -> list[TokenizedExample]:
-    """Tokenize (prompt, response) pairs; pairs whose prompt fills ``max_length`` are dropped
-    (example ``i`` keeps image index ``i``)."""
+    """Tokenize (prompt, response) pairs (a response may be given as token ids); pairs whose
+    prompt fills ``max_length`` are dropped (example ``i`` keeps image index ``i``)."""
     prompts = encode(tokenizer, [p for p, _ in examples])
-    responses = encode(tokenizer, [r for _, r in examples])
+    responses = _encode_texts(tokenizer, [r for _, r in examples])
     out, dropped = [], 0
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
@@ -94,6 +94,17 @@ def tokenize_examples(
         logger.warning("dropped %d examples whose prompt fills max_length=%d", dropped, max_length)
     if not out:
         raise ValueError(f"no example has a response token within max_length={max_length}")
+    return out
+
+
+def _encode_texts(tokenizer: PreTrainedTokenizerBase, items: list) -> list[list[int]]:
+    """Token ids of each item: strings are encoded, lists of ids pass through (a response
+    whose ids do not round-trip through text, e.g. a VLM's action tokens)."""
+    texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+    out = [list(item) if not isinstance(item, str) else [] for item in items]
+    if texts:
+        for i, ids in zip(texts, encode(tokenizer, [items[i] for i in texts]), strict=True):
+            out[i] = ids
     return out
 
 

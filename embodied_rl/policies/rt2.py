@@ -15,6 +15,14 @@ at an action position only the ``n_bins`` action ids can be chosen.
 
 The tokenizer travels inside the config (its JSON), so a saved policy is, like every other,
 ``config.json`` and ``model.safetensors``.
+
+``RT2Config(model_path=...)`` builds the policy on a pretrained vision-language model in a
+local directory instead (transformers' ``AutoModelForImageTextToText`` and ``AutoProcessor``,
+safetensors only, never downloaded): its processor prepares the images and says how many
+image tokens an image takes, and, as in OpenVLA, the last ``n_bins`` ids of the tokenizer's
+base vocabulary become the action ids. Models whose processor gives every image the same
+number of tokens and one ``pixel_values`` tensor (LLaVA, PaliGemma) work; models that tile an
+image into a variable number of crops (Idefics3/SmolVLM) are refused.
 """
 
 from __future__ import annotations
@@ -41,9 +49,12 @@ def action_token(b: int) -> str:
 
 @dataclass(frozen=True)
 class RT2Config:
-    """Architecture of :class:`RT2Policy` (the tiny LLaVA built from the config)."""
+    """Architecture of :class:`RT2Policy`: the tiny LLaVA built from the config (give
+    ``tokenizer_json``), or a pretrained vision-language model (give ``model_path``; the size
+    fields below are then unused)."""
 
-    tokenizer_json: str  # the instruction tokenizer with <image> and the action tokens
+    tokenizer_json: str = ""  # the instruction tokenizer with <image> and the action tokens
+    model_path: str | None = None  # a local save_pretrained directory (model + processor)
     action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
     action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     n_bins: int = 256
@@ -60,6 +71,11 @@ class RT2Config:
     seed: int = 0  # initial weights
 
     def __post_init__(self) -> None:
+        if bool(self.tokenizer_json) == bool(self.model_path):
+            raise ValueError(
+                "give RT2Config either tokenizer_json (the tiny model: rt2_tokenizer(...)"
+                ".backend_tokenizer.to_str()) or model_path (a pretrained model), not both"
+            )
         if len(self.action_low) != len(self.action_high):
             raise ValueError(
                 f"action_low has {len(self.action_low)} values, action_high {len(self.action_high)}"
@@ -76,10 +92,6 @@ class RT2Config:
                 raise ValueError(f"{name}_width={width} must be divisible by {name}_heads={heads}")
         if self.n_bins < 2:
             raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
-
-    @property
-    def n_image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
 
 
 def rt2_tokenizer(instructions: Sequence[str], n_bins: int = 256, vocab_size: int = 512):
@@ -142,6 +154,45 @@ def build_tiny_vlm(config: RT2Config, vocab_size: int, image_token_id: int, pad_
         return LlavaForConditionalGeneration(llava)
 
 
+def load_pretrained_vlm(path: str):
+    """A local vision-language model, its processor, and the image placeholder's text, id and
+    number of tokens per image. Errors name what is missing or unsupported."""
+    from pathlib import Path
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model_path {root} is not a directory")
+    if not any(root.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"{root} has no *.safetensors weights (pickled weights are not loaded); save the "
+            "model with save_pretrained(..., safe_serialization=True)"
+        )
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(root), local_files_only=True, use_safetensors=True
+    )
+    processor = AutoProcessor.from_pretrained(str(root), local_files_only=True)
+    image_token = getattr(processor, "image_token", None)
+    if image_token is None or getattr(processor, "tokenizer", None) is None:
+        raise ValueError(
+            f"{root}: {type(processor).__name__} has no image_token or tokenizer; RT2Policy "
+            "needs a vision-language processor (LLaVA, PaliGemma)"
+        )
+    tokenizer = processor.tokenizer
+    probe = processor(
+        text=[image_token + "x"], images=[np.zeros((32, 32, 3), np.uint8)], return_tensors="pt"
+    )
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    if set(probe) - {"input_ids", "attention_mask", "pixel_values", "token_type_ids"}:
+        raise ValueError(
+            f"{root}: {type(processor).__name__} returns {sorted(probe)}; RT2Policy supports "
+            "processors that give one pixel_values tensor and a fixed number of image tokens"
+        )
+    n_image_tokens = int((probe["input_ids"] == image_id).sum())
+    return model, processor, image_token, image_id, n_image_tokens
+
+
 def _cache_of(out) -> dict[str, Any]:
     """The KV cache of a forward's output as the next call's keyword: ``cache`` since
     transformers 5.2x, ``past_key_values`` before."""
@@ -164,32 +215,52 @@ class RT2Policy(Policy):
     def __init__(self, config: RT2Config) -> None:
         super().__init__()
         self.config = c = config
-        self.tokenizer = tokenizer_from_json(c.tokenizer_json)
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        ids = self.tokenizer.convert_tokens_to_ids([action_token(b) for b in range(c.n_bins)])
-        unk = self.tokenizer.unk_token_id
-        if (
-            unk in ids
-            or self.image_token_id == unk
-            or ids != list(range(ids[0], ids[0] + c.n_bins))
-        ):
-            raise ValueError(
-                f"the tokenizer lacks {IMAGE_TOKEN} or contiguous tokens <act_0>..<act_{c.n_bins - 1}>; "
-                "build it with rt2_tokenizer(instructions, n_bins)"
-            )
-        self.first_action_id = ids[0]
         self.tokenizer_actions = ActionTokenizer(c.action_low, c.action_high, c.n_bins)
         self.action_dim = self.tokenizer_actions.action_dim
-        self.model = build_tiny_vlm(
-            c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id
-        )
+        self.processor = None
+        if c.model_path:
+            self.model, self.processor, self.image_token, self.image_token_id, n_image = (
+                load_pretrained_vlm(c.model_path)
+            )
+            self.tokenizer = self.processor.tokenizer
+            self.n_image_tokens = n_image
+            # OpenVLA: the last n_bins ids of the base vocabulary (the least used) are actions
+            self.first_action_id = self.tokenizer.vocab_size - c.n_bins
+            taken = set(self.tokenizer.all_special_ids) & set(
+                range(self.first_action_id, self.first_action_id + c.n_bins)
+            )
+            if self.first_action_id < 0 or taken:
+                raise ValueError(
+                    f"{c.model_path}: the last {c.n_bins} ids of the vocabulary "
+                    f"({self.tokenizer.vocab_size}) include special tokens {sorted(taken)[:5]}"
+                )
+        else:
+            self.tokenizer = tokenizer_from_json(c.tokenizer_json)
+            self.image_token = IMAGE_TOKEN
+            self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+            ids = self.tokenizer.convert_tokens_to_ids([action_token(b) for b in range(c.n_bins)])
+            unk = self.tokenizer.unk_token_id
+            if (
+                unk in ids
+                or self.image_token_id == unk
+                or ids != list(range(ids[0], ids[0] + c.n_bins))
+            ):
+                raise ValueError(
+                    f"the tokenizer lacks {IMAGE_TOKEN} or contiguous tokens "
+                    f"<act_0>..<act_{c.n_bins - 1}>; build it with rt2_tokenizer(instructions, n_bins)"
+                )
+            self.first_action_id = ids[0]
+            self.n_image_tokens = (c.image_size // c.patch_size) ** 2
+            self.model = build_tiny_vlm(
+                c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id
+            )
         self.input_keys = ("image", "instruction")
         self._prompts: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ inputs
     def prompt(self, instruction: str) -> str:
         """The prompt as text: ``n_image_tokens`` image placeholders, then OpenVLA's prompt."""
-        return IMAGE_TOKEN * self.config.n_image_tokens + PROMPT.format(instruction=instruction)
+        return self.image_token * self.n_image_tokens + PROMPT.format(instruction=instruction)
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """The token ids of :meth:`prompt` (cached per instruction)."""
@@ -198,19 +269,26 @@ class RT2Policy(Policy):
             self._prompts[instruction] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._prompts[instruction]
 
-    def action_text(self, action: Any) -> str:
-        """One action as the text of its tokens, ``<act_b0><act_b1>...`` (an SFT response)."""
-        bins = self.tokenizer_actions.tokenize(torch.as_tensor(action, dtype=torch.float32))
-        return "".join(action_token(int(b)) for b in bins)
+    def action_tokens(self, action: Any) -> list[int]:
+        """One action's token ids (an SFT response)."""
+        return self.action_ids(torch.as_tensor(action, dtype=torch.float32)).tolist()
 
     def pixel_values(self, images: Tensor) -> Tensor:
-        """uint8 ``(B, H, W, 3)`` -> float ``(B, 3, H, W)`` in [-1, 1]."""
+        """uint8 ``(B, H, W, 3)`` -> the model's ``pixel_values`` (the tiny model: float
+        ``(B, 3, H, W)`` in [-1, 1]; a pretrained one: its processor's)."""
+        images = torch.as_tensor(images)
         size = self.config.image_size
-        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (size, size, 3):
+        shape = (size, size, 3) if self.processor is None else tuple(images.shape[1:3]) + (3,)
+        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != shape:
             raise ValueError(
                 f"images are {images.dtype} {tuple(images.shape)}; the policy reads uint8 "
                 f"(B, {size}, {size}, 3) (make the environment with policy.env_options())"
             )
+        if self.processor is not None:
+            processed = self.processor.image_processor(
+                images=list(images.numpy()), return_tensors="pt"
+            )
+            return processed["pixel_values"]
         return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
     def action_ids(self, actions: Tensor) -> Tensor:
@@ -231,10 +309,11 @@ class RT2Policy(Policy):
         from embodied_rl.utils.tokenizer import position_ids_from_mask
 
         length = int(mask.sum(-1).max())
-        if length + self.action_dim > self.config.max_positions:
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if limit is not None and length + self.action_dim > limit:
             raise ValueError(
                 f"{length} prompt tokens and {self.action_dim} action tokens exceed the model's "
-                f"max_positions={self.config.max_positions}; shorten the instruction"
+                f"{limit} positions (max_positions); shorten the instruction"
             )
         return self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
@@ -315,7 +394,10 @@ class RT2Policy(Policy):
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:
         size = self.config.image_size
-        image = check_observation(obs, "image", (size, size, 3))
+        # a pretrained model's processor resizes any image; the tiny model reads its own size
+        image = check_observation(obs, "image", (size, size, 3) if self.processor is None else None)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"obs['image'] has shape {image.shape}; expected (H, W, 3)")
         instruction = obs.get("instruction") if isinstance(obs, dict) else None
         if not isinstance(instruction, str):
             raise ValueError(
@@ -328,10 +410,11 @@ class RT2Policy(Policy):
 
 def rt2_sft_examples(
     policy: RT2Policy, data: Any, labels: str = "action"
-) -> tuple[list[tuple[str, str]], np.ndarray]:
+) -> tuple[list[tuple[str, list[int]]], np.ndarray]:
     """Every transition of ``data`` (an :class:`~embodied_rl.datasets.OfflineDataset` with
     ``image`` and text ``instruction`` observations) as a (prompt, action-token response)
-    example and its image: behaviour cloning as supervised fine-tuning,
+    example (the response as token ids) and its image: behaviour cloning as supervised
+    fine-tuning,
     ``SFTTrainer(policy.model, policy.tokenizer, config, image_processor=policy.pixel_values)
     .train(examples, images=images)``. ``labels="expert"`` imitates the expert's clean
     actions of a noise-injected dataset (``infos['expert_action']``), as BC's option does."""
@@ -352,7 +435,7 @@ def rt2_sft_examples(
     rows = data.obs_index
     instructions = data.observations["instruction"][rows]
     examples = [
-        (policy.prompt(str(text)), policy.action_text(action))
+        (policy.prompt(str(text)), policy.action_tokens(action))
         for text, action in zip(instructions, actions, strict=True)
     ]
     return examples, data.observations["image"][rows]

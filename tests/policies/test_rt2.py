@@ -186,7 +186,8 @@ def test_supervised_fine_tuning_is_behaviour_cloning(tokenizer_json, tmp_path):
     assert (
         ids == policy.prompt_ids("move to the block") and ids[:16] == [policy.image_token_id] * 16
     )
-    assert response == policy.action_text(targets["red"]) and response.count("<act_") == 4
+    assert response == policy.action_tokens(targets["red"]) and len(response) == 4
+    assert min(response) >= policy.first_action_id
     config = SFTConfig(steps=120, batch_size=12, learning_rate=2e-3, max_length=64,
                        progress=False, tensorboard=False, log_every=40)  # fmt: skip
     trainer = SFTTrainer(
@@ -202,3 +203,60 @@ def test_supervised_fine_tuning_is_behaviour_cloning(tokenizer_json, tmp_path):
         SFTTrainer(policy.model, policy.tokenizer, config).train(examples, images=images)
     with pytest.raises(ValueError, match="pass images="):
         trainer.train(examples)
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory) -> str:
+    """A tiny random LLaVA saved with its processor, as a user's local checkpoint would be."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    from embodied_rl.policies.rt2 import PROMPT, build_tiny_vlm
+    from embodied_rl.utils.tokenizer import train_tokenizer
+
+    rng = np.random.default_rng(0)
+    words = [f"{a}{b}" for a in ("red", "blue", "pick", "push", "left", "cube")
+             for b in ("", "s", "ed", "ing", "er")]  # fmt: skip
+    texts = [PROMPT.format(instruction=" ".join(rng.choice(words, 6))) for _ in range(500)]
+    tokenizer = train_tokenizer(texts, vocab_size=600)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = RT2Config(tokenizer_json="-", image_size=32, vision_width=32, text_width=64)
+    model = build_tiny_vlm(config, len(tokenizer), image_id, tokenizer.pad_token_id)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                           crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        image_token="<image>", num_additional_image_tokens=1,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_a_pretrained_vlm_from_a_local_directory(pretrained_dir, tmp_path):
+    """OpenVLA's recipe on a transformers LLaVA checkpoint: the processor prepares images and
+    sets the image tokens, the last 256 ids of the base vocabulary are the actions, decoding
+    stays on them, and a saved policy reloads (weights from model.safetensors)."""
+    torch.manual_seed(0)
+    policy = RT2Policy(RT2Config(model_path=pretrained_dir)).eval()
+    tok = policy.tokenizer
+    assert policy.n_image_tokens == 16 and policy.first_action_id == tok.vocab_size - 256
+    assert policy.prompt_ids("pick the red cube")[:16] == [policy.image_token_id] * 16
+    image = np.full((48, 40, 3), 200, np.uint8)  # the processor resizes and crops
+    obs = {"image": image, "instruction": "pick the red cube"}
+    action = policy.act(obs)
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+    bins = policy.generate_bins(torch.as_tensor(image)[None], ["pick the red cube"])
+    actions = policy.tokenizer_actions.detokenize(bins)
+    logits = policy({"image": torch.as_tensor(image)[None], "instruction": ["pick the red cube"],
+                     "action": actions})  # fmt: skip
+    torch.testing.assert_close(logits.argmax(-1), bins, rtol=0, atol=0)
+    with torch.no_grad():
+        policy.model.lm_head.weight[policy.first_action_id + 7] += 5.0  # "fine-tuned"
+    loaded = load_policy(policy.save(tmp_path / "rt2"))
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    with pytest.raises(ValueError, match="not both"):
+        RT2Config(model_path=pretrained_dir, tokenizer_json="x")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        RT2Policy(RT2Config(model_path=str(tmp_path)))
