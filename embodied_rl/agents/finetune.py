@@ -125,15 +125,23 @@ def actor_critic(
     if isinstance(pretrained, ActorCriticPolicy):
         raise ValueError("an ActorCriticPolicy is already PPO's network; pass it to PPO directly")
     config = pretrained.config
-    head = "gaussian" if config.head == "deterministic" else config.head
+    # PPO's Gaussian: a deterministic head's mean, or a squashed Gaussian's squashed mean
+    # (SAC's deterministic action: the first half of its projection), with log-std init_log_std
+    head = "gaussian" if config.head in ("deterministic", "tanh_gaussian") else config.head
     torch.manual_seed(seed)
     policy = policy_class(pretrained.policy_type)(
         dataclasses.replace(config, head=head, value_head=True)
     )
-    if head == "gaussian" and config.head == "deterministic":
+    if head == "gaussian" and config.head != "gaussian":
         with torch.no_grad():
             policy.head.log_std.fill_(init_log_std)
     source = pretrained.trainable_state_dict()
+    if config.head == "tanh_gaussian":
+        n = pretrained.head.action_dim
+        source = {
+            k: v[:n] if k in ("head.proj.weight", "head.proj.bias") else v
+            for k, v in source.items()
+        }
     if reinitialize:
         source = {k: v for k, v in source.items() if _is_statistic(k)}
     _load_into(policy, source, allow_missing=not reinitialize)

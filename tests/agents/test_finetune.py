@@ -46,6 +46,18 @@ def test_actor_critic_keeps_the_pretrained_mean_and_adds_a_value_head():
     assert policy.value(x).shape == (5,)
 
 
+def test_actor_critic_of_a_squashed_gaussian_keeps_its_deterministic_action():
+    """A CQL/Cal-QL policy (SAC's squashed Gaussian) becomes PPO's Gaussian whose mean is the
+    squashed mean, i.e. the action it took when evaluated deterministically."""
+    torch.manual_seed(0)
+    pretrained = MLPPolicy(MLPConfig(obs_dim=STATE_DIM, hidden=(16,), head="tanh_gaussian"))
+    policy = actor_critic(pretrained, init_log_std=-1.0)
+    assert policy.head.kind == "gaussian"
+    x = batch()
+    torch.testing.assert_close(policy.head.mode(policy(x)), pretrained.head.mode(pretrained(x)))
+    torch.testing.assert_close(policy.head.log_std, torch.full((4,), -1.0))
+
+
 def test_from_scratch_has_fresh_weights_but_the_same_observation_statistics():
     pretrained = bc_policy()
     scratch = actor_critic(pretrained, reinitialize=True, seed=1)
