@@ -21,9 +21,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from embodied_rl.llm.pairs import (
 )
 from embodied_rl.llm.training import (
     IndexBatches,
+    checked_images,
     make_optimizer,
     optimizer_step,
     require_positive,
@@ -109,6 +111,9 @@ def response_logprobs_sum(
     ``(2B,)`` their counts; with ``head_split`` only response positions reach the LM head."""
     ids, attention, loss_mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
     counts = loss_mask[:, 1:].sum(-1)
+    if "pixel_values" in batch:  # a vision-language model: the full forward with its images
+        extra = {"pixel_values": batch["pixel_values"]}
+        return sequence_logprobs(model, ids, attention, loss_mask, **extra), counts
     if not head_split:
         return sequence_logprobs(model, ids, attention, loss_mask), counts
     hidden = causal_lm_forward(model.base_model, ids, attention).last_hidden_state  # (2B, T, H)
@@ -183,11 +188,14 @@ class DPOData:
 
     pairs: list[TokenizedPair]
     reference_logps: Tensor | None  # (N, 2) chosen, rejected; None: computed per batch
+    images: Tensor | None = None  # uint8 (N_images, H, W, 3) the pairs' image indices point into
 
 
 class DPOTrainer:
     """Trains ``policy`` on preference pairs against a frozen ``reference`` (a copy of the
-    initial policy when None)."""
+    initial policy when None). A vision-language model trains with ``image_processor`` (uint8
+    images -> its ``pixel_values``) and ``images=`` that the pairs' ``image`` indices point
+    into; its batches always use the plain ``(2B, T)`` layout."""
 
     def __init__(
         self,
@@ -195,6 +203,7 @@ class DPOTrainer:
         tokenizer: PreTrainedTokenizerBase,
         config: DPOConfig = DPOConfig(),
         reference: PreTrainedModel | None = None,
+        image_processor: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.policy, self.tokenizer, self.config = disable_dropout(policy), tokenizer, config
         # a given reference is only read (no_grad, eval mode), never modified
@@ -202,20 +211,25 @@ class DPOTrainer:
         self.optimizer = make_optimizer(
             policy.parameters(), config.learning_rate, config.weight_decay
         )
-        self.head_split = head_split_matches(policy)
-        self.shared_prompt = config.share_prompt and shared_prompt_matches(policy)
+        self.image_processor = image_processor
+        self.head_split = image_processor is None and head_split_matches(policy)
+        self.shared_prompt = (
+            image_processor is None and config.share_prompt and shared_prompt_matches(policy)
+        )
         if config.share_prompt and not self.shared_prompt:
             logger.info(
                 "%s: shared-prompt layout unsupported; using (2B, T) rows", type(policy).__name__
             )
         self.step_count = 0
 
-    def collate(self, pairs: Sequence[TokenizedPair]) -> dict[str, Tensor]:
+    def collate(
+        self, pairs: Sequence[TokenizedPair], images: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """A batch in this trainer's layout."""
         pad_id = self.tokenizer.pad_token_id
         if self.shared_prompt:
             return collate_shared_prompt(pairs, pad_id)
-        return collate_pairs(pairs, pad_id)
+        return collate_pairs(pairs, pad_id, images, self.image_processor)
 
     # ------------------------------------------------------------------ maths
     def _logps(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -228,19 +242,37 @@ class DPOTrainer:
             logps = logps / counts.clamp_min(1)
         return logps.chunk(2)
 
-    def prepare(self, pairs: Sequence[TextPair]) -> DPOData:
-        """Tokenized pairs and (with ``precompute_reference``) their reference log-probs."""
+    def _images(self, pairs: Sequence[TextPair], images: Any) -> Tensor | None:
+        if images is None:
+            return checked_images(None, 0, self.image_processor)
+        images = torch.as_tensor(images)
+        checked_images(images, len(images), self.image_processor)
+        bad = [p.image for p in pairs if not 0 <= p.image < len(images)]
+        if bad:
+            raise ValueError(f"pairs point at images {bad[:5]}; {len(images)} images were given")
+        return images
+
+    def prepare(self, pairs: Sequence[TextPair], images: Any = None) -> DPOData:
+        """Tokenized pairs and (with ``precompute_reference``) their reference log-probs;
+        ``images``: uint8 ``(N, H, W, 3)`` that the pairs' ``image`` indices point into."""
+        images = self._images(pairs, images)
         tokenized = tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
-        ref = self.reference_logps(tokenized) if self.config.precompute_reference else None
-        return DPOData(tokenized, ref)
+        ref = (
+            self.reference_logps(tokenized, images=images)
+            if self.config.precompute_reference
+            else None
+        )
+        return DPOData(tokenized, ref, images)
 
     @torch.no_grad()
-    def reference_logps(self, pairs: Sequence[TokenizedPair], batch_size: int = 64) -> Tensor:
+    def reference_logps(
+        self, pairs: Sequence[TokenizedPair], batch_size: int = 64, images: Tensor | None = None
+    ) -> Tensor:
         """``(N, 2)`` reference log-probs (chosen, rejected) of every pair."""
         out = []
         with eval_mode(self.reference):
             for start in range(0, len(pairs), batch_size):
-                batch = self.collate(pairs[start : start + batch_size])
+                batch = self.collate(pairs[start : start + batch_size], images)
                 out.append(torch.stack(self._logps(self.reference, batch), dim=-1))
         return torch.cat(out)
 
@@ -275,13 +307,16 @@ class DPOTrainer:
         pairs: Sequence[TextPair] | DPOData,
         out: str | os.PathLike | None = None,
         eval_pairs: Sequence[TextPair] | None = None,
+        images: Any = None,
+        eval_images: Any = None,
     ) -> list[dict[str, float]]:
         """Run ``config.steps`` steps; returns the logged rows (``eval/*`` on ``eval_pairs``
         at the end). Pass :meth:`prepare`'s result to train in several calls without
-        tokenizing and running the reference again."""
+        tokenizing and running the reference again. ``images``/``eval_images``: what the
+        pairs' ``image`` indices point into (vision-language models)."""
         c = self.config
-        data = pairs if isinstance(pairs, DPOData) else self.prepare(pairs)
-        tokenized, ref = data.pairs, data.reference_logps
+        data = pairs if isinstance(pairs, DPOData) else self.prepare(pairs, images)
+        tokenized, ref, pixels = data.pairs, data.reference_logps, data.images
         order = IndexBatches(
             len(tokenized), c.batch_size, c.seed + self.step_count, data_parallel()
         )
@@ -289,12 +324,12 @@ class DPOTrainer:
 
         def step(i: int) -> dict[str, float]:
             index = next(order)
-            batch = self.collate([tokenized[j] for j in index])
+            batch = self.collate([tokenized[j] for j in index], pixels)
             loss, metrics = self.loss(batch, ref[index] if ref is not None else None)
             metrics["grad_norm"] = optimizer_step(loss, self.optimizer, c.max_grad_norm, i, "dpo")
             return metrics
 
-        evaluate = (lambda: self.evaluate(eval_pairs)) if eval_pairs else None
+        evaluate = (lambda: self.evaluate(eval_pairs, images=eval_images)) if eval_pairs else None
         rows = run_steps(
             step, c.steps, desc=f"dpo ({c.loss_type})", out=out, log_every=c.log_every,
             progress=c.progress, tensorboard=c.tensorboard, evaluate=evaluate,
@@ -305,14 +340,17 @@ class DPOTrainer:
         return rows
 
     @torch.no_grad()
-    def evaluate(self, pairs: Sequence[TextPair], batch_size: int = 64) -> dict[str, float]:
+    def evaluate(
+        self, pairs: Sequence[TextPair], batch_size: int = 64, images: Any = None
+    ) -> dict[str, float]:
         """Mean loss, implicit-reward accuracy and margin on ``pairs`` (eval mode)."""
+        pixels = self._images(pairs, images)
         tokenized = tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
         sums: dict[str, float] = {}
         with eval_mode(self.policy):
             for start in range(0, len(tokenized), batch_size):
                 rows = tokenized[start : start + batch_size]
-                _, metrics = self.loss(self.collate(rows))
+                _, metrics = self.loss(self.collate(rows, pixels))
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * len(rows)
         return {k: v / len(tokenized) for k, v in sums.items()}

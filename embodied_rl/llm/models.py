@@ -186,8 +186,9 @@ def causal_lm_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
 
 
 def sequence_logprobs(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, **kwargs
 ) -> Tensor:
-    """``(B,)`` summed log-probability of the ``loss_mask``-ed tokens of each sequence."""
-    logits = causal_lm_forward(model, input_ids, attention_mask).logits[:, :-1]  # (B, T-1, V)
+    """``(B,)`` summed log-probability of the ``loss_mask``-ed tokens of each sequence
+    (``kwargs``, e.g. ``pixel_values``, go to the model)."""
+    logits = causal_lm_forward(model, input_ids, attention_mask, **kwargs).logits[:, :-1]
     return token_logprobs(logits, shifted_labels(input_ids, loss_mask)).sum(-1)

@@ -2,33 +2,37 @@
 
 A batch of ``B`` pairs is one ``(2B, T)`` tensor: the ``B`` prompt + chosen sequences
 first, then the ``B`` prompt + rejected ones, right-padded (TRL's layout), so one forward
-pass scores both halves.
+pass scores both halves. A pair may carry the index of its image (vision-language models):
+the batch then holds the images' ``pixel_values``, the chosen rows' first.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from embodied_rl.llm.models import pad
-from embodied_rl.utils.tokenizer import encode
+from embodied_rl.utils.tokenizer import encode, encode_items
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TextPair:
-    """A prompt with a preferred and a dispreferred response."""
+    """A prompt with a preferred and a dispreferred response (text, or token ids)."""
 
     prompt: str
-    chosen: str
-    rejected: str
+    chosen: str | list[int]
+    rejected: str | list[int]
     margin: float = 0.0  # Llama 2's m(r): how clearly chosen wins (0: no margin)
+    # index of the prompt's image in the trainer's images (-1: text only); keyword-only, so
+    # subclasses (llm.tasks.Comparison) keep their positional fields
+    image: int = field(default=-1, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     margin: float = 0.0
+    image: int = field(default=-1, kw_only=True)
 
     @property
     def n_tokens(self) -> int:
@@ -55,14 +60,16 @@ def tokenize_pairs(
         raise ValueError("no preference pairs given")
     eos = tokenizer.eos_token_id
     prompts = encode(tokenizer, [p.prompt for p in pairs])
-    chosen = encode(tokenizer, [p.chosen for p in pairs])
-    rejected = encode(tokenizer, [p.rejected for p in pairs])
+    chosen = encode_items(tokenizer, [p.chosen for p in pairs])
+    rejected = encode_items(tokenizer, [p.rejected for p in pairs])
     out = []
     for pair, p, c, r in zip(pairs, prompts, chosen, rejected, strict=True):
         room = max_length - len(p)
         if room < 1:
             continue
-        out.append(TokenizedPair(p, (c + [eos])[:room], (r + [eos])[:room], pair.margin))
+        out.append(
+            TokenizedPair(p, (c + [eos])[:room], (r + [eos])[:room], pair.margin, image=pair.image)
+        )
     if len(out) < len(pairs):
         logger.warning(
             "dropped %d pairs whose prompt fills max_length=%d", len(pairs) - len(out), max_length
@@ -72,9 +79,15 @@ def tokenize_pairs(
     return out
 
 
-def collate_pairs(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, Tensor]:
+def collate_pairs(
+    pairs: Sequence[TokenizedPair],
+    pad_id: int,
+    images: Tensor | None = None,
+    image_processor: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
     """``input_ids``, ``attention_mask``, ``loss_mask`` ``(2B, T)`` (chosen rows first) and
-    ``margin`` ``(B,)``; ``loss_mask`` is 1 on response tokens."""
+    ``margin`` ``(B,)``; ``loss_mask`` is 1 on response tokens. With ``images`` (uint8
+    ``(N, H, W, 3)``): ``pixel_values`` of the rows' images from ``image_processor``."""
     rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [
         p.prompt_ids + p.rejected_ids for p in pairs
     ]
@@ -86,6 +99,11 @@ def collate_pairs(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, Tens
             [[0] * n + [1] * (len(r) - n) for r, n in zip(rows, prompt_lengths, strict=True)], 0
         ),
         "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+        **(
+            {"pixel_values": image_processor(images[[p.image for p in pairs] * 2])}
+            if images is not None
+            else {}
+        ),
     }
 
 

@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from embodied_rl.llm.models import IGNORE_INDEX, causal_lm_forward, eval_mode, pad, save_causal_lm
 from embodied_rl.llm.training import (
     IndexBatches,
+    checked_images,
     make_optimizer,
     optimizer_step,
     require_positive,
@@ -38,7 +39,7 @@ from embodied_rl.llm.training import (
     warmup_lambda,
 )
 from embodied_rl.rl.distributed import data_parallel
-from embodied_rl.utils.tokenizer import encode
+from embodied_rl.utils.tokenizer import encode, encode_items
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def tokenize_examples(
     """Tokenize (prompt, response) pairs (a response may be given as token ids); pairs whose
     prompt fills ``max_length`` are dropped (example ``i`` keeps image index ``i``)."""
     prompts = encode(tokenizer, [p for p, _ in examples])
-    responses = _encode_texts(tokenizer, [r for _, r in examples])
+    responses = encode_items(tokenizer, [r for _, r in examples])
     out, dropped = [], 0
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
@@ -94,17 +95,6 @@ def tokenize_examples(
         logger.warning("dropped %d examples whose prompt fills max_length=%d", dropped, max_length)
     if not out:
         raise ValueError(f"no example has a response token within max_length={max_length}")
-    return out
-
-
-def _encode_texts(tokenizer: PreTrainedTokenizerBase, items: list) -> list[list[int]]:
-    """Token ids of each item: strings are encoded, lists of ids pass through (a response
-    whose ids do not round-trip through text, e.g. a VLM's action tokens)."""
-    texts = [i for i, item in enumerate(items) if isinstance(item, str)]
-    out = [list(item) if not isinstance(item, str) else [] for item in items]
-    if texts:
-        for i, ids in zip(texts, encode(tokenizer, [items[i] for i in texts]), strict=True):
-            out[i] = ids
     return out
 
 
@@ -227,20 +217,7 @@ class SFTTrainer:
         self.step_count = 0
 
     def _images(self, examples: Sequence, images: Any) -> Tensor | None:
-        """``images`` as a uint8 tensor, one per example, checked against the trainer."""
-        if images is None:
-            if self.image_processor is not None:
-                raise ValueError("this trainer has an image_processor: pass images=")
-            return None
-        if self.image_processor is None:
-            raise ValueError("images= needs SFTTrainer(..., image_processor=)")
-        images = torch.as_tensor(images)
-        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(examples):
-            raise ValueError(
-                f"images are {images.dtype} {tuple(images.shape)}; pass one uint8 (H, W, 3) "
-                f"image per example ({len(examples)} examples)"
-            )
-        return images
+        return checked_images(images, len(examples), self.image_processor)
 
     def _batches(self, examples: Sequence[tuple[str, str]], images: Tensor | None = None):
         c = self.config

@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,24 @@ from embodied_rl.rl.distributed import DataParallel, shard, synchronize, trained
 from embodied_rl.rl.errors import NonFiniteLossError
 from embodied_rl.rl.loop import Callback, TrainingLoop
 from embodied_rl.utils.metrics import MetricsLogger
+
+
+def checked_images(images: Any, n_examples: int, image_processor: Any) -> Tensor | None:
+    """``images`` (one uint8 ``(H, W, 3)`` image per example) as a tensor, or None for a
+    text-only trainer; errors when images and the trainer's ``image_processor`` disagree."""
+    if images is None:
+        if image_processor is not None:
+            raise ValueError("this trainer has an image_processor: pass images=")
+        return None
+    if image_processor is None:
+        raise ValueError("images= needs the trainer's image_processor= (a vision-language model)")
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != n_examples:
+        raise ValueError(
+            f"images are {images.dtype} {tuple(images.shape)}; pass one uint8 (H, W, 3) image "
+            f"per example ({n_examples} examples)"
+        )
+    return images
 
 
 def require_positive(config: object, *names: str) -> None:

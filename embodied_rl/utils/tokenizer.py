@@ -78,6 +78,17 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[in
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
+def encode_items(tokenizer: PreTrainedTokenizerBase, items: Sequence) -> list[list[int]]:
+    """Token ids of each item: strings are encoded (:func:`encode`), lists of ids pass
+    through (responses whose ids do not round-trip through text, e.g. a VLM's action ids)."""
+    out = [[] if isinstance(item, str) else [int(i) for i in item] for item in items]
+    texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+    if texts:
+        for i, ids in zip(texts, encode(tokenizer, [items[i] for i in texts]), strict=True):
+            out[i] = ids
+    return out
+
+
 def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> Tensor:
     """``(B, T)`` long tensor of the sequences padded with ``value`` on ``side``."""
     if side not in ("left", "right"):

@@ -260,3 +260,44 @@ def test_a_pretrained_vlm_from_a_local_directory(pretrained_dir, tmp_path):
         RT2Config(model_path=pretrained_dir, tokenizer_json="x")
     with pytest.raises(FileNotFoundError, match="safetensors"):
         RT2Policy(RT2Config(model_path=str(tmp_path)))
+
+
+def test_dpo_on_action_pairs_prefers_the_chosen_actions(tokenizer_json):
+    """The LLM trainers' DPOTrainer on (image, instruction) -> chosen vs rejected action
+    tokens: after training, each scene's chosen action is more likely than before and than the
+    rejected one, and the frozen reference is a copy that did not move."""
+    from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
+    from embodied_rl.llm.pairs import TextPair
+
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json)
+    chosen = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
+              "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+    colours = list(chosen)
+    images = images_of(colours)
+    pairs = [
+        TextPair(policy.prompt("move to the block"), policy.action_tokens(chosen[c]),
+                 policy.action_tokens([-v for v in chosen[c]]), image=i)
+        for i, c in enumerate(colours)
+    ]  # fmt: skip
+    batch = {"image": images, "instruction": ["move to the block"] * 3}
+    good = torch.tensor([chosen[c] for c in colours])
+    with torch.no_grad():
+        before = policy.log_prob(batch, good)
+    config = DPOConfig(steps=40, batch_size=3, learning_rate=1e-3, beta=0.1, max_length=64,
+                       progress=False, tensorboard=False, log_every=40)  # fmt: skip
+    trainer = DPOTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    assert not trainer.head_split and not trainer.shared_prompt
+    reference = {k: v.clone() for k, v in trainer.reference.state_dict().items()}
+    trainer.train(pairs, images=images)
+    metrics = trainer.evaluate(pairs, images=images)
+    assert metrics["reward_accuracy"] == 1.0 and metrics["reward_margin"] > 1.0
+    with torch.no_grad():
+        after, rejected = policy.log_prob(batch, good), policy.log_prob(batch, -good)
+    assert bool((after > before + 1.0).all()) and bool((after > rejected).all())
+    for k, v in trainer.reference.state_dict().items():
+        torch.testing.assert_close(v, reference[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="point at images"):
+        trainer.evaluate([TextPair("x", [1], [2], image=7)], images=images)
