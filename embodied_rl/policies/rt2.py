@@ -40,6 +40,7 @@ from embodied_rl.policies.base import Policy, check_observation, register_policy
 
 IMAGE_TOKEN = "<image>"
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+QUESTION_PROMPT = "In: {question}\nOut:"  # vision-language co-fine-tuning data (scene questions)
 
 
 def action_token(b: int) -> str:
@@ -94,13 +95,19 @@ class RT2Config:
             raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
 
 
-def rt2_tokenizer(instructions: Sequence[str], n_bins: int = 256, vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained on ``instructions`` and OpenVLA's prompt, with the
-    image placeholder and ``n_bins`` action tokens appended (contiguous ids, never split)."""
+def rt2_tokenizer(
+    instructions: Sequence[str],
+    n_bins: int = 256,
+    vocab_size: int = 512,
+    texts: Sequence[str] = (),
+):
+    """A byte-level BPE tokenizer trained on ``instructions`` in OpenVLA's prompt and on
+    ``texts`` (e.g. the co-fine-tuning questions and answers), with the image placeholder and
+    ``n_bins`` action tokens appended (contiguous ids, never split)."""
     from embodied_rl.utils.tokenizer import train_tokenizer
 
-    texts = [PROMPT.format(instruction=i) for i in instructions]
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    corpus = [PROMPT.format(instruction=i) for i in instructions] + list(texts)
+    tokenizer = train_tokenizer(corpus, vocab_size=vocab_size)
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [IMAGE_TOKEN, *(action_token(b) for b in range(n_bins))]}
     )
@@ -262,6 +269,10 @@ class RT2Policy(Policy):
         """The prompt as text: ``n_image_tokens`` image placeholders, then OpenVLA's prompt."""
         return self.image_token * self.n_image_tokens + PROMPT.format(instruction=instruction)
 
+    def question_prompt(self, question: str) -> str:
+        """A vision-language question about the image, in the same layout as :meth:`prompt`."""
+        return self.image_token * self.n_image_tokens + QUESTION_PROMPT.format(question=question)
+
     def prompt_ids(self, instruction: str) -> list[int]:
         """The token ids of :meth:`prompt` (cached per instruction)."""
         if instruction not in self._prompts:
@@ -390,6 +401,45 @@ class RT2Policy(Policy):
                 use_cache=True, **_cache_of(out),
             )  # fmt: skip
         return torch.stack(bins, dim=-1)
+
+    @torch.no_grad()
+    def answer(
+        self, images: Tensor, questions: Sequence[str], max_new_tokens: int = 8
+    ) -> list[str]:
+        """Greedy answers to ``questions`` about ``images`` (uint8 ``(B, H, W, 3)``): text
+        tokens only (action ids and the image placeholder are masked), up to EOS."""
+        from embodied_rl.utils.tokenizer import pad
+
+        rows = [
+            self.tokenizer(self.question_prompt(q), add_special_tokens=False)["input_ids"]
+            for q in questions
+        ]
+        input_ids = pad(rows, self.tokenizer.pad_token_id, side="left")
+        mask = pad([[1] * len(r) for r in rows], 0, side="left")
+        out = self._run(torch.as_tensor(images), input_ids, mask, use_cache=True)
+        banned = torch.zeros(out.logits.shape[-1], dtype=torch.bool)
+        banned[self.first_action_id : self.first_action_id + self.config.n_bins] = True
+        banned[self.image_token_id] = True
+        eos = self.tokenizer.eos_token_id
+        tokens, done = [], torch.zeros(len(rows), dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            token = out.logits[:, -1].masked_fill(banned, float("-inf")).argmax(-1)
+            token = token.masked_fill(done, eos)
+            tokens.append(token)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(
+                input_ids=token.unsqueeze(1), attention_mask=mask,
+                position_ids=mask.long().sum(-1, keepdim=True) - 1, use_cache=True,
+                **_cache_of(out),
+            )  # fmt: skip
+        answers = []
+        for row in torch.stack(tokens, dim=1).tolist():
+            end = row.index(eos) if eos in row else len(row)
+            answers.append(self.tokenizer.decode(row[:end]).strip())
+        return answers
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any], deterministic: bool = True) -> np.ndarray:

@@ -82,36 +82,6 @@ def test_log_prob_and_entropy_read_the_bin_distributions(tokenizer_json):
     assert bool((entropy <= 4 * np.log(256) + 1e-4).all())
 
 
-def test_behaviour_cloning_learns_colour_to_action(tokenizer_json):
-    """Next-token cross-entropy on the action tokens (RT-2's loss on robot data) teaches the
-    tiny model which action each coloured scene asks for; the instruction is the same for
-    every scene, so only the image tokens can tell them apart. Greedy decoding then returns
-    the demonstrated bins."""
-    torch.manual_seed(0)
-    policy = small_policy(tokenizer_json)
-    targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
-               "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
-    colours = list(targets) * 4
-    batch = {
-        "image": images_of(colours),
-        "instruction": ["move to the block"] * len(colours),
-        "action": torch.tensor([targets[c] for c in colours]),
-    }
-    bins = policy.tokenizer_actions.tokenize(batch["action"])
-    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
-    for _ in range(150):
-        loss = torch.nn.functional.cross_entropy(policy(batch).flatten(0, 1), bins.flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.1
-    policy.eval()
-    decoded = policy.generate_bins(batch["image"][:3], batch["instruction"][:3])
-    torch.testing.assert_close(decoded, bins[:3], rtol=0, atol=0)
-    obs = {"image": images_of(["green"])[0].numpy(), "instruction": "move to the block"}
-    np.testing.assert_allclose(policy.act(obs), targets["green"], atol=1 / 256 + 1e-6)
-
-
 def test_save_and_load_give_the_same_actions(tokenizer_json, tmp_path):
     torch.manual_seed(0)
     policy = small_policy(tokenizer_json).eval()
@@ -301,3 +271,33 @@ def test_dpo_on_action_pairs_prefers_the_chosen_actions(tokenizer_json):
         torch.testing.assert_close(v, reference[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="point at images"):
         trainer.evaluate([TextPair("x", [1], [2], image=7)], images=images)
+
+
+def test_co_fine_tuning_on_scene_questions_and_actions(tmp_path):
+    """RT-2's co-fine-tuning: one SFT run on a mix of robot examples (image, instruction ->
+    action tokens) and vision-language examples (image, question -> text answer); the policy
+    then answers the questions from the image and still acts."""
+    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    question = "what colour is the block?"
+    tok = rt2_tokenizer(INSTRUCTIONS, texts=[f"In: {question}\nOut: {c}" for c in COLOURS])
+    policy = small_policy(tok.backend_tokenizer.to_str())
+    targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
+               "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+    colours = list(targets) * 4
+    robot = [
+        (policy.prompt("move to the block"), policy.action_tokens(targets[c])) for c in colours
+    ]
+    vqa = [(policy.question_prompt(question), " " + c) for c in colours]
+    images = torch.cat([images_of(colours), images_of(colours)])
+    config = SFTConfig(steps=150, batch_size=12, learning_rate=2e-3, max_length=64,
+                       progress=False, tensorboard=False, log_every=50)  # fmt: skip
+    trainer = SFTTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    trainer.train(robot + vqa, images=images)
+    policy.eval()
+    assert policy.answer(images_of(list(targets)), [question] * 3) == list(targets)
+    obs = {"image": images_of(["blue"])[0].numpy(), "instruction": "move to the block"}
+    np.testing.assert_allclose(policy.act(obs), targets["blue"], atol=1 / 256 + 1e-6)
