@@ -1,0 +1,253 @@
+"""The RT-2-style policy beside the RT-1-style one: success on held-out tabletop scenes, seen
+and unseen instructions, for behaviour cloning on robot data only and for RT-2's
+co-fine-tuning on robot data mixed with scene questions; plus each policy's answers to
+held-out scene questions and its inference rate.
+
+Rows (``--variants``): ``rt1-tiny`` (the tiny RT-1-style VLA preset of
+``benchmarks/vla_learning.py``, BC through the offline trainer), ``rt2-tiny`` (the tiny
+RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``) and
+``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
+``--qa-scenes`` x ``--qa-per-scene`` scene questions together). Demonstrations, held-out
+scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
+questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
+from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
+
+    python benchmarks/rt2_learning.py --out benchmarks/results/rt2_learning.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, the RT-1 row)
+
+RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
+VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain")
+QA_SEED, QA_HELD_OUT_SEED = 2_000_000, 3_000_000
+
+
+def scene_questions(args, scenes: int, seed: int):
+    """Images and questions of ``scenes`` fresh scenes of ``--task`` (cached as .npz)."""
+    from embodied_rl.envs import make
+    from embodied_rl.envs.tabletop.questions import SceneQuestion, collect_scene_questions
+
+    path = Path(args.work) / "data" / f"questions-{scenes}x{args.qa_per_scene}-s{seed}.npz"
+    if path.exists():
+        saved = np.load(path, allow_pickle=False)
+        questions = [SceneQuestion(str(q), str(a), str(k)) for q, a, k in saved["qa"]]
+        return saved["images"], questions
+    images, questions = collect_scene_questions(
+        lambda: make(args.task, obs_mode="rgb", image_size=vla_learning.IMAGE_SIZE,
+                     randomization=args.randomization),
+        scenes, per_scene=args.qa_per_scene, seed=seed,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    qa = np.array([(q.question, q.answer, q.kind) for q in questions])
+    np.savez(path, images=images, qa=qa)
+    return images, questions
+
+
+def rt2_policy(data, questions, seed: int):
+    from embodied_rl.agents.trainer import seed_everything
+    from embodied_rl.policies import RT2Config, RT2Policy, rt2_tokenizer
+    from embodied_rl.policies.rt2 import QUESTION_PROMPT
+
+    seed_everything(seed)
+    instructions = sorted({str(i) for i in data.observations["instruction"]})
+    texts = [QUESTION_PROMPT.format(question=q.question) + " " + q.answer for q in questions]
+    tokenizer = rt2_tokenizer(instructions, texts=texts)
+    space = data.action_space
+    config = RT2Config(
+        tokenizer_json=tokenizer.backend_tokenizer.to_str(), image_size=vla_learning.IMAGE_SIZE,
+        action_low=tuple(float(x) for x in space.low),
+        action_high=tuple(float(x) for x in space.high), seed=seed,
+    )  # fmt: skip
+    return RT2Policy(config)
+
+
+def vqa_accuracy(policy, images: np.ndarray, questions) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers, overall and per question kind."""
+    from embodied_rl.evaluation.transfer import wilson_interval
+
+    answers = []
+    for start in range(0, len(questions), 64):
+        chunk = questions[start : start + 64]
+        answers += policy.answer(
+            torch.as_tensor(images[start : start + 64]), [q.question for q in chunk]
+        )
+    right = [a == q.answer for a, q in zip(answers, questions, strict=True)]
+    kinds = sorted({q.kind for q in questions})
+    per_kind = {
+        k: float(np.mean([r for r, q in zip(right, questions, strict=True) if q.kind == k]))
+        for k in kinds
+    }
+    return {"correct": int(sum(right)), "n": len(right),
+            "interval": wilson_interval(int(sum(right)), len(right)), "per_kind": per_kind}  # fmt: skip
+
+
+def inference_hz(policy, data, n: int = 50) -> float:
+    """``act`` calls per second at batch 1 (one observation of the data), after 5 warm-ups."""
+    row = int(data.obs_index[0])
+    obs = {k: v[row] for k, v in data.observations.items()}
+    obs["instruction"] = str(obs["instruction"])
+    policy.eval()
+    for _ in range(5):
+        policy.reset()
+        policy.act(obs)
+    start = time.perf_counter()
+    for _ in range(n):
+        policy.reset()
+        policy.act(obs)
+    return n / (time.perf_counter() - start)
+
+
+def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict[str, Any]]:
+    """SFT of the RT-2-style policy in chunks of ``--eval-every`` steps; one row per chunk."""
+    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.policies import load_policy
+    from embodied_rl.policies.rt2 import rt2_sft_examples
+
+    out = Path(args.work) / "runs" / f"{variant}-s{seed}"
+    record = out / "curve.json"
+    rows = json.loads(record.read_text()) if record.exists() else []
+    if args.table_only or (rows and rows[-1]["step"] >= args.steps):
+        return rows
+    qa_images, questions = qa
+    policy = rt2_policy(data, questions, seed)
+    examples, images = rt2_sft_examples(policy, data, labels=args.labels)
+    if variant.endswith("+cotrain"):
+        examples += [(policy.question_prompt(q.question), " " + q.answer) for q in questions]
+        images = np.concatenate([images, qa_images])
+    # rows are written only at the end of a chunk: a rerun restarts an unfinished run
+    rows, seconds = [], 0.0
+    config = SFTConfig(
+        steps=args.eval_every, batch_size=args.batch_size, learning_rate=args.rt2_lr,
+        warmup_steps=min(200, args.eval_every), max_length=policy.n_image_tokens + 64,
+        seed=seed, progress=not args.no_progress, tensorboard=False, log_every=100,
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    for steps in range(args.eval_every, args.steps + 1, args.eval_every):
+        started = time.perf_counter()
+        trainer.train(examples, out=out / "sft", images=images)
+        seconds += time.perf_counter() - started
+        policy.save(out / "policy")
+        row = {
+            "variant": variant, "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            **{split: vla_learning.rollouts(args, policy, split) for split in ("seen", "unseen")},
+            "vqa": vqa_accuracy(policy, *held_out_qa),
+        }  # fmt: skip
+        print(json.dumps({k: row[k] for k in ("variant", "step", "train_s")}),
+              {s: row[s]["success"] for s in ("seen", "unseen")}, flush=True)  # fmt: skip
+        rows.append(row)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(rows, indent=1))
+    rows[-1]["hz"] = inference_hz(load_policy(out / "policy"), data)
+    record.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def rt1_curve(args, seed: int, data, held_out) -> list[dict[str, Any]]:
+    from embodied_rl.policies import load_policy
+
+    rows = vla_learning.curve(args, RT1, seed, data, held_out)
+    if rows and "hz" not in rows[-1] and not args.table_only:
+        run = Path(args.work) / "runs" / f"{RT1}-s{seed}{vla_learning.run_suffix(args)}"
+        rows[-1]["hz"] = inference_hz(load_policy(run), data)
+        (run / "curve.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: float) -> str:
+    rate = vla_learning.rate
+    lines = [
+        f"# RT-2-style vs RT-1-style tiny VLAs on {args.task}",
+        "",
+        f"`python benchmarks/rt2_learning.py {' '.join(args.argv)}`".replace("  ", " "),
+        "",
+        f"Randomization `{args.randomization}`, {args.episodes} expert demonstrations, "
+        f"{args.steps} steps of batch {args.batch_size} (RT-1: Adam {args.lr:g}; RT-2: AdamW "
+        f"{args.rt2_lr:g}, 200 warm-up steps), one torch thread. Success on "
+        f"{args.eval_episodes} held-out scenes per split, 95% Wilson intervals; scene questions: "
+        f"{args.qa_scenes} x {args.qa_per_scene} for co-fine-tuning, "
+        f"{args.qa_held_out} x {args.qa_per_scene} held out.",
+        "",
+        "| variant | seed | step | train s | seen | unseen | scene questions (held out) "
+        "| act Hz (batch 1, 1 thread) |",
+        "|---|---:|---:|---:|---|---|---|---:|",
+    ]
+    for (variant, seed), rows in results.items():
+        for r in rows:
+            vqa = (
+                f"{r['vqa']['correct'] / r['vqa']['n']:.0%} [{r['vqa']['interval'][0]:.0%}, "
+                f"{r['vqa']['interval'][1]:.0%}]"
+                if "vqa" in r
+                else "-"
+            )
+            hz = f"{r['hz']:.0f}" if "hz" in r else ""
+            lines.append(
+                f"| {variant} | {seed} | {r['step']} | {r['train_s']:.0f} | {rate(r['seen'])} | "
+                f"{rate(r['unseen'])} | {vqa} | {hz} |"
+            )
+    kinds = [
+        (variant, r["vqa"]["per_kind"])
+        for (variant, _), rows in results.items()
+        for r in rows[-1:]
+        if "vqa" in r
+    ]
+    if kinds:
+        names = sorted({k for _, per in kinds for k in per})
+        lines += ["", "Scene-question accuracy per kind (last step):", "",
+                  "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
+        for variant, per in kinds:
+            lines.append(
+                f"| {variant} | " + " | ".join(f"{per.get(k, 0):.0%}" for k in names) + " |"
+            )
+    lines += ["", f"Wall time of this invocation {minutes:.0f} min (finished runs are cached)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    vla_learning.add_arguments(parser, "outputs/bench/rt2_learning", 6000)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--eval-every", type=int, default=1500)
+    parser.add_argument("--rt2-lr", type=float, default=1e-3)
+    parser.add_argument("--qa-scenes", type=int, default=500)
+    parser.add_argument("--qa-held-out", type=int, default=100)
+    parser.add_argument("--qa-per-scene", type=int, default=4)
+    args = parser.parse_args()
+    from embodied_rl.utils.io import write_text_atomic
+
+    args.argv = sys.argv[1:]
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data, held_out = vla_learning.training_data(args)
+    qa = scene_questions(args, args.qa_scenes, QA_SEED)
+    held_out_qa = scene_questions(args, args.qa_held_out, QA_HELD_OUT_SEED)
+    results = {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            if variant == "rt1-tiny":
+                results[(variant, seed)] = rt1_curve(args, seed, data, held_out)
+            else:
+                results[(variant, seed)] = rt2_curve(args, variant, seed, data, qa, held_out_qa)
+    text = report(args, results, (time.perf_counter() - started) / 60)
+    print(text)
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
