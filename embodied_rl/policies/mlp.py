@@ -48,7 +48,7 @@ class MLPConfig:
     obs_key: str = "state"
     hidden: tuple[int, ...] = (256, 256)
     dropout: float = 0.0
-    head: str = "gaussian"  # "tokens" | "gaussian" | "deterministic"
+    head: str = "gaussian"  # "tokens" | "gaussian" | "tanh_gaussian" | "deterministic"
     n_bins: int = 256
     value_head: bool = False
     # standardise obs[obs_key] with the training data's statistics (stored with the weights)

@@ -64,7 +64,7 @@ class VLAConfig:
     width: int = 128
     ffn_dim: int = 512
     dropout: float = 0.1
-    head: str = "tokens"  # "tokens" | "gaussian" | "deterministic"
+    head: str = "tokens"  # "tokens" | "gaussian" | "tanh_gaussian" | "deterministic"
     n_bins: int = 256
     value_head: bool = False
     # Inputs beyond RT-1's images + instruction (see benchmarks/results/vla_learning.md):
