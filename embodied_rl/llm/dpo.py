@@ -40,11 +40,15 @@ from embodied_rl.llm.models import (
     sequence_logprobs,
 )
 from embodied_rl.llm.pairs import (
+    SegmentPair,
     TextPair,
     TokenizedPair,
+    TokenizedSegmentPair,
     collate_pairs,
+    collate_segment_pairs,
     collate_shared_prompt,
     tokenize_pairs,
+    tokenize_segment_pairs,
 )
 from embodied_rl.llm.training import (
     IndexBatches,
@@ -186,7 +190,7 @@ def shared_prompt_matches(model: nn.Module) -> bool:
 class DPOData:
     """Pairs ready for :meth:`DPOTrainer.train`: token ids and reference log-probs."""
 
-    pairs: list[TokenizedPair]
+    pairs: list[TokenizedPair] | list[TokenizedSegmentPair]
     reference_logps: Tensor | None  # (N, 2) chosen, rejected; None: computed per batch
     images: Tensor | None = None  # uint8 (N_images, H, W, 3) the pairs' image indices point into
 
@@ -227,6 +231,8 @@ class DPOTrainer:
     ) -> dict[str, Tensor]:
         """A batch in this trainer's layout."""
         pad_id = self.tokenizer.pad_token_id
+        if isinstance(pairs[0], TokenizedSegmentPair):
+            return collate_segment_pairs(pairs, pad_id, images, self.image_processor)
         if self.shared_prompt:
             return collate_shared_prompt(pairs, pad_id)
         return collate_pairs(pairs, pad_id, images, self.image_processor)
@@ -238,25 +244,48 @@ class DPOTrainer:
             logps, counts = shared_prompt_logprobs(model, batch)
         else:
             logps, counts = response_logprobs_sum(model, batch, self.head_split)
+        if "steps" in batch:  # segment pairs: a segment's log-prob is the sum of its steps'
+            n = int(batch["steps"])
+            logps, counts = logps.view(-1, n).sum(-1), counts.view(-1, n).sum(-1)
         if self.config.loss_type == "ipo":
             logps = logps / counts.clamp_min(1)
         return logps.chunk(2)
 
-    def _images(self, pairs: Sequence[TextPair], images: Any) -> Tensor | None:
+    def _tokenize(self, pairs: Sequence[TextPair] | Sequence[SegmentPair]) -> list:
+        if pairs and isinstance(pairs[0], SegmentPair):
+            if self.shared_prompt:
+                raise ValueError(
+                    "segment pairs need the plain layout: DPOConfig(share_prompt=False), or a "
+                    "vision-language trainer (image_processor=)"
+                )
+            return tokenize_segment_pairs(self.tokenizer, pairs, self.config.max_length)
+        return tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
+
+    def _images(
+        self, pairs: Sequence[TextPair] | Sequence[SegmentPair], images: Any
+    ) -> Tensor | None:
         if images is None:
             return checked_images(None, 0, self.image_processor)
         images = torch.as_tensor(images)
         checked_images(images, len(images), self.image_processor)
-        bad = [p.image for p in pairs if not 0 <= p.image < len(images)]
+        indices = (
+            [step[2] for p in pairs for side in (p.chosen, p.rejected) for step in side]
+            if pairs and isinstance(pairs[0], SegmentPair)
+            else [p.image for p in pairs]
+        )
+        bad = [i for i in indices if not 0 <= i < len(images)]
         if bad:
             raise ValueError(f"pairs point at images {bad[:5]}; {len(images)} images were given")
         return images
 
-    def prepare(self, pairs: Sequence[TextPair], images: Any = None) -> DPOData:
-        """Tokenized pairs and (with ``precompute_reference``) their reference log-probs;
-        ``images``: uint8 ``(N, H, W, 3)`` that the pairs' ``image`` indices point into."""
+    def prepare(
+        self, pairs: Sequence[TextPair] | Sequence[SegmentPair], images: Any = None
+    ) -> DPOData:
+        """Tokenized pairs (text pairs, or segment pairs compared by their summed step
+        log-probs) and, with ``precompute_reference``, their reference log-probs; ``images``:
+        uint8 ``(N, H, W, 3)`` that the pairs' image indices point into."""
         images = self._images(pairs, images)
-        tokenized = tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
+        tokenized = self._tokenize(pairs)
         ref = (
             self.reference_logps(tokenized, images=images)
             if self.config.precompute_reference
@@ -266,7 +295,7 @@ class DPOTrainer:
 
     @torch.no_grad()
     def reference_logps(
-        self, pairs: Sequence[TokenizedPair], batch_size: int = 64, images: Tensor | None = None
+        self, pairs: Sequence, batch_size: int = 64, images: Tensor | None = None
     ) -> Tensor:
         """``(N, 2)`` reference log-probs (chosen, rejected) of every pair."""
         out = []
@@ -304,7 +333,7 @@ class DPOTrainer:
     # ------------------------------------------------------------------ loop
     def train(
         self,
-        pairs: Sequence[TextPair] | DPOData,
+        pairs: Sequence[TextPair] | Sequence[SegmentPair] | DPOData,
         out: str | os.PathLike | None = None,
         eval_pairs: Sequence[TextPair] | None = None,
         images: Any = None,
@@ -341,11 +370,14 @@ class DPOTrainer:
 
     @torch.no_grad()
     def evaluate(
-        self, pairs: Sequence[TextPair], batch_size: int = 64, images: Any = None
+        self,
+        pairs: Sequence[TextPair] | Sequence[SegmentPair],
+        batch_size: int = 64,
+        images: Any = None,
     ) -> dict[str, float]:
         """Mean loss, implicit-reward accuracy and margin on ``pairs`` (eval mode)."""
         pixels = self._images(pairs, images)
-        tokenized = tokenize_pairs(self.tokenizer, pairs, self.config.max_length)
+        tokenized = self._tokenize(pairs)
         sums: dict[str, float] = {}
         with eval_mode(self.policy):
             for start in range(0, len(tokenized), batch_size):

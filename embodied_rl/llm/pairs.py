@@ -107,6 +107,84 @@ def collate_pairs(
     }
 
 
+@dataclass(frozen=True)
+class SegmentPair:
+    """Two trajectory segments of equal length, the preferred one first. Each step is
+    ``(prompt, response, image)``: what the policy saw (its image index) and did; DPO compares
+    the sums of the steps' response log-probabilities (trajectory preferences for the
+    RT-2-style policy, whose actions are token responses)."""
+
+    chosen: Sequence[tuple[str, str | list[int], int]]
+    rejected: Sequence[tuple[str, str | list[int], int]]
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class TokenizedSegmentPair:
+    """Token ids of a segment pair: each step a :class:`TokenizedPair` whose ``chosen_ids``
+    hold the step's response (``rejected_ids`` unused, empty)."""
+
+    chosen: list[TokenizedPair]
+    rejected: list[TokenizedPair]
+    margin: float = 0.0
+
+
+def tokenize_segment_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[SegmentPair], max_length: int
+) -> list[TokenizedSegmentPair]:
+    """Tokenize every step (prompt, response + EOS); every segment must have the same number
+    of steps, and no step may exceed ``max_length`` tokens (an error names it)."""
+    if not pairs:
+        raise ValueError("no segment pairs given")
+    lengths = {len(side) for p in pairs for side in (p.chosen, p.rejected)}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"segments have {sorted(lengths)} steps; they must all have the same > 0")
+    steps = [step for p in pairs for side in (p.chosen, p.rejected) for step in side]
+    prompts = encode(tokenizer, [prompt for prompt, _, _ in steps])
+    responses = encode_items(tokenizer, [response for _, response, _ in steps])
+    eos = tokenizer.eos_token_id
+    tokenized = []
+    for (_, _, image), prompt, response in zip(steps, prompts, responses, strict=True):
+        if len(prompt) + len(response) + 1 > max_length:
+            raise ValueError(
+                f"a step has {len(prompt) + len(response) + 1} tokens > max_length={max_length}"
+            )
+        tokenized.append(TokenizedPair(prompt, response + [eos], [], image=image))
+    n = lengths.pop()
+    out = []
+    for i, pair in enumerate(pairs):
+        first = 2 * n * i
+        out.append(
+            TokenizedSegmentPair(
+                tokenized[first : first + n], tokenized[first + n : first + 2 * n], pair.margin
+            )
+        )
+    return out
+
+
+def collate_segment_pairs(
+    pairs: Sequence[TokenizedSegmentPair],
+    pad_id: int,
+    images: Tensor | None = None,
+    image_processor: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """:func:`collate_pairs`' layout with one row per step: ``(2 B L, T)`` rows, the chosen
+    segments' steps first (pair by pair), and ``steps`` ``L`` so that the log-probabilities
+    are summed per segment."""
+    steps = [s for p in pairs for s in p.chosen] + [s for p in pairs for s in p.rejected]
+    rows = [s.prompt_ids + s.chosen_ids for s in steps]
+    batch = {
+        "input_ids": pad(rows, pad_id),
+        "attention_mask": pad([[1] * len(r) for r in rows], 0),
+        "loss_mask": pad([[0] * len(s.prompt_ids) + [1] * len(s.chosen_ids) for s in steps], 0),
+        "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+        "steps": torch.tensor(len(pairs[0].chosen)),
+    }
+    if images is not None:
+        batch["pixel_values"] = image_processor(images[[s.image for s in steps]])
+    return batch
+
+
 def collate_shared_prompt(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, Tensor]:
     """One row per pair, ``prompt + chosen + rejected``, so the prompt is encoded once.
 

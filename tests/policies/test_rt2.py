@@ -112,9 +112,11 @@ def test_bad_inputs_are_named(tokenizer_json):
 
 
 def coloured_dataset(
-    targets: dict[str, list[float]], episodes_per_colour: int = 2, length: int = 4
-):
-    """Episodes whose every image is one colour and whose actions are that colour's target."""
+    targets: dict[str, list[float]], episodes_per_colour: int = 2, length: int = 4,
+    sign: float = 1.0, reward: float = 0.0,
+):  # fmt: skip
+    """Episodes whose every image is one colour and whose actions are ``sign`` times that
+    colour's target, with ``reward`` at every step."""
     from gymnasium import spaces
 
     from embodied_rl.datasets import Episode, OfflineDataset
@@ -127,7 +129,8 @@ def coloured_dataset(
         episodes.append(Episode(
             observations={"image": np.stack([image] * (length + 1)),
                           "instruction": ["move to the block"] * (length + 1)},
-            actions=np.tile(np.float32(target), (length, 1)), rewards=np.zeros(length),
+            actions=np.tile(np.float32(target) * sign, (length, 1)),
+            rewards=np.full(length, reward),
             terminations=flags, truncations=~flags, infos={}, metadata={},
         ))  # fmt: skip
     obs_space = spaces.Dict({"image": spaces.Box(0, 255, (32, 32, 3), np.uint8),
@@ -301,3 +304,46 @@ def test_co_fine_tuning_on_scene_questions_and_actions(tmp_path):
     assert policy.answer(images_of(list(targets)), [question] * 3) == list(targets)
     obs = {"image": images_of(["blue"])[0].numpy(), "instruction": "move to the block"}
     np.testing.assert_allclose(policy.act(obs), targets["blue"], atol=1 / 256 + 1e-6)
+
+
+def test_dpo_on_trajectory_preferences(tokenizer_json):
+    """DPO over segment pairs labelled by return (the B-Pref teacher's rule): a segment's
+    log-probability is the sum of its steps' action tokens, each step with its own image;
+    after training the policy prefers the rewarded behaviour in every scene."""
+    from embodied_rl.datasets.offline import concatenate
+    from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
+    from embodied_rl.llm.rt2 import rt2_segment_pairs
+    from embodied_rl.preference.data import PreferenceDataset, Segments
+
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json)
+    targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
+               "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+    good, bad = coloured_dataset(targets, 1, reward=1.0), coloured_dataset(targets, 1, sign=-1.0)
+    data = concatenate([good, bad])
+    segments = Segments(data, data.episode_starts[:-1], length=3)  # one per episode
+    returns = segments.returns()
+    first, second = np.arange(3), np.arange(3, 6)  # good episode i vs bad episode i
+    labels = np.where(returns[first] > returns[second], 1.0, 0.0)
+    # the same pairs asked the other way round, and one tie that must be left out
+    prefs = PreferenceDataset(segments, np.r_[first, second, 0], np.r_[second, first, 1],
+                              np.r_[labels, 1 - labels, 0.5])  # fmt: skip
+    pairs, images = rt2_segment_pairs(policy, prefs)
+    assert len(pairs) == 6 and all(len(p.chosen) == 3 for p in pairs)
+    assert images.shape == (6 * 3, 32, 32, 3)
+    chosen_first = pairs[0].chosen[0]
+    assert chosen_first[1] == policy.action_tokens(targets["red"])
+    batch = {"image": images_of(list(targets)), "instruction": ["move to the block"] * 3}
+    better = torch.tensor(list(targets.values()))
+    with torch.no_grad():
+        before = policy.log_prob(batch, better) - policy.log_prob(batch, -better)
+    config = DPOConfig(steps=30, batch_size=3, learning_rate=1e-3, beta=0.1, max_length=64,
+                       progress=False, tensorboard=False, log_every=30)  # fmt: skip
+    trainer = DPOTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    trainer.train(pairs, images=images)
+    assert trainer.evaluate(pairs, images=images)["reward_accuracy"] == 1.0
+    with torch.no_grad():
+        after = policy.log_prob(batch, better) - policy.log_prob(batch, -better)
+    assert bool((after > before + 1.0).all()) and bool((after > 0).all())
