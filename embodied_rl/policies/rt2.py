@@ -315,16 +315,20 @@ class RT2Policy(Policy):
         mask = pad([[1] * len(r) for r in rows], 0, side="left")
         return input_ids, mask
 
-    def _run(self, images: Tensor, input_ids: Tensor, mask: Tensor, use_cache=False, **kwargs):
-        """The model on images + left-padded ids, positions skipping the padding."""
+    def _run(
+        self, images: Tensor, input_ids: Tensor, mask: Tensor, new_tokens: int = 0,
+        use_cache: bool = False, **kwargs: Any,
+    ):  # fmt: skip
+        """The model on images + left-padded ids, positions skipping the padding; the ids and
+        ``new_tokens`` more (to be decoded) must fit the model's positions."""
         from embodied_rl.utils.tokenizer import position_ids_from_mask
 
         length = int(mask.sum(-1).max())
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if limit is not None and length + self.action_dim > limit:
+        if limit is not None and length + new_tokens > limit:
             raise ValueError(
-                f"{length} prompt tokens and {self.action_dim} action tokens exceed the model's "
-                f"{limit} positions (max_positions); shorten the instruction"
+                f"{length} tokens and {new_tokens} more to decode exceed the model's {limit} "
+                "positions (max_positions); shorten the instruction"
             )
         return self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
@@ -382,7 +386,7 @@ class RT2Policy(Policy):
         each chosen among the action ids only (argmax, or sampled when not deterministic)."""
         empty = torch.zeros(len(instructions), 0, dtype=torch.long)
         input_ids, mask = self._inputs(instructions, empty)
-        out = self._run(images, input_ids, mask, use_cache=True)
+        out = self._run(images, input_ids, mask, self.action_dim, use_cache=True)
         first, n = self.first_action_id, self.config.n_bins
         bins = []
         for d in range(self.action_dim):
@@ -416,7 +420,7 @@ class RT2Policy(Policy):
         ]
         input_ids = pad(rows, self.tokenizer.pad_token_id, side="left")
         mask = pad([[1] * len(r) for r in rows], 0, side="left")
-        out = self._run(torch.as_tensor(images), input_ids, mask, use_cache=True)
+        out = self._run(torch.as_tensor(images), input_ids, mask, max_new_tokens, use_cache=True)
         banned = torch.zeros(out.logits.shape[-1], dtype=torch.bool)
         banned[self.first_action_id : self.first_action_id + self.config.n_bins] = True
         banned[self.image_token_id] = True
