@@ -11,7 +11,9 @@ settings, the same on both sides: IQL expectile 0.7, beta 3, rewards scaled by
 ``1000 / (max return - min return)`` over the dataset's episodes (IQL's appendix; computed
 here and given to d3rlpy as a ``MultiplyRewardScaler``);
 TD3+BC alpha 2.5, standardised states; CQL/Cal-QL weight 5, 10 sampled actions, learning
-rates 1e-4 actor / 3e-4 critic; BC a deterministic MSE policy, learning rate 3e-4.
+rates 1e-4 actor / 3e-4 critic, SAC's tanh-squashed Gaussian actor on both sides (ours since
+2026-12-04: ``default_policy``'s ``tanh_gaussian``); IQL's actor a Gaussian with
+state-independent std on both sides; BC a deterministic MSE policy, learning rate 3e-4.
 
 d3rlpy stays out of our dependencies: it trains in a subprocess with its own interpreter
 (``--d3rlpy-python``, a venv made with ``pip install torch==2.13.0 d3rlpy==2.8.1``) and exports
