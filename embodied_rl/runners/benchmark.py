@@ -535,13 +535,15 @@ def markdown_tables(runs: Sequence[Mapping[str, Any]], algos: Sequence[str]) -> 
     regret_rows.append("| **average** | " + " | ".join(f"{r:.2f}" for *_, r in averages) + " |")
     return "\n".join(
         [
-            "Normalized score (0 = random, 100 = scripted expert), offline → after online "
+            "Normalized score (D4RL's formula against the dataset's reference returns: 0 = "
+            "random, 100 = the scripted or behaviour expert), offline → after online "
             "fine-tuning, mean ± std over seeds:",
             "",
             header,
             *score_rows,
             "",
-            "Regret (CORL: mean over the online training episodes of 1 - success; lower is "
+            "Regret (CORL: mean over the online training episodes of 1 - success, or of "
+            "1 - normalized return / 100 where the environment reports no success; lower is "
             "better), mean ± std over seeds:",
             "",
             header,
