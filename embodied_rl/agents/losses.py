@@ -145,8 +145,12 @@ def td3bc_actor_loss(
     q_policy: Tensor, policy_action: Tensor, data_action: Tensor, alpha: float
 ) -> Tensor:
     """TD3+BC's actor loss (Fujimoto & Gu 2021, eq. 3-4): ``-lambda * mean Q(s, pi(s)) +
-    mean ||pi(s) - a||^2`` with ``lambda = alpha / mean |Q(s, pi(s))|`` (no gradient through
-    lambda), which keeps the RL term on the BC term's scale whatever the reward scale."""
+    mean_{batch, dims} (pi(s) - a)^2`` with ``lambda = alpha / mean |Q(s, pi(s))|`` (no gradient
+    through lambda), which keeps the RL term on the BC term's scale whatever the reward scale.
+
+    The BC term averages over action dimensions as well as the batch (the authors' code, CORL
+    and d3rlpy use ``mse_loss``): summing them would weight BC ``action_dim`` times more and
+    make ``alpha`` mean something different on every body."""
     lmbda = alpha / q_policy.detach().abs().mean().clamp_min(1e-6)
-    bc = (policy_action - data_action).square().sum(-1).mean()
+    bc = (policy_action - data_action).square().mean()
     return -lmbda * q_policy.mean() + bc

@@ -140,7 +140,7 @@ class TD3BCAgent(Agent):
             pi = self.policy(as_obs_dict(self.policy, batch["obs"]))  # (B, A)
             q_pi = self.critic(obs, pi, detach_params=True)[0]  # Q_1 (B,)
             losses["actor_loss"] = td3bc_actor_loss(q_pi, pi, action, c.alpha)
-            metrics["bc_mse"] = (pi - action).square().sum(-1).mean().item()
+            metrics["bc_mse"] = (pi - action).square().mean().item()
         self.optimize(self.optimizer, losses)
         if actor_step:
             polyak_update(self.target_critic, self.critic, c.tau)

@@ -16,10 +16,10 @@ def test_actor_loss_is_the_papers_formula():
     pi = torch.tensor([[0.5, 0.0], [0.0, 0.0], [1.0, 1.0]], requires_grad=True)
     data = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     loss = td3bc_actor_loss(q, pi, data, alpha=2.5)
-    bc = (0.25 + 1.0 + 1.0) / 3
+    bc = (0.25 + 1.0 + 1.0) / 6  # a mean over batch and action dimensions, as mse_loss
     assert loss.item() == pytest.approx(-(2.5 / 4.0) * (4.0 / 3.0) + bc)
     loss.backward()  # lambda carries no gradient: d/dpi is the BC term's only
-    torch.testing.assert_close(pi.grad, 2 * (pi - data).detach() / 3)
+    torch.testing.assert_close(pi.grad, 2 * (pi - data).detach() / 6)
 
 
 def expert_data(n_episodes: int = 10, length: int = 30):
