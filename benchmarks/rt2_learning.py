@@ -7,7 +7,10 @@ Rows (``--variants``): ``rt1-tiny`` (the tiny RT-1-style VLA preset of
 ``benchmarks/vla_learning.py``, BC through the offline trainer), ``rt2-tiny`` (the tiny
 RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
-``--qa-scenes`` x ``--qa-per-scene`` scene questions together). Demonstrations, held-out
+``--qa-scenes`` x ``--qa-per-scene`` scene questions together) and ``rt2-tiny+ppo`` (the
+``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
+environment steps of PPO with the environment's ``--ppo-reward`` and the KL to the SFT
+policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -31,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, the RT-1 row)
 
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
-VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain")
+VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain", "rt2-tiny+ppo")
+PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 QA_SEED, QA_HELD_OUT_SEED = 2_000_000, 3_000_000
 
 
@@ -157,6 +161,63 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     return rows
 
 
+def mean_finite(values: list[float]) -> float | None:
+    """The mean of the finite values (rollouts in which an episode ended), None if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PPO with the environment's reward from the ``rt2-tiny`` run's final policy, in chunks
+    of ``--ppo-eval-every`` rollouts; the first row is the SFT policy's (step 0)."""
+    from embodied_rl.envs import make
+    from embodied_rl.llm import PPORLHFConfig, RT2PPOConfig, RT2PPOTrainer
+    from embodied_rl.policies import load_policy
+
+    out = Path(args.work) / "runs" / f"rt2-tiny+ppo-s{seed}"
+    record = out / "curve.json"
+    rows = json.loads(record.read_text()) if record.exists() else []
+    if args.table_only or (rows and rows[-1]["step"] >= args.ppo_iterations):
+        return rows
+    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
+    if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
+        raise SystemExit(
+            f"rt2-tiny+ppo starts from the finished rt2-tiny run ({sft}): run it first"
+        )
+    policy = load_policy(sft)
+    env = make(args.task, split="seen", randomization=args.randomization,
+               reward_type=args.ppo_reward, **policy.env_options())  # fmt: skip
+    config = RT2PPOConfig(
+        ppo=PPORLHFConfig(
+            iterations=args.ppo_eval_every, batch_size=args.ppo_steps, minibatch_size=32,
+            ppo_epochs=2, learning_rate=args.ppo_lr, kl_coef=args.ppo_kl, seed=PPO_SEED + seed,
+            progress=not args.no_progress, tensorboard=False,
+        )
+    )  # fmt: skip
+    trainer = RT2PPOTrainer(policy, env, config)
+    rows = [{**sft_rows[-1], "variant": "rt2-tiny+ppo", "step": 0, "train_s": 0.0}]
+    rows[0].pop("hz", None)
+    seconds = 0.0
+    for steps in range(args.ppo_eval_every, args.ppo_iterations + 1, args.ppo_eval_every):
+        started = time.perf_counter()
+        logged = trainer.train(out=out / "ppo")
+        seconds += time.perf_counter() - started
+        trainer.save(out / "policy")
+        row = {
+            "variant": "rt2-tiny+ppo", "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            "train_success": mean_finite([r.get("train/success", np.nan) for r in logged]),
+            "kl": logged[-1]["train/kl"],
+            **{split: vla_learning.rollouts(args, policy, split) for split in ("seen", "unseen")},
+        }  # fmt: skip
+        print(json.dumps({k: row[k] for k in ("variant", "step", "train_s", "kl")}),
+              {s: row[s]["success"] for s in ("seen", "unseen")}, flush=True)  # fmt: skip
+        rows.append(row)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(rows, indent=1))
+    env.close()
+    return rows
+
+
 def rt1_curve(args, seed: int, data, held_out) -> list[dict[str, Any]]:
     from embodied_rl.policies import load_policy
 
@@ -226,6 +287,12 @@ def main() -> int:
     parser.add_argument("--qa-scenes", type=int, default=500)
     parser.add_argument("--qa-held-out", type=int, default=100)
     parser.add_argument("--qa-per-scene", type=int, default=4)
+    parser.add_argument("--ppo-iterations", type=int, default=60, help="PPO rollouts")
+    parser.add_argument("--ppo-eval-every", type=int, default=20)
+    parser.add_argument("--ppo-steps", type=int, default=128, help="environment steps a rollout")
+    parser.add_argument("--ppo-lr", type=float, default=1e-4)
+    parser.add_argument("--ppo-kl", type=float, default=0.05, help="beta of the KL to SFT")
+    parser.add_argument("--ppo-reward", default="dense", choices=("sparse", "dense"))
     args = parser.parse_args()
     from embodied_rl.utils.io import write_text_atomic
 
@@ -240,6 +307,11 @@ def main() -> int:
         for seed in args.seeds:
             if variant == "rt1-tiny":
                 results[(variant, seed)] = rt1_curve(args, seed, data, held_out)
+            elif variant == "rt2-tiny+ppo":
+                sft_rows = results.get(("rt2-tiny", seed)) or rt2_curve(
+                    args, "rt2-tiny", seed, data, qa, held_out_qa
+                )
+                results[(variant, seed)] = ppo_curve(args, seed, sft_rows)
             else:
                 results[(variant, seed)] = rt2_curve(args, variant, seed, data, qa, held_out_qa)
     text = report(args, results, (time.perf_counter() - started) / 60)

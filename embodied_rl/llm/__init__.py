@@ -25,6 +25,8 @@ _EXPORTS = {  # name -> the submodule defining it, imported on first use (keeps 
     "PolicyWithValue": "ppo_rlhf",
     "Principle": "constitutional",
     "RLAIFConfig": "rlaif",
+    "RT2PPOConfig": "rt2",
+    "RT2PPOTrainer": "rt2",
     "RewardConfig": "reward",
     "RewardModel": "reward",
     "RewardTrainer": "reward",
@@ -49,6 +51,7 @@ _EXPORTS = {  # name -> the submodule defining it, imported on first use (keeps 
     "revision_sft_data": "constitutional",
     "reward_model_fn": "reward",
     "rlaif": "rlaif",
+    "rt2_segment_pairs": "rt2",
     "save_causal_lm": "models",
     "tiny_gpt2_config": "models",
     "train_tokenizer": "tokenizer",
@@ -68,6 +71,8 @@ __all__ = [
     "PolicyWithValue",
     "Principle",
     "RLAIFConfig",
+    "RT2PPOConfig",
+    "RT2PPOTrainer",
     "RewardConfig",
     "RewardModel",
     "RewardTrainer",
@@ -92,6 +97,7 @@ __all__ = [
     "reward_model_fn",
     "revision_sft_data",
     "rlaif",
+    "rt2_segment_pairs",
     "save_causal_lm",
     "tiny_gpt2_config",
     "train_tokenizer",
@@ -130,6 +136,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from embodied_rl.llm.ppo_rlhf import PolicyWithValue, PPORLHFConfig, PPORLHFTrainer
     from embodied_rl.llm.reward import RewardConfig, RewardModel, RewardTrainer, reward_model_fn
     from embodied_rl.llm.rlaif import RLAIFConfig, ai_feedback_labeler, rlaif
+    from embodied_rl.llm.rt2 import RT2PPOConfig, RT2PPOTrainer, rt2_segment_pairs
     from embodied_rl.llm.sft import SFTConfig, SFTTrainer
     from embodied_rl.llm.tasks import TaskConfig, TaskGenerator, oracle_score, oracle_scores
     from embodied_rl.utils.tokenizer import load_tokenizer, train_tokenizer

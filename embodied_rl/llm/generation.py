@@ -7,7 +7,8 @@ preference trainers need (``sequences()`` joins them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,21 @@ class Generation:
     prompts: list[str]
     responses: list[str]  # decoded, without EOS
     finished: Tensor  # (B,) bool: the response ended with EOS within max_new_tokens
+    # per-row model inputs besides the ids, e.g. a vision-language model's pixel_values
+    model_inputs: dict[str, Any] = field(default_factory=dict)
+    # ids [lo, hi) the responses were sampled among (constrained decoding, e.g. the RT-2
+    # policy's action ids): log-probabilities are of the distribution renormalised over them
+    allowed_ids: tuple[int, int] | None = None
+
+    def select(self, index: Tensor) -> Generation:
+        """The rows ``index`` (a ``(K,)`` long tensor)."""
+        rows = index.tolist()
+        return Generation(
+            self.prompt_ids[index], self.prompt_mask[index], self.response_ids[index],
+            self.response_mask[index], [self.prompts[i] for i in rows],
+            [self.responses[i] for i in rows], self.finished[index],
+            {k: v[index] for k, v in self.model_inputs.items()}, self.allowed_ids,
+        )  # fmt: skip
 
     def sequences(self) -> tuple[Tensor, Tensor]:
         """``(B, P + R)`` token ids and attention mask of prompt + response."""
@@ -157,14 +173,29 @@ def generate(
     )
 
 
+def response_logits(logits: Tensor, generation: Generation) -> tuple[Tensor, Tensor]:
+    """The ``(B, R, V')`` logits that predict each response token, from a forward's ``(B, P +
+    R, V)`` logits, and the ``(B, R)`` labels (:data:`IGNORE_INDEX` past the response); with
+    ``generation.allowed_ids`` only those ids' logits, labels counted from the first."""
+    n_prompt = generation.prompt_ids.shape[1]
+    logits = logits[:, n_prompt - 1 : -1]  # position t predicts token t + 1
+    labels = generation.response_ids.masked_fill(generation.response_mask == 0, IGNORE_INDEX)
+    if generation.allowed_ids is not None:
+        lo, hi = generation.allowed_ids
+        inside = (labels >= lo) & (labels < hi)
+        if bool((~inside & (labels != IGNORE_INDEX)).any()):
+            raise ValueError(f"a response token lies outside the allowed ids [{lo}, {hi})")
+        logits, labels = logits[..., lo:hi], torch.where(inside, labels - lo, labels)
+    return logits, labels
+
+
 def response_logprobs(model: nn.Module, generation: Generation, **kwargs) -> tuple[Tensor, object]:
     """``(B, R)`` log-probabilities of the response tokens (0 past the response) and the
-    model output (``kwargs`` go to the forward, e.g. ``output_hidden_states=True``)."""
+    model output (``kwargs`` go to the forward, e.g. ``output_hidden_states=True``;
+    ``generation.model_inputs`` too)."""
     ids, mask = generation.sequences()
-    out = causal_lm_forward(model, ids, mask, **kwargs)
-    n_prompt = generation.prompt_ids.shape[1]
-    logits = out.logits[:, n_prompt - 1 : -1]  # (B, R, V): position t predicts token t + 1
-    labels = generation.response_ids.masked_fill(generation.response_mask == 0, IGNORE_INDEX)
+    out = causal_lm_forward(model, ids, mask, **generation.model_inputs, **kwargs)
+    logits, labels = response_logits(out.logits, generation)
     return token_logprobs(logits, labels), out
 
 

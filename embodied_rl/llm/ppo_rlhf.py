@@ -27,7 +27,13 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from embodied_rl.llm.generation import Generation, SamplingConfig, generate, response_logprobs
+from embodied_rl.llm.generation import (
+    Generation,
+    SamplingConfig,
+    generate,
+    response_logits,
+    response_logprobs,
+)
 from embodied_rl.llm.models import (
     atomic_dir,
     disable_dropout,
@@ -175,8 +181,9 @@ class PolicyWithValue(nn.Module):
         logps, out = response_logprobs(self.policy, generation)
         n_prompt = generation.prompt_ids.shape[1]
         ids, mask = generation.sequences()
-        values = self.value_model.token_values(ids, mask)[:, n_prompt - 1 : -1]  # (B, R)
-        logits = out.logits[:, n_prompt - 1 : -1].float()  # (B, R, V)
+        values = self.value_model.token_values(ids, mask, **generation.model_inputs)
+        values = values[:, n_prompt - 1 : -1]  # (B, R)
+        logits = response_logits(out.logits, generation)[0].float()  # (B, R, V)
         entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)  # (B, R)
         return logps, values, entropy
 
@@ -221,14 +228,8 @@ class Rollout:
     kl: Tensor  # (B, R) per-token KL estimate
 
     def select(self, index: Tensor) -> Rollout:
-        g = self.generation
-        sub = Generation(
-            g.prompt_ids[index], g.prompt_mask[index], g.response_ids[index], g.response_mask[index],
-            [g.prompts[i] for i in index.tolist()], [g.responses[i] for i in index.tolist()],
-            g.finished[index],
-        )  # fmt: skip
         take = [x[index] for x in (self.logprobs, self.values, self.advantages, self.returns)]
-        return Rollout(sub, *take, self.scores[index], self.kl[index])
+        return Rollout(self.generation.select(index), *take, self.scores[index], self.kl[index])
 
 
 # ---------------------------------------------------------------------- the trainer

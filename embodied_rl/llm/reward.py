@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -56,7 +57,7 @@ class RewardModel(nn.Module):
     def __init__(self, backbone: PreTrainedModel) -> None:
         super().__init__()
         self.backbone = backbone
-        hidden = backbone.config.hidden_size
+        hidden = backbone.config.get_text_config().hidden_size  # a VLM's: its language model's
         self.head = nn.Linear(hidden, 1)
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.head.bias)
@@ -72,12 +73,13 @@ class RewardModel(nn.Module):
             torch.manual_seed(seed)
             return cls(copy.deepcopy(model.base_model))
 
-    def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def _hidden(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Any) -> Tensor:
         return self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
             use_cache=False,
+            **inputs,
         ).last_hidden_state  # (B, T, H)
 
     def _read_out(self, hidden: Tensor) -> Tensor:
@@ -88,9 +90,10 @@ class RewardModel(nn.Module):
         hidden = self._hidden(input_ids, attention_mask)
         return self._read_out(pool_last_token(hidden, attention_mask))  # (B,)
 
-    def token_values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``(B, T)`` head output at every position (PPO's value model reads these)."""
-        return self._read_out(self._hidden(input_ids, attention_mask))
+    def token_values(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Any) -> Tensor:
+        """``(B, T)`` head output at every position (PPO's value model reads these);
+        ``inputs`` go to the backbone (e.g. a vision-language model's ``pixel_values``)."""
+        return self._read_out(self._hidden(input_ids, attention_mask, **inputs))
 
     @torch.no_grad()
     def normalize(
