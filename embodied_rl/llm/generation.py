@@ -23,7 +23,7 @@ from embodied_rl.llm.models import (
     position_ids_from_mask,
     token_logprobs,
 )
-from embodied_rl.utils.tokenizer import encode
+from embodied_rl.utils.tokenizer import cache_kwargs, encode
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def generate(
                 input_ids=token[:, None],
                 attention_mask=mask,
                 position_ids=next_position,
-                past_key_values=out.past_key_values,
+                **cache_kwargs(out),
                 use_cache=True,
             )
             next_position = next_position + 1

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from embodied_rl.policies.action_tokenizer import ActionTokenizer
 from embodied_rl.policies.base import Policy, check_observation, register_policy
+from embodied_rl.utils.tokenizer import cache_kwargs
 
 IMAGE_TOKEN = "<image>"
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
@@ -198,13 +199,6 @@ def load_pretrained_vlm(path: str):
         )
     n_image_tokens = int((probe["input_ids"] == image_id).sum())
     return model, processor, image_token, image_id, n_image_tokens
-
-
-def _cache_of(out) -> dict[str, Any]:
-    """The KV cache of a forward's output as the next call's keyword: ``cache`` since
-    transformers 5.2x, ``past_key_values`` before."""
-    cache = getattr(out, "cache", None)
-    return {"cache": cache} if cache is not None else {"past_key_values": out.past_key_values}
 
 
 @register_policy("rt2")
@@ -402,7 +396,7 @@ class RT2Policy(Policy):
             positions = mask.long().sum(-1, keepdim=True) - 1
             out = self.model(
                 input_ids=(b + first).unsqueeze(1), attention_mask=mask, position_ids=positions,
-                use_cache=True, **_cache_of(out),
+                use_cache=True, **cache_kwargs(out),
             )  # fmt: skip
         return torch.stack(bins, dim=-1)
 
@@ -437,7 +431,7 @@ class RT2Policy(Policy):
             out = self.model(
                 input_ids=token.unsqueeze(1), attention_mask=mask,
                 position_ids=mask.long().sum(-1, keepdim=True) - 1, use_cache=True,
-                **_cache_of(out),
+                **cache_kwargs(out),
             )  # fmt: skip
         answers = []
         for row in torch.stack(tokens, dim=1).tolist():

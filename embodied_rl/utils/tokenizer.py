@@ -1,5 +1,6 @@
 """A byte-level BPE tokenizer trained locally with the ``tokenizers`` library (no download),
-and the padding of token-id sequences shared by the LLM trainers and the RT-2-style policy.
+and the padding of token-id sequences (with the positions and KV-cache keywords of a forward)
+shared by the LLM trainers and the RT-2-style policy.
 
 Byte-level means every string encodes (no unknown token); BPE merges learnt on the task's
 text make its words single tokens. The result is a ``transformers.PreTrainedTokenizerFast``
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -110,3 +112,11 @@ def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """``(B, T)`` positions counting only attended tokens: left padding gives 0, 0, 0, 1, 2..."""
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def cache_kwargs(out: Any) -> dict[str, Any]:
+    """The KV cache of a forward's output as the next forward's keyword: ``cache`` where the
+    model returns one (transformers 5.2x, which deprecates ``past_key_values``), else
+    ``past_key_values``."""
+    cache = getattr(out, "cache", None)
+    return {"cache": cache} if cache is not None else {"past_key_values": out.past_key_values}
