@@ -230,6 +230,49 @@ def sample_episode(
     raise RuntimeError(f"could not sample a feasible {family!r} episode in 1000 attempts")
 
 
+def sample_spec_on_layout(
+    rng: np.random.Generator,
+    layout: Layout,
+    family: str,
+    exclude_slots: tuple[int, ...] = (),
+    attempts: int = 100,
+    exclude_fixture: str | None = None,
+) -> TaskSpec | None:
+    """A task of ``family`` on an existing ``layout`` (the next step of a long-horizon task),
+    its object and target drawn among the slots not in ``exclude_slots``; ``unseen`` says
+    whether the object's combination is held out for the family; a place never targets
+    ``exclude_fixture`` (taken by an earlier step). None when no draw in ``attempts`` is
+    feasible (a push without a free corridor, too few free objects)."""
+    if family not in FAMILIES:
+        raise ValueError(f"task family {family!r}; choose one of {FAMILIES}")
+    free = [i for i in range(len(layout.colors)) if i not in exclude_slots]
+    needs_target = family in ("push_next_to", "stack")
+    if len(free) < (2 if needs_target else 1):
+        return None
+    for _attempt in range(attempts):
+        slot = int(rng.choice(free))
+        target = int(rng.choice([i for i in free if i != slot])) if needs_target else None
+        direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
+        fixtures = [f for f in FIXTURES if f != exclude_fixture]
+        fixture = str(rng.choice(fixtures)) if family == "place" else None
+        template_index = int(rng.integers(len(TEMPLATES[family])))
+        fill = {
+            "obj": layout.name(slot),
+            "target": layout.name(target) if target is not None else "",
+            "direction": direction or "",
+            "fixture": FIXTURE_PHRASES[fixture] if fixture else "",
+        }
+        spec = TaskSpec(
+            family=family, object_slot=slot,
+            instruction=TEMPLATES[family][template_index].format(**fill), target_slot=target,
+            direction=direction, fixture=fixture, template_index=template_index,
+            unseen=is_unseen(family, layout.colors[slot], layout.shapes[slot]),
+        )  # fmt: skip
+        if _path_is_clear(spec, layout):
+            return spec
+    return None
+
+
 @dataclass
 class SceneState:
     """The privileged quantities success and reward are computed from."""
