@@ -175,6 +175,37 @@ def _path_is_clear(spec: TaskSpec, layout: Layout) -> bool:
     return True
 
 
+def _draw_task(
+    rng: np.random.Generator,
+    layout: Layout,
+    family: str,
+    slot: int,
+    target: int | None,
+    fixtures: tuple[str, ...],
+) -> TaskSpec:
+    """The rest of a task on ``slot`` (and ``target``): a push's direction, a place's fixture,
+    the phrasing, drawn in that order."""
+    direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
+    fixture = str(rng.choice(fixtures)) if family == "place" else None
+    template_index = int(rng.integers(len(TEMPLATES[family])))
+    fill = {
+        "obj": layout.name(slot),
+        "target": layout.name(target) if target is not None else "",
+        "direction": direction or "",
+        "fixture": FIXTURE_PHRASES[fixture] if fixture else "",
+    }
+    return TaskSpec(
+        family=family,
+        object_slot=slot,
+        instruction=TEMPLATES[family][template_index].format(**fill),
+        target_slot=target,
+        direction=direction,
+        fixture=fixture,
+        template_index=template_index,
+        unseen=is_unseen(family, layout.colors[slot], layout.shapes[slot]),
+    )
+
+
 def sample_episode(
     rng: np.random.Generator, family: str, split: str, n_objects: int
 ) -> tuple[Layout, TaskSpec]:
@@ -205,26 +236,7 @@ def sample_episode(
         target = None
         if needs_target:
             target = int(rng.choice([i for i in range(n_objects) if i != slot]))
-        direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
-        fixture = str(rng.choice(FIXTURES)) if family == "place" else None
-        template_index = int(rng.integers(len(TEMPLATES[family])))
-        fill = {
-            "obj": layout.name(slot),
-            "target": layout.name(target) if target is not None else "",
-            "direction": direction or "",
-            "fixture": FIXTURE_PHRASES[fixture] if fixture else "",
-        }
-        instruction = TEMPLATES[family][template_index].format(**fill)
-        spec = TaskSpec(
-            family=family,
-            object_slot=slot,
-            instruction=instruction,
-            target_slot=target,
-            direction=direction,
-            fixture=fixture,
-            template_index=template_index,
-            unseen=is_unseen(family, color, shape),
-        )
+        spec = _draw_task(rng, layout, family, slot, target, FIXTURES)
         if _path_is_clear(spec, layout):
             return layout, spec
     raise RuntimeError(f"could not sample a feasible {family!r} episode in 1000 attempts")
@@ -252,22 +264,8 @@ def sample_spec_on_layout(
     for _attempt in range(attempts):
         slot = int(rng.choice(free))
         target = int(rng.choice([i for i in free if i != slot])) if needs_target else None
-        direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
-        fixtures = [f for f in FIXTURES if f != exclude_fixture]
-        fixture = str(rng.choice(fixtures)) if family == "place" else None
-        template_index = int(rng.integers(len(TEMPLATES[family])))
-        fill = {
-            "obj": layout.name(slot),
-            "target": layout.name(target) if target is not None else "",
-            "direction": direction or "",
-            "fixture": FIXTURE_PHRASES[fixture] if fixture else "",
-        }
-        spec = TaskSpec(
-            family=family, object_slot=slot,
-            instruction=TEMPLATES[family][template_index].format(**fill), target_slot=target,
-            direction=direction, fixture=fixture, template_index=template_index,
-            unseen=is_unseen(family, layout.colors[slot], layout.shapes[slot]),
-        )  # fmt: skip
+        fixtures = tuple(f for f in FIXTURES if f != exclude_fixture)
+        spec = _draw_task(rng, layout, family, slot, target, fixtures)
         if _path_is_clear(spec, layout):
             return spec
     return None
