@@ -30,6 +30,7 @@ _EXPORTS = {  # name -> the submodule defining it, imported on first use (keeps 
     "RewardConfig": "reward",
     "RewardModel": "reward",
     "RewardTrainer": "reward",
+    "SayCanPlanner": "planner",
     "SFTConfig": "sft",
     "SFTTrainer": "sft",
     "SamplingConfig": "generation",
@@ -47,6 +48,7 @@ _EXPORTS = {  # name -> the submodule defining it, imported on first use (keeps 
     "load_tokenizer": "tokenizer",
     "oracle_score": "tasks",
     "oracle_scores": "tasks",
+    "planner_sft_examples": "planner",
     "prepare_demo": "demo",
     "revision_sft_data": "constitutional",
     "reward_model_fn": "reward",
@@ -76,6 +78,7 @@ __all__ = [
     "RewardConfig",
     "RewardModel",
     "RewardTrainer",
+    "SayCanPlanner",
     "SFTConfig",
     "SFTTrainer",
     "SamplingConfig",
@@ -93,6 +96,7 @@ __all__ = [
     "load_tokenizer",
     "oracle_score",
     "oracle_scores",
+    "planner_sft_examples",
     "prepare_demo",
     "reward_model_fn",
     "revision_sft_data",
@@ -133,6 +137,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         tiny_gpt2_config,
     )
     from embodied_rl.llm.pairs import TextPair
+    from embodied_rl.llm.planner import SayCanPlanner, planner_sft_examples
     from embodied_rl.llm.ppo_rlhf import PolicyWithValue, PPORLHFConfig, PPORLHFTrainer
     from embodied_rl.llm.reward import RewardConfig, RewardModel, RewardTrainer, reward_model_fn
     from embodied_rl.llm.rlaif import RLAIFConfig, ai_feedback_labeler, rlaif

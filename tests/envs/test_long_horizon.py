@@ -14,6 +14,7 @@ from embodied_rl.envs.tabletop.long_horizon import (
     composition_is_unseen,
     compositions,
     decompose,
+    skill_candidates,
 )
 
 
@@ -58,6 +59,9 @@ def test_the_chained_experts_do_both_steps_in_order():
         assert {one.object_slot, one.target_slot} & {two.object_slot, two.target_slot} <= {None}
         assert obs["instruction"] == f"{one.instruction}, then {two.instruction}"
         assert decompose(obs["instruction"]) == env.step_instructions
+        candidates = skill_candidates(env.layout)  # every task on 4 objects, first phrasing
+        assert len(set(candidates)) == len(candidates) == 56
+        assert set(env.canonical_steps) <= set(candidates)
         assert info["steps_completed"] == 0 and info["step_instruction"] == one.instruction
         first_task, switched_at = env.unwrapped._static_state[1].copy(), None
         for t in range(env.unwrapped._horizon):

@@ -61,6 +61,34 @@ def decompose(instruction: str) -> list[str]:
     return steps
 
 
+def canonical_instruction(spec: tasks.TaskSpec, layout: tasks.Layout) -> str:
+    """``spec``'s task in its family's first phrasing: the skill names a planner emits."""
+    return tasks.task_spec(
+        layout, spec.family, spec.object_slot, spec.target_slot, spec.direction, spec.fixture
+    ).instruction
+
+
+def skill_candidates(layout: tasks.Layout) -> list[str]:
+    """Every single-skill task on ``layout`` in its first phrasing (a planner's options):
+    reach, pick, push (4 directions), place (bowl, plate) per object; push next to and stack
+    per ordered pair of objects."""
+    n = len(layout.colors)
+    out = []
+    for family in tasks.FAMILIES:
+        for slot in range(n):
+            targets = (
+                [t for t in range(n) if t != slot]
+                if family in ("push_next_to", "stack")
+                else [None]
+            )
+            for target in targets:
+                for direction in tasks.DIRECTIONS if family == "push" else [None]:
+                    for fixture in tasks.FIXTURES if family == "place" else [None]:
+                        spec = tasks.task_spec(layout, family, slot, target, direction, fixture)
+                        out.append(spec.instruction)
+    return out
+
+
 def _slots(spec: tasks.TaskSpec) -> tuple[int, ...]:
     return (spec.object_slot,) if spec.target_slot is None else (spec.object_slot, spec.target_slot)
 
@@ -101,6 +129,11 @@ class LongHorizonTabletop(gym.Wrapper):
         return self.env.unwrapped
 
     @property
+    def canonical_steps(self) -> list[str]:
+        """The episode's steps in their families' first phrasing (a planner's targets)."""
+        return [canonical_instruction(s, self.layout) for s in self.specs]
+
+    @property
     def step_instructions(self) -> list[str]:
         """The skill instructions of the current episode, in order."""
         return [s.instruction for s in self.specs]
@@ -134,6 +167,7 @@ class LongHorizonTabletop(gym.Wrapper):
         else:
             raise RuntimeError("could not draw a feasible two-step task in 100 scenes")
         self.specs = [one, two]
+        self.layout = base.layout
         self.composition = (first, second)
         self.instruction = JOINER.join(self.step_instructions)
         self.completed = 0

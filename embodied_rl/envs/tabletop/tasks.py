@@ -175,19 +175,17 @@ def _path_is_clear(spec: TaskSpec, layout: Layout) -> bool:
     return True
 
 
-def _draw_task(
-    rng: np.random.Generator,
+def task_spec(
     layout: Layout,
     family: str,
     slot: int,
-    target: int | None,
-    fixtures: tuple[str, ...],
+    target: int | None = None,
+    direction: str | None = None,
+    fixture: str | None = None,
+    template_index: int = 0,
 ) -> TaskSpec:
-    """The rest of a task on ``slot`` (and ``target``): a push's direction, a place's fixture,
-    the phrasing, drawn in that order."""
-    direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
-    fixture = str(rng.choice(fixtures)) if family == "place" else None
-    template_index = int(rng.integers(len(TEMPLATES[family])))
+    """The task of ``family`` on ``slot`` (and ``target``, ``direction``, ``fixture``) of
+    ``layout``, phrased with template ``template_index``."""
     fill = {
         "obj": layout.name(slot),
         "target": layout.name(target) if target is not None else "",
@@ -204,6 +202,22 @@ def _draw_task(
         template_index=template_index,
         unseen=is_unseen(family, layout.colors[slot], layout.shapes[slot]),
     )
+
+
+def _draw_task(
+    rng: np.random.Generator,
+    layout: Layout,
+    family: str,
+    slot: int,
+    target: int | None,
+    fixtures: tuple[str, ...],
+) -> TaskSpec:
+    """The rest of a task on ``slot`` (and ``target``), drawn in this order: a push's
+    direction, a place's fixture, the phrasing."""
+    direction = str(rng.choice(list(DIRECTIONS))) if family == "push" else None
+    fixture = str(rng.choice(fixtures)) if family == "place" else None
+    template_index = int(rng.integers(len(TEMPLATES[family])))
+    return task_spec(layout, family, slot, target, direction, fixture, template_index)
 
 
 def sample_episode(
