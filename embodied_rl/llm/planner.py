@@ -9,7 +9,9 @@ long-horizon tabletop tasks generate. The candidate skills of a tabletop scene a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -94,3 +96,63 @@ def planner_sft_examples(env, seeds: Sequence[int]) -> list[tuple[str, str]]:
         for k, skill in enumerate([*steps, DONE]):
             examples.append((planner_prompt(task, steps[:k]), " " + skill))
     return examples
+
+
+Chooser = Callable[[str, list[str], list[str]], str]  # (task, done, options) -> skill
+
+
+@dataclass
+class PlanResult:
+    """One closed-loop episode: whether the long-horizon task succeeded, the skills done (in
+    order) and the skills that failed (then excluded from the options)."""
+
+    success: bool
+    done: list[str]
+    failed: list[str]
+
+
+def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = True) -> PlanResult:
+    """Plan and act one episode of a reset
+    :class:`~embodied_rl.envs.tabletop.long_horizon.LongHorizonTabletop` in closed loop
+    (SayCan's loop with Inner Monologue's success feedback): ``choose(task, done, options)``
+    names the next skill among the scene's :func:`skill_candidates` and :data:`DONE`;
+    ``expert`` (a :class:`~embodied_rl.envs.tabletop.experts.TabletopExpert`) executes it for
+    up to its family's horizon; a success detector (the skill's own success test from the
+    simulator's state, counted from where the skill started) decides whether it is done. A
+    failed skill is dropped from the options and the planner chooses again (``replan``; else
+    the episode stops there). The episode also ends with the environment's."""
+    from embodied_rl.envs.tabletop import tasks
+    from embodied_rl.envs.tabletop.long_horizon import skill_specs
+
+    base = env.unwrapped
+    specs = skill_specs(env.layout)
+    done: list[str] = []
+    failed: list[str] = []
+    success = ended = False
+    try:
+        for _ in range(max_skills):
+            options = [c for c in [*specs, DONE] if c not in failed]
+            skill = choose(env.instruction, list(done), options)
+            if skill not in options:
+                raise ValueError(f"the planner chose {skill!r}, which is not among its options")
+            if skill == DONE:
+                break
+            spec = specs[skill]
+            expert.follow(spec)
+            start = base.scene_state().object_pos.copy()
+            achieved = False
+            for _step in range(tasks.HORIZONS[spec.family]):
+                _, _, terminated, truncated, info = env.step(expert.act())
+                success, ended = bool(info["success"]), terminated or truncated
+                state = dataclasses.replace(base.scene_state(), initial_object_pos=start)
+                if tasks.is_success(spec, state):
+                    achieved = True
+                    break
+                if ended:
+                    break
+            (done if achieved else failed).append(skill)
+            if ended or (not achieved and not replan):
+                break
+    finally:
+        expert.follow(None)
+    return PlanResult(success, done, failed)

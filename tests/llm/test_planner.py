@@ -3,6 +3,7 @@ on generated decompositions choosing the next skill of held-out long-horizon tas
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,59 @@ def test_a_tiny_lm_fine_tuned_on_decompositions_plans_held_out_tasks():
     choice = planner.next_skill(env.instruction, [], candidates)
     blocked = SayCanPlanner(model, tok, lambda c: torch.tensor([x != choice for x in c]).float())
     assert blocked.next_skill(env.instruction, [], candidates) != choice
+
+
+def test_closed_loop_execution_with_success_feedback_and_replanning():
+    """run_plan executes each chosen skill with the expert until the skill's own success test
+    holds: the true steps in order succeed; in reverse order every episode fails (order
+    matters); a skill that fails is dropped from the options and the planner chooses again
+    (or, without replanning, the episode stops)."""
+    from embodied_rl.envs import make_expert
+    from embodied_rl.llm.planner import run_plan
+
+    env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="all")
+    expert = make_expert(env)
+
+    def in_order(steps):
+        def choose(task, done, options):
+            step = [*steps(), DONE, DONE][len(done)]
+            return step if step in options else DONE
+
+        return choose
+
+    results = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        results.append(run_plan(env, in_order(lambda: env.canonical_steps), expert))
+        assert expert.task is None  # the expert follows the environment again
+    assert sum(r.success for r in results) >= 5
+    assert results[-1].done == env.canonical_steps or not results[-1].success
+    for seed in range(3):
+        env.reset(seed=seed)
+        assert not run_plan(env, in_order(lambda: env.canonical_steps[::-1]), expert).success
+
+    class Idle:  # an executor that never moves: every skill fails
+        task = None
+
+        def follow(self, task):
+            self.task = task
+
+        def act(self, obs=None):
+            return np.zeros(4, np.float32)
+
+    offered = []
+
+    def first_options(task, done, options):
+        offered.append(list(options))
+        return options[0]
+
+    env.reset(seed=0)
+    result = run_plan(env, first_options, Idle(), max_skills=3)
+    assert not result.done and len(result.failed) == 3 and not result.success
+    assert [o[0] for o in offered] == result.failed  # each failure leaves the options
+    assert all(f not in later for i, f in enumerate(result.failed) for later in offered[i + 1 :])
+    env.reset(seed=0)
+    assert len(run_plan(env, first_options, Idle(), replan=False).failed) == 1
+    env.reset(seed=1)
+    with pytest.raises(ValueError, match="not among its options"):
+        run_plan(env, lambda task, done, options: "fly to the moon", expert)

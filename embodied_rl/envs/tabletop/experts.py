@@ -41,10 +41,20 @@ class TabletopExpert:
         self.noise = noise
         self.rng = np.random.default_rng(seed)
         self._episode: object | None = None
+        self.task = None  # a TaskSpec to do instead of the environment's (follow())
+
+    def follow(self, task) -> None:
+        """Do ``task`` (a :class:`~embodied_rl.envs.tabletop.tasks.TaskSpec` on the current
+        scene, e.g. a planner's chosen skill) instead of the environment's own; None goes
+        back to the environment's."""
+        self.task = task
+
+    def _spec(self):
+        return self.task if self.task is not None else self.env.spec_
 
     def reset(self) -> None:
-        """Forget the phase of the previous episode (also done automatically on reset)."""
-        self._episode = self.env.spec_
+        """Forget the phase of the previous task (also done automatically when it changes)."""
+        self._episode = self._spec()
         self._phase = "approach"
         self._closed_steps = 0
         self._grasp_offset = np.zeros(3)
@@ -53,10 +63,10 @@ class TabletopExpert:
         """The expert action for the current state of ``env`` (``obs`` is not needed)."""
         if self.env.spec_ is None:
             raise RuntimeError("reset the environment before asking the expert for an action")
-        if self._episode is not self.env.spec_:
+        if self._episode is not self._spec():
             self.reset()
         s = self.env.scene_state()
-        spec = self.env.spec_
+        spec = self._spec()
         if spec.family == "reach":
             target, grip, speed = self._reach(spec, s)
         elif spec.family in ("push", "push_next_to"):

@@ -72,8 +72,13 @@ def skill_candidates(layout: tasks.Layout) -> list[str]:
     """Every single-skill task on ``layout`` in its first phrasing (a planner's options):
     reach, pick, push (4 directions), place (bowl, plate) per object; push next to and stack
     per ordered pair of objects."""
+    return list(skill_specs(layout))
+
+
+def skill_specs(layout: tasks.Layout) -> dict[str, tasks.TaskSpec]:
+    """:func:`skill_candidates` with the task each names (what an executor does)."""
     n = len(layout.colors)
-    out = []
+    out = {}
     for family in tasks.FAMILIES:
         for slot in range(n):
             targets = (
@@ -85,7 +90,7 @@ def skill_candidates(layout: tasks.Layout) -> list[str]:
                 for direction in tasks.DIRECTIONS if family == "push" else [None]:
                     for fixture in tasks.FIXTURES if family == "place" else [None]:
                         spec = tasks.task_spec(layout, family, slot, target, direction, fixture)
-                        out.append(spec.instruction)
+                        out[spec.instruction] = spec
     return out
 
 
