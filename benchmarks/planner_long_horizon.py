@@ -53,7 +53,11 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from embodied_rl.envs import make, make_expert
-    from embodied_rl.envs.tabletop.long_horizon import LongHorizonTabletop, decompose
+    from embodied_rl.envs.tabletop.long_horizon import (
+        LongHorizonTabletop,
+        decompose,
+        skill_specs,
+    )
     from embodied_rl.evaluation.transfer import wilson_interval
     from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
     from embodied_rl.llm.planner import DONE, SayCanPlanner, planner_sft_examples, run_plan
@@ -86,7 +90,7 @@ def main() -> int:
         "intervals.",
         "",
         "| planner | split | success | skills done / episode | failed skills / episode "
-        "| LM decisions right |",
+        "| LM decisions right; wrong ones by kind |",
         "|---|---|---|---:|---:|---|",
     ]
     for split in ("seen", "unseen"):
@@ -110,11 +114,21 @@ def main() -> int:
             truth = ([*env.canonical_steps, DONE])[min(len(done), 2)]
             decisions["right"] += choice == truth
             decisions["n"] += 1
+            if choice != truth:  # what the LM got wrong
+                specs = skill_specs(env.layout)
+                if DONE in (choice, truth):
+                    kind = "early done" if choice == DONE else "a skill after the last"
+                elif specs[choice].family != specs[truth].family:
+                    kind = "wrong skill family"
+                else:
+                    kind = "right family, wrong object or argument"
+                decisions[kind] = decisions.get(kind, 0) + 1
             return choice
 
         variants = [("oracle", oracle, True), ("rule-based", rule_based, True),
                     ("saycan-lm", saycan, True), ("saycan-lm, no replan", saycan, False)]  # fmt: skip
         for name, choose, replan in variants:
+            decisions.clear()
             decisions.update(right=0, n=0)
             wins = done = failed = 0
             for i in range(args.episodes):
@@ -124,7 +138,12 @@ def main() -> int:
                 done += len(result.done)
                 failed += len(result.failed)
             lo, hi = wilson_interval(wins, args.episodes)
-            lm = f"{decisions['right']}/{decisions['n']}" if name.startswith("saycan") else "-"
+            lm = "-"
+            if name.startswith("saycan"):
+                errors = {k: v for k, v in decisions.items() if k not in ("right", "n")}
+                lm = f"{decisions['right']}/{decisions['n']}" + "".join(
+                    f"; {k} {v}" for k, v in sorted(errors.items())
+                )
             lines.append(
                 f"| {name} | {split} | {wins}/{args.episodes} = {wins / args.episodes:.0%} "
                 f"[{lo:.0%}, {hi:.0%}] | {done / args.episodes:.2f} | "
