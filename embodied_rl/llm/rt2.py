@@ -41,7 +41,6 @@ from embodied_rl.llm.training import run_steps
 from embodied_rl.policies.rt2 import RT2Policy
 from embodied_rl.preference.data import PreferenceDataset
 from embodied_rl.rl.ppo import explained_variance, gae
-from embodied_rl.utils.tokenizer import pad
 
 
 def rt2_segment_pairs(
@@ -164,23 +163,19 @@ class RT2PPOTrainer(PPORLHFTrainer):
 
     def _generation(self, images: list[np.ndarray], instructions: list[str], bins: Tensor):
         p = self.rt2
-        rows = [p.prompt_ids(i) for i in instructions]
+        prompt_ids, prompt_mask = p.prompt_inputs(instructions)
         response_ids = bins + p.first_action_id  # (N, A)
         return Generation(
-            pad(rows, p.tokenizer.pad_token_id, side="left"),
-            pad([[1] * len(r) for r in rows], 0, side="left"),
-            response_ids, torch.ones_like(response_ids), list(instructions),
-            [" ".join(map(str, b)) for b in bins.tolist()],
-            torch.ones(len(rows), dtype=torch.bool),
+            prompt_ids, prompt_mask, response_ids, torch.ones_like(response_ids),
+            list(instructions), [" ".join(map(str, b)) for b in bins.tolist()],
+            torch.ones(len(instructions), dtype=torch.bool),
             {"pixel_values": p.pixel_values(torch.as_tensor(np.stack(images)))}, self.allowed_ids,
         )  # fmt: skip
 
     def _prompt_values(self, images: list[np.ndarray], instructions: list[str]) -> Tensor:
         """``(K,)`` V(s) of observations: the value model at the prompt's last token."""
         p = self.rt2
-        rows = [p.prompt_ids(i) for i in instructions]
-        ids = pad(rows, p.tokenizer.pad_token_id, side="left")
-        mask = pad([[1] * len(r) for r in rows], 0, side="left")
+        ids, mask = p.prompt_inputs(instructions)
         pixels = p.pixel_values(torch.as_tensor(np.stack(images)))
         return self.model.value_model.token_values(ids, mask, pixel_values=pixels)[:, -1]
 

@@ -300,10 +300,15 @@ class RT2Policy(Policy):
         """``(..., action_dim)`` actions -> their vocabulary ids."""
         return self.tokenizer_actions.tokenize(actions) + self.first_action_id
 
-    def _inputs(self, instructions: Sequence[str], tails: Tensor) -> tuple[Tensor, Tensor]:
-        """Left-padded ``input_ids`` and ``attention_mask`` of prompt + ``tails`` ``(B, k)``."""
+    def prompt_inputs(
+        self, instructions: Sequence[str], tails: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Left-padded ``input_ids`` and ``attention_mask`` of each instruction's prompt
+        followed by its row of ``tails`` ``(B, k)`` (none when None)."""
         from embodied_rl.utils.tokenizer import pad
 
+        if tails is None:
+            tails = torch.zeros(len(instructions), 0, dtype=torch.long)
         rows = [self.prompt_ids(i) + t for i, t in zip(instructions, tails.tolist(), strict=True)]
         input_ids = pad(rows, self.tokenizer.pad_token_id, side="left")
         mask = pad([[1] * len(r) for r in rows], 0, side="left")
@@ -349,7 +354,7 @@ class RT2Policy(Policy):
             )
         images = torch.as_tensor(batch["image"])
         actions = torch.as_tensor(batch["action"], dtype=torch.float32)
-        input_ids, mask = self._inputs(list(batch["instruction"]), self.action_ids(actions))
+        input_ids, mask = self.prompt_inputs(list(batch["instruction"]), self.action_ids(actions))
         return self._run(images, input_ids, mask, **kwargs)
 
     def log_prob(self, batch: dict[str, Any], actions: Tensor) -> Tensor:
@@ -378,8 +383,7 @@ class RT2Policy(Policy):
     ) -> Tensor:
         """Action bins ``(B, action_dim)`` decoded one dimension at a time with the KV cache,
         each chosen among the action ids only (argmax, or sampled when not deterministic)."""
-        empty = torch.zeros(len(instructions), 0, dtype=torch.long)
-        input_ids, mask = self._inputs(instructions, empty)
+        input_ids, mask = self.prompt_inputs(instructions)
         out = self._run(images, input_ids, mask, self.action_dim, use_cache=True)
         first, n = self.first_action_id, self.config.n_bins
         bins = []

@@ -3,6 +3,7 @@ environment-level returns, learning on a small image-conditioned task, save and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -80,7 +81,7 @@ def test_log_probs_are_of_the_distribution_over_action_ids():
     torch.testing.assert_close(logps.sum(-1), expected, rtol=1e-5, atol=1e-5)
     assert (logps > -math.log(256) - 3).all()  # not log-softmax over the whole vocabulary
     bad = trainer._generation(images[:1], [INSTRUCTION], torch.tensor([[0, 1]]))
-    object.__setattr__(bad, "response_ids", torch.tensor([[3, policy.first_action_id]]))
+    bad = dataclasses.replace(bad, response_ids=torch.tensor([[3, policy.first_action_id]]))
     with pytest.raises(ValueError, match="outside the allowed ids"):
         response_logprobs(policy.model, bad)
 
