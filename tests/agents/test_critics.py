@@ -24,13 +24,14 @@ def reference_q(critic: QEnsemble, obs: torch.Tensor, actions: torch.Tensor) -> 
 
 
 @pytest.mark.parametrize("hidden", [(16,), (16, 16), (8, 8, 8)])
-def test_backward_matches_autograd_of_the_plain_mlp(hidden):
+@pytest.mark.parametrize("n_actions", [1, 6])  # autograd's backward; the hand-written one
+def test_backward_matches_autograd_of_the_plain_mlp(hidden, n_actions):
     torch.manual_seed(0)
     critic = QEnsemble(5, 3, hidden, n_critics=3).double()
     obs = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    actions = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    actions = torch.randn(4, n_actions, 3, dtype=torch.float64, requires_grad=True)
     q, q_ref = critic(obs, actions), reference_q(critic, obs, actions)
-    assert q.shape == (3, 4, 6)
+    assert q.shape == (3, 4, n_actions)
     torch.testing.assert_close(q, q_ref)
     weight = torch.randn_like(q)  # a loss that weighs every Q differently
     inputs = [obs, actions, *critic.parameters()]
@@ -44,13 +45,12 @@ def test_backward_matches_autograd_of_the_plain_mlp(hidden):
 def test_detached_parameters_pass_gradients_to_the_actions_only():
     torch.manual_seed(0)
     critic = QEnsemble(5, 3, (16, 16), n_critics=2)
-    obs, action = torch.randn(8, 5), torch.randn(8, 3, requires_grad=True)
-    q = critic(obs, action, detach_params=True)  # one action per state: (E, B)
-    assert q.shape == (2, 8)
-    q.sum().backward()
+    obs, actions = torch.randn(8, 5), torch.randn(8, 4, 3, requires_grad=True)
+    critic(obs, actions, detach_params=True).sum().backward()
     assert all(p.grad is None for p in critic.parameters())
-    want = torch.autograd.grad(reference_q(critic, obs, action.unsqueeze(1)).sum(), action)[0]
-    torch.testing.assert_close(action.grad, want)
+    want = torch.autograd.grad(reference_q(critic, obs, actions).sum(), actions)[0]
+    torch.testing.assert_close(actions.grad, want)
+    assert critic(obs, actions[:, 0]).shape == (2, 8)  # one action per state: (E, B)
 
 
 def test_bf16_gradients_are_as_close_to_fp32_as_autograd_under_autocast():
