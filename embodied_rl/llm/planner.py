@@ -121,10 +121,8 @@ def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = T
     simulator's state, counted from where the skill started) decides whether it is done. A
     failed skill is dropped from the options and the planner chooses again (``replan``; else
     the episode stops there). The episode also ends with the environment's."""
-    from embodied_rl.envs.tabletop import tasks
     from embodied_rl.envs.tabletop.long_horizon import skill_specs
 
-    base = env.unwrapped
     specs = skill_specs(env.layout)
     done: list[str] = []
     failed: list[str] = []
@@ -137,22 +135,33 @@ def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = T
                 raise ValueError(f"the planner chose {skill!r}, which is not among its options")
             if skill == DONE:
                 break
-            spec = specs[skill]
-            expert.follow(spec)
-            start = base.scene_state().object_pos.copy()
-            achieved = False
-            for _step in range(tasks.HORIZONS[spec.family]):
-                _, _, terminated, truncated, info = env.step(expert.act())
-                success, ended = bool(info["success"]), terminated or truncated
-                state = dataclasses.replace(base.scene_state(), initial_object_pos=start)
-                if tasks.is_success(spec, state):
-                    achieved = True
-                    break
-                if ended:
-                    break
+            achieved, success, ended = execute_skill(env, expert, specs[skill])
             (done if achieved else failed).append(skill)
             if ended or (not achieved and not replan):
                 break
     finally:
         expert.follow(None)
     return PlanResult(success, done, failed)
+
+
+def execute_skill(env, expert, spec) -> tuple[bool, bool, bool]:
+    """Run ``expert`` on the skill ``spec`` in ``env`` (a reset long-horizon tabletop) for up
+    to its family's horizon, stopping once the skill's success test holds (counted from the
+    scene where it started) or the episode ends. Returns ``(achieved, task_success, ended)``:
+    the skill done, the whole long-horizon task done, the episode over. The expert follows
+    ``spec`` until the next call of ``expert.follow``."""
+    from embodied_rl.envs.tabletop import tasks
+
+    base = env.unwrapped
+    expert.follow(spec)
+    start = base.scene_state().object_pos.copy()
+    success = ended = False
+    for _step in range(tasks.HORIZONS[spec.family]):
+        _, _, terminated, truncated, info = env.step(expert.act())
+        success, ended = bool(info["success"]), terminated or truncated
+        state = dataclasses.replace(base.scene_state(), initial_object_pos=start)
+        if tasks.is_success(spec, state):
+            return True, success, ended
+        if ended:
+            break
+    return False, success, ended

@@ -1,0 +1,237 @@
+"""A learned affordance for SayCan on the long-horizon tabletop tasks: a success classifier.
+
+SayCan (Ahn et al. 2022, arXiv:2204.01691) multiplies the LM's ``p(skill | task)`` by the
+probability that the skill succeeds from the current state, read from the skill policies'
+value functions. Here that probability is learned directly as a classifier
+``P(success | scene, skill)`` on executions of candidate skills by the low-level executor
+(the scripted expert) from the states a long-horizon episode passes through: before its first
+step and after it. The scene is the simulator's privileged state (gripper, objects, fixtures,
+the objects' shapes), the skill its structured description (family, object slot, target slot,
+direction, fixture): one network for all 56 skills of a scene, as SayCan's multi-task value.
+
+    examples = affordance_examples(env, expert, seeds=range(400))
+    model = train_affordance(examples, AffordanceConfig())
+    planner = SayCanPlanner(lm, tokenizer, affordance=model.for_env(env))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from embodied_rl.envs.tabletop import tasks
+from embodied_rl.envs.tabletop.scene import SHAPES
+from embodied_rl.policies.mlp import mlp
+
+
+def scene_features(env) -> np.ndarray:
+    """The current scene of a tabletop ``env`` as a vector: gripper position and opening,
+    each object's position and shape, bowl and plate positions (float32)."""
+    base = env.unwrapped
+    s = base.scene_state()
+    shapes = np.array([[shape == k for k in SHAPES] for shape in env.layout.shapes], np.float32)
+    parts = [s.ee_pos, [s.finger_opening], s.object_pos.ravel(), shapes.ravel(), s.bowl_pos,
+             s.plate_pos]  # fmt: skip
+    return np.concatenate([np.asarray(p, np.float32).ravel() for p in parts])
+
+
+def skill_features(spec: tasks.TaskSpec, n_objects: int) -> np.ndarray:
+    """One-hot family, object slot, target slot (or none), direction (or none) and fixture
+    (or none) of a skill (float32)."""
+
+    def one_hot(value, options) -> list[float]:
+        return [float(value == o) for o in options]
+
+    slots = list(range(n_objects))
+    return np.array(
+        one_hot(spec.family, tasks.FAMILIES)
+        + one_hot(spec.object_slot, slots)
+        + one_hot(spec.target_slot, [*slots, None])
+        + one_hot(spec.direction, [*tasks.DIRECTIONS, None])
+        + one_hot(spec.fixture, [*tasks.FIXTURES, None]),
+        np.float32,
+    )
+
+
+@dataclass
+class AffordanceExamples:
+    """Labelled executions: ``scene`` ``(N, S)``, ``skill`` ``(N, K)``, ``success`` ``(N,)``,
+    ``seed`` ``(N,)`` (the episode's reset seed) and ``stage`` ``(N,)`` (skills done before)."""
+
+    scene: np.ndarray
+    skill: np.ndarray
+    success: np.ndarray
+    seed: np.ndarray
+    stage: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.success)
+
+    def subset(self, mask: np.ndarray) -> AffordanceExamples:
+        return AffordanceExamples(self.scene[mask], self.skill[mask], self.success[mask],
+                                  self.seed[mask], self.stage[mask])  # fmt: skip
+
+
+def affordance_examples(
+    env, expert, seeds: Iterable[int], skills_per_state: int = 6, rng_seed: int = 0
+) -> AffordanceExamples:
+    """Execute candidate skills with ``expert`` and record whether each succeeded.
+
+    For each reset seed of ``env`` (a
+    :class:`~embodied_rl.envs.tabletop.long_horizon.LongHorizonTabletop`) and each stage
+    (0: the scene as reset; 1: after the expert did the task's first step), ``skills_per_state``
+    skills are drawn: the task's true next step and uniformly random others among the
+    scene's candidates. Each is executed from a fresh reset (re-doing the first step for stage
+    1: resets are ~1 ms), with the success test of
+    :func:`~embodied_rl.llm.planner.execute_skill`. A stage whose first step fails is skipped."""
+    from embodied_rl.envs.tabletop.long_horizon import skill_specs
+    from embodied_rl.llm.planner import execute_skill
+
+    if skills_per_state < 1:
+        raise ValueError(f"skills_per_state={skills_per_state} must be >= 1")
+    rng = np.random.default_rng(rng_seed)
+    rows: dict[str, list] = {k: [] for k in ("scene", "skill", "success", "seed", "stage")}
+    try:
+        for seed in seeds:
+            env.reset(seed=int(seed))
+            specs = skill_specs(env.layout)
+            names, steps = list(specs), env.canonical_steps
+            n_objects = len(env.layout.colors)
+            for stage in (0, 1):
+                others = [n for n in names if n != steps[stage]]
+                picks = rng.choice(len(others), size=min(skills_per_state - 1, len(others)),
+                                   replace=False)  # fmt: skip
+                for name in [steps[stage], *(others[i] for i in picks)]:
+                    env.reset(seed=int(seed))
+                    if stage == 1 and not execute_skill(env, expert, specs[steps[0]])[0]:
+                        break  # no stage-1 state in this episode
+                    rows["scene"].append(scene_features(env))
+                    rows["skill"].append(skill_features(specs[name], n_objects))
+                    rows["success"].append(execute_skill(env, expert, specs[name])[0])
+                    rows["seed"].append(int(seed))
+                    rows["stage"].append(stage)
+    finally:
+        expert.follow(None)
+    if not rows["success"]:
+        raise ValueError("no examples: seeds was empty")
+    return AffordanceExamples(
+        np.stack(rows["scene"]), np.stack(rows["skill"]), np.array(rows["success"], np.float32),
+        np.array(rows["seed"]), np.array(rows["stage"]),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AffordanceConfig:
+    """Training of :class:`SkillAffordance` (binary cross-entropy, Adam)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    steps: int = 3000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(
+                f"steps={self.steps}, batch_size={self.batch_size} and "
+                f"learning_rate={self.learning_rate} must be positive"
+            )
+
+
+class SkillAffordance(nn.Module):
+    """``P(success | scene, skill)``: an MLP on standardised scene features and one-hot skill
+    features, with a logit output."""
+
+    def __init__(self, scene_dim: int, skill_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        self.net = mlp([scene_dim + skill_dim, *hidden, 1])
+        self.register_buffer("scene_mean", torch.zeros(scene_dim))
+        self.register_buffer("scene_std", torch.ones(scene_dim))
+
+    def forward(self, scene: Tensor, skill: Tensor) -> Tensor:
+        """Logits ``(N,)``."""
+        scene = (scene - self.scene_mean) / self.scene_std
+        return self.net(torch.cat([scene, skill], dim=-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def probabilities(self, scene: np.ndarray, skill: np.ndarray) -> np.ndarray:
+        """``P(success)`` for rows of features, as a numpy array."""
+        logits = self(torch.as_tensor(scene, dtype=torch.float32),
+                      torch.as_tensor(skill, dtype=torch.float32))  # fmt: skip
+        return torch.sigmoid(logits).numpy()
+
+    def for_env(self, env) -> Callable[[Sequence[str]], Tensor]:
+        """SayCan's ``affordance(skills) -> (K,)`` for the current scene of ``env``; the
+        planner's :data:`~embodied_rl.llm.planner.DONE` always scores 1."""
+        from embodied_rl.envs.tabletop.long_horizon import skill_specs
+        from embodied_rl.llm.planner import DONE
+
+        def affordance(skills: Sequence[str]) -> Tensor:
+            specs = skill_specs(env.layout)
+            scene = scene_features(env)
+            n = len(env.layout.colors)
+            names = [s for s in skills if s != DONE]
+            unknown = [s for s in names if s not in specs]
+            if unknown:
+                raise ValueError(f"skills {unknown[:3]} are not among the scene's candidates")
+            out = torch.ones(len(skills))
+            if names:
+                feats = np.stack([skill_features(specs[s], n) for s in names])
+                probs = self.probabilities(np.repeat(scene[None], len(names), 0), feats)
+                index = [i for i, s in enumerate(skills) if s != DONE]
+                out[index] = torch.as_tensor(probs)
+            return out
+
+        return affordance
+
+
+def train_affordance(
+    examples: AffordanceExamples, config: AffordanceConfig = AffordanceConfig()
+) -> SkillAffordance:
+    """Fit a :class:`SkillAffordance` to ``examples`` (minibatch BCE for ``config.steps``)."""
+    if len(examples) < 2:
+        raise ValueError(f"{len(examples)} examples: need at least 2 to train an affordance")
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    scene = torch.as_tensor(examples.scene)
+    skill = torch.as_tensor(examples.skill)
+    label = torch.as_tensor(examples.success)
+    model = SkillAffordance(scene.shape[1], skill.shape[1], config.hidden)
+    model.scene_mean.copy_(scene.mean(0))
+    model.scene_std.copy_(scene.std(0).clamp_min(1e-6))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)  # fmt: skip
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    for _ in range(config.steps):
+        idx = torch.randint(len(label), (config.batch_size,), generator=generator)
+        loss = loss_fn(model(scene[idx], skill[idx]), label[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return model
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy at 0.5, the Brier score, the base rate and ROC AUC (the probability that a
+    random success scores above a random failure, ties counting half)."""
+    labels = labels.astype(bool)
+    pos, neg = probs[labels], probs[~labels]
+    if len(pos) and len(neg):
+        greater = (pos[:, None] > neg[None, :]).mean()
+        ties = (pos[:, None] == neg[None, :]).mean()
+        auc = float(greater + 0.5 * ties)
+    else:
+        auc = float("nan")
+    return {
+        "accuracy": float(((probs >= 0.5) == labels).mean()),
+        "brier": float(((probs - labels) ** 2).mean()),
+        "base_rate": float(labels.mean()),
+        "auc": auc,
+    }

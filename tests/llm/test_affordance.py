@@ -1,0 +1,103 @@
+"""SayCan's learned affordance: skill features, executions labelled by the expert, a success
+classifier that learns, its ROC AUC, and the planner hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied_rl.envs import make, make_expert
+from embodied_rl.envs.tabletop import tasks
+from embodied_rl.envs.tabletop.long_horizon import LongHorizonTabletop, skill_specs
+from embodied_rl.llm.affordance import (
+    AffordanceConfig,
+    AffordanceExamples,
+    affordance_examples,
+    classification_metrics,
+    scene_features,
+    skill_features,
+    train_affordance,
+)
+from embodied_rl.llm.planner import DONE, execute_skill
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="seen")
+    yield env
+    env.close()
+
+
+def test_skill_features_tell_every_candidate_apart(env):
+    env.reset(seed=3)
+    specs = skill_specs(env.layout)
+    feats = np.stack([skill_features(s, 4) for s in specs.values()])
+    assert len(np.unique(feats, axis=0)) == len(specs) == 56
+    assert set(np.unique(feats)) == {0.0, 1.0} and (feats.sum(1) == 5).all()  # five one-hots
+    families = feats[:, : len(tasks.FAMILIES)].argmax(1)
+    assert [tasks.FAMILIES[i] for i in families] == [s.family for s in specs.values()]
+
+
+def test_examples_label_executions_from_both_stages(env):
+    expert = make_expert(env)
+    examples = affordance_examples(env, expert, seeds=[0, 1], skills_per_state=3)
+    assert examples.scene.shape[1] == scene_features(env).shape[0]
+    assert len(examples) <= 12 and set(np.unique(examples.stage)) <= {0, 1}
+    assert set(np.unique(examples.success)) <= {0.0, 1.0}
+    # the first row of an episode is its true first step from the reset scene, re-executed
+    env.reset(seed=0)
+    first = skill_specs(env.layout)[env.canonical_steps[0]]
+    np.testing.assert_array_equal(examples.skill[0], skill_features(first, 4))
+    np.testing.assert_allclose(examples.scene[0], scene_features(env))
+    assert examples.success[0] == float(execute_skill(env, expert, first)[0])
+    with pytest.raises(ValueError, match="skills_per_state"):
+        affordance_examples(env, expert, seeds=[0], skills_per_state=0)
+
+
+def test_classifier_learns_which_skills_fail_where():
+    """Synthetic rule: a skill fails when its object sits right of x = 0 and it is a pick.
+    The classifier must separate held-out examples well above chance."""
+    rng = np.random.default_rng(0)
+    n, n_skill = 3000, 8
+    scene = rng.normal(size=(n, 6)).astype(np.float32)
+    skill = np.eye(n_skill, dtype=np.float32)[rng.integers(n_skill, size=n)]
+    fails = (skill[:, 0] == 1) & (scene[:, 0] > 0)
+    examples = AffordanceExamples(scene, skill, (~fails).astype(np.float32),
+                                  np.arange(n), np.zeros(n, int))  # fmt: skip
+    train, test = examples.subset(np.arange(n) < 2500), examples.subset(np.arange(n) >= 2500)
+    model = train_affordance(train, AffordanceConfig(hidden=(64, 64), steps=600))
+    metrics = classification_metrics(model.probabilities(test.scene, test.skill), test.success)
+    assert metrics["auc"] > 0.95 and metrics["accuracy"] > 0.95
+    assert metrics["base_rate"] < 0.95  # the rule makes failures (~6%)
+
+
+def test_classification_metrics_follow_their_definitions():
+    probs, labels = np.array([0.9, 0.8, 0.3, 0.1]), np.array([1.0, 0.0, 1.0, 0.0])
+    m = classification_metrics(probs, labels)
+    assert m["auc"] == pytest.approx(0.75)  # 3 of 4 (success, failure) pairs ordered
+    assert m["accuracy"] == pytest.approx(0.5) and m["base_rate"] == pytest.approx(0.5)
+    assert m["brier"] == pytest.approx(np.mean([0.01, 0.64, 0.49, 0.01]))
+    assert classification_metrics(np.array([0.5, 0.5]), np.array([1.0, 0.0]))["auc"] == 0.5
+
+
+def test_for_env_scores_the_scene_candidates_and_done(env):
+    env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    skill_dim = len(skill_features(next(iter(skill_specs(env.layout).values())), 4))
+    examples = AffordanceExamples(
+        rng.normal(size=(8, scene_features(env).shape[0])).astype(np.float32),
+        np.eye(8, skill_dim, dtype=np.float32), np.ones(8, np.float32),
+        np.arange(8), np.zeros(8, int),
+    )  # fmt: skip
+    model = train_affordance(examples, AffordanceConfig(hidden=(8,), steps=5))
+    affordance = model.for_env(env)
+    skills = [*list(skill_specs(env.layout))[:3], DONE]
+    values = affordance(skills)
+    assert values.shape == (4,) and values[-1] == 1.0
+    assert ((values > 0) & (values <= 1)).all()
+    with pytest.raises(ValueError, match="not among the scene's candidates"):
+        affordance(["fly to the moon"])
+    with pytest.raises(ValueError, match="steps=0"):
+        AffordanceConfig(steps=0)
+    assert torch.is_tensor(values)
