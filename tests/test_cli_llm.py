@@ -42,6 +42,7 @@ BUDGETS = {  # added to each documented command line
     "rlaif": "--n-examples 16 rounds=1 prompts_per_round=4 dpo.steps=2 dpo.batch_size=4 "
     "sampling.max_new_tokens=8",
     "constitutional": "--n-examples 8 sft.steps=2 sft.batch_size=4",
+    "eval": "--max-new-tokens 8",
 }
 TEXT = "Write a positive sentence about the hotel: the hotel was lovely and clean."
 
@@ -105,6 +106,8 @@ def shrink(line: str) -> str:
     """A documented command line with the test's budget: options first, then the KEY=VALUE
     overrides, the budget's last so they win."""
     command, *rest = shlex.split(line)
+    if command == "eval":  # no overrides (its NAME=DIR are values) and no progress bars
+        return shlex.join([command, *rest, "--n-eval", "8", *shlex.split(BUDGETS[command])])
     tokens = [*rest, *shlex.split(f"{QUICK} {BUDGETS[command]}")]
     overrides = [t for t in tokens if "=" in t and not t.startswith("-")]
     options = [t for t in tokens if t not in overrides]
@@ -126,7 +129,9 @@ def chain(tmp_path_factory, saved) -> tuple[Path, dict[str, str]]:
 
 def test_the_documented_chain_covers_every_command():
     commands = [shlex.split(line)[0] for line in documented_chain()]
-    assert commands == ["sft", "rm", "ppo", "dpo", "best-of-n", "sft", "rlaif", "constitutional"]
+    assert commands == [
+        "sft", "rm", "ppo", "dpo", "best-of-n", "sft", "rlaif", "constitutional", "eval"
+    ]  # fmt: skip
 
 
 def test_sft_trains_a_tiny_model_that_reloads(chain, saved):
@@ -189,6 +194,32 @@ def test_rlaif_and_constitutional_save_their_models(chain, saved):
     revisions = [json.loads(line) for line in (out / "revisions.jsonl").read_text().splitlines()]
     assert len(revisions) == 8 and {"prompt", "response", "initial"} <= set(revisions[0])
     assert {"train/loss", "test/answers_oracle", "test/revisions_oracle"} <= metric_names(out)
+
+
+def test_eval_reports_every_model_against_the_baseline(chain):
+    root, summaries = chain
+    rows = json.loads((root / "outputs/llm/eval/eval.json").read_text())
+    assert [r["model"] for r in rows] == ["sft", "ppo", "dpo", "rlaif", "constitutional"]
+    assert rows[0]["win_rate/oracle"] is None  # the baseline
+    for row in rows[1:]:
+        for judge in ("oracle", "critique", "lm"):
+            result = row[f"win_rate/{judge}"]
+            assert result["wins"] + result["ties"] + result["losses"] == 8
+            assert 0 <= result["rate"] <= 1
+        assert row["kl"] >= -1.0 and row["perplexity"] > 1 and "reward_hacking" in row
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert rows[0]["alignment_tax"] == pytest.approx(0.0)
+    md = (root / "outputs/llm/eval/eval.md").read_text()
+    assert "win rate vs baseline, lm" in md and "| constitutional |" in md
+    assert "<table>" in (root / "outputs/llm/eval/eval.html").read_text()
+    assert summaries["eval"].startswith("model sft;")
+
+
+def test_eval_names_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        erl_llm(f"eval --models {tmp_path} --out {tmp_path}")
+    with pytest.raises(ValueError, match="--baseline 'x'"):
+        erl_llm(f"eval --models a={tmp_path} --baseline x --out {tmp_path}")
 
 
 def test_sft_and_dpo_on_jsonl_data(tmp_path, saved):

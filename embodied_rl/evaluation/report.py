@@ -185,13 +185,15 @@ def _stage_rows(run: Path) -> list[list[str]]:
     return rows
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (``|`` in cells escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table (cells escaped)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -219,6 +221,16 @@ pre { background: #f5f7fa; padding: .8em; overflow-x: auto; font-size: .8em; }
 """
 
 
+def html_page(title: str, parts: list[str]) -> str:
+    """A self-contained HTML page (the reports' style) around the HTML ``parts``."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+
+
 def write_pipeline_report(run: str | Path) -> list[Path]:
     """Write ``<run>/report/report.md``, ``report.html`` and their figures; returns the paths."""
     run = Path(run)
@@ -235,11 +247,11 @@ def write_pipeline_report(run: str | Path) -> list[Path]:
     title = f"embodied-rl pipeline report: {task}"
 
     md = [f"# {title}", ""]
-    md += ["## Stages", "", _markdown_table(["stage", "seconds", "summary"], stage_rows), ""]
+    md += ["## Stages", "", markdown_table(["stage", "seconds", "summary"], stage_rows), ""]
     if curves:
         md += ["## Learning curves", "", f"![learning curves]({curves.name})", ""]
     if success_rows:
-        md += ["## Success per stage and domain", "", _markdown_table(SUCCESS_HEADER, success_rows)]
+        md += ["## Success per stage and domain", "", markdown_table(SUCCESS_HEADER, success_rows)]
         md += ["", f"![success]({success.name})", ""] if success else [""]
     if sensitivity:
         md += ["## Sensitivity of the final policy", ""]
@@ -252,7 +264,7 @@ def write_pipeline_report(run: str | Path) -> list[Path]:
     write_text_atomic(md_path, "\n".join(md))
 
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Stages</h2>"]
-    parts.append(_html_table(["stage", "seconds", "summary"], stage_rows))
+    parts.append(html_table(["stage", "seconds", "summary"], stage_rows))
     if curves:
         parts += [
             "<h2>Learning curves</h2>",
@@ -261,7 +273,7 @@ def write_pipeline_report(run: str | Path) -> list[Path]:
     if success_rows:
         parts += [
             "<h2>Success per stage and domain</h2>",
-            _html_table(SUCCESS_HEADER, success_rows),
+            html_table(SUCCESS_HEADER, success_rows),
         ]
         if success:
             parts.append(f'<img alt="success per domain" src="{_data_uri(success)}">')
@@ -279,12 +291,6 @@ def write_pipeline_report(run: str | Path) -> list[Path]:
             )
         parts.append("</div>")
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>\n"
-    )
     html_path = out / "report.html"
-    write_text_atomic(html_path, page)
+    write_text_atomic(html_path, html_page(title, parts))
     return [md_path, html_path, *(p for p in (curves, success) if p)]

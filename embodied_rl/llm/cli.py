@@ -3,6 +3,7 @@
     erl llm sft                                      # a tiny GPT-2 on the synthetic task
     erl llm rm --model outputs/llm/sft/model         # reward model from the SFT model
     erl llm ppo --model outputs/llm/sft/model --reward-model outputs/llm/rm/reward_model
+    erl llm eval --models sft=outputs/llm/sft/model ppo=outputs/llm/ppo/model
 
 Each command reads its trainer's config dataclass from ``--config`` (default
 ``embodied_rl/configs/llm/<command>.yaml``) plus ``KEY=VALUE`` overrides, trains on the
@@ -636,8 +637,88 @@ _COMMANDS: dict[str, _Command] = {
 }
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """``erl llm eval``: the evaluation suite over saved models (see ``evaluate_models``)."""
+    import torch
+
+    from embodied_rl.llm.evaluation import (
+        critique_judge,
+        eval_table,
+        evaluate_models,
+        lm_judge,
+        oracle_judge,
+        write_eval_report,
+    )
+    from embodied_rl.llm.generation import SamplingConfig
+    from embodied_rl.llm.judge import LMJudge
+    from embodied_rl.llm.models import freeze
+    from embodied_rl.llm.reward import reward_model_fn
+    from embodied_rl.llm.tasks import JUDGE_CONSTITUTION, oracle_scores
+
+    torch.manual_seed(args.seed)
+    paths: dict[str, str] = {}
+    for item in args.models:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--models {item!r}: write NAME=DIR, e.g. sft=outputs/llm/sft/model")
+        if name in paths:
+            raise ValueError(f"--models names {name!r} twice")
+        paths[name] = path
+    baseline = args.baseline or next(iter(paths))
+    if baseline not in paths:
+        raise ValueError(f"--baseline {baseline!r} is not among --models {list(paths)}")
+    loaded = {name: _load_model(path) for name, path in paths.items()}
+    tokenizer = loaded[baseline][1]
+    models = {name: freeze(model) for name, (model, _) in loaded.items()}
+    reference_path = paths.get(args.reference, args.reference) or paths[baseline]
+    reference = freeze(_load_model(reference_path)[0])
+    judges = {}
+    for spec in args.judges.split(","):
+        kind, _, path = spec.partition("=")
+        if kind == "oracle":
+            judges["oracle"] = oracle_judge()
+        elif kind == "critique":
+            judges["critique"] = critique_judge()
+        elif kind == "lm" and path:
+            judge_model, judge_tokenizer = _load_model(path)
+            lm = LMJudge(freeze(judge_model), judge_tokenizer, rationale_tokens=0)
+            judges["lm"] = lm_judge(lm, JUDGE_CONSTITUTION)
+        else:
+            raise ValueError(
+                f"--judges {spec!r}: choose from oracle, critique and lm=DIR (a judge model)"
+            )
+    scorers = {"oracle": oracle_scores}
+    hacking = None
+    if args.reward_model:
+        reward_model, reward_tokenizer = _load_reward_model(args.reward_model, tokenizer)
+        scorers["reward"] = reward_model_fn(freeze(reward_model), reward_tokenizer)
+        hacking = ("reward", "oracle")
+    test = _task(args.seed, "test")
+    prompts = test.prompts(args.n_eval)
+    held_out = [p + r for p, r in test.demonstrations(args.n_eval)]
+    rows = evaluate_models(
+        models, reference, tokenizer, prompts, baseline, judges, held_out, scorers, hacking,
+        SamplingConfig(max_new_tokens=args.max_new_tokens), seed=args.seed,
+    )  # fmt: skip
+    notes = [
+        f"{args.n_eval} held-out task prompts (seed {args.seed}), one sampled response per "
+        f"model and prompt (temperature 1, up to {args.max_new_tokens} tokens); win rates "
+        f"against {baseline} with both orders judged (a verdict that changes with the order is "
+        "a tie; ties count half; 95% Wilson intervals); kl: Monte-Carlo KL to "
+        f"{args.reference or baseline} in nats; perplexity of {args.n_eval} held-out "
+        "demonstrations, alignment tax: its difference to the reference's.",
+        "Models: " + ", ".join(f"{n} = {p}" for n, p in paths.items()),
+    ]
+    written = write_eval_report(rows, args.out, f"LLM evaluation against {baseline}", notes)
+    header, cells = eval_table(rows)
+    for line in cells:
+        print("; ".join(f"{h} {c}" for h, c in zip(header, line, strict=True)))
+    print(f"llm eval: wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def add_llm_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``erl llm {sft,rm,ppo,dpo,best-of-n,rlaif,constitutional}`` to ``sub``."""
+    """Add ``erl llm {sft,rm,ppo,dpo,best-of-n,rlaif,constitutional,eval}`` to ``sub``."""
     llm = sub.add_parser(
         "llm",
         help="LLM trainers on the offline synthetic task or JSONL data: SFT, reward model, "
@@ -695,3 +776,51 @@ def add_llm_parser(sub: argparse._SubParsersAction) -> None:
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
         parser.set_defaults(func=command.handler)
+    evaluate = commands.add_parser(
+        "eval",
+        help="judge saved models against a baseline: win rates (oracle, rule-based critic, "
+        "LM judge), oracle and reward, KL, perplexity (alignment tax), distinct-n",
+        description="The LLM evaluation suite: a Markdown, HTML and JSON report under --out.",
+    )
+    evaluate.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="NAME=DIR",
+        help="models saved by erl llm (directories with safetensors and a tokenizer)",
+    )
+    evaluate.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NAME",
+        help="the model the others are judged against (default: the first)",
+    )
+    evaluate.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME|DIR",
+        help="the KL and perplexity reference (default: the baseline)",
+    )
+    evaluate.add_argument(
+        "--judges",
+        default="oracle,critique",
+        metavar="LIST",
+        help="comma-separated: oracle, critique, lm=DIR (default: oracle,critique)",
+    )
+    evaluate.add_argument(
+        "--reward-model",
+        default=None,
+        metavar="DIR",
+        help="adds its mean reward and the reward-hacking flag",
+    )
+    evaluate.add_argument(
+        "--n-eval",
+        type=int,
+        default=256,
+        metavar="N",
+        help="held-out prompts and perplexity texts (default 256)",
+    )
+    evaluate.add_argument("--max-new-tokens", type=int, default=24, metavar="N")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="N")
+    evaluate.add_argument("--out", default="outputs/llm/eval", metavar="DIR")
+    evaluate.set_defaults(func=_eval)
