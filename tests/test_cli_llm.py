@@ -211,6 +211,7 @@ def test_eval_reports_every_model_against_the_baseline(chain):
     assert rows[0]["alignment_tax"] == pytest.approx(0.0)
     md = (root / "outputs/llm/eval/eval.md").read_text()
     assert "win rate vs baseline, lm" in md and "| constitutional |" in md
+    assert re.search(r"orders 8 held-out pairs as the oracle does in \d+%", md)
     assert "<table>" in (root / "outputs/llm/eval/eval.html").read_text()
     assert summaries["eval"].startswith("model sft;")
 

@@ -641,6 +641,7 @@ def _eval(args: argparse.Namespace) -> int:
     """``erl llm eval``: the evaluation suite over saved models (see ``evaluate_models``)."""
     import torch
 
+    from embodied_rl.llm.demo import oracle_agreement
     from embodied_rl.llm.evaluation import (
         critique_judge,
         eval_table,
@@ -689,10 +690,18 @@ def _eval(args: argparse.Namespace) -> int:
             )
     scorers = {"oracle": oracle_scores}
     hacking = None
+    reward_note = []
     if args.reward_model:
         reward_model, reward_tokenizer = _load_reward_model(args.reward_model, tokenizer)
         scorers["reward"] = reward_model_fn(freeze(reward_model), reward_tokenizer)
         hacking = ("reward", "oracle")
+        pairs = _task(args.seed, "eval").comparisons(args.n_eval)
+        agreement = oracle_agreement(reward_model, reward_tokenizer, pairs)
+        reward_note = [
+            f"Reward model {args.reward_model}: orders {len(pairs)} held-out pairs as the oracle "
+            f"does in {agreement['rm_oracle_agreement']:.0%} (the annotator's own labels: "
+            f"{agreement['annotator_oracle_agreement']:.0%})."
+        ]
     test = _task(args.seed, "test")
     prompts = test.prompts(args.n_eval)
     held_out = [p + r for p, r in test.demonstrations(args.n_eval)]
@@ -708,6 +717,7 @@ def _eval(args: argparse.Namespace) -> int:
         f"{args.reference or baseline} in nats; perplexity of {args.n_eval} held-out "
         "demonstrations, alignment tax: its difference to the reference's.",
         "Models: " + ", ".join(f"{n} = {p}" for n, p in paths.items()),
+        *reward_note,
     ]
     written = write_eval_report(rows, args.out, f"LLM evaluation against {baseline}", notes)
     header, cells = eval_table(rows)
