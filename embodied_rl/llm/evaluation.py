@@ -159,9 +159,10 @@ class WinRate:
 
     def __str__(self) -> str:
         low, high = self.interval
+        flipped = f", {self.inconsistent} changed with the order" if self.inconsistent else ""
         return (
             f"{self.rate:.0%} [{low:.0%}, {high:.0%}] ({self.wins} W / {self.ties} T / "
-            f"{self.losses} L of {self.n})"
+            f"{self.losses} L of {self.n}{flipped})"
         )
 
 

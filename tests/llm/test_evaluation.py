@@ -63,6 +63,7 @@ def test_swapping_removes_a_judges_position_bias():
     swapped = win_rate(prompts, [BAD] * 6, [GOOD] * 6, always_first)
     assert unswapped.rate == 1.0
     assert swapped == WinRate(wins=0, losses=0, ties=6, inconsistent=6) and swapped.rate == 0.5
+    assert str(swapped).endswith("(0 W / 6 T / 0 L of 6, 6 changed with the order)")
     with pytest.raises(ValueError, match="'maybe'"):
         win_rate([PROMPT], [GOOD], [BAD], lambda p, a, b: "maybe")
     with pytest.raises(ValueError, match="2 prompts, 1 responses"):
