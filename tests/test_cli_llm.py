@@ -42,7 +42,7 @@ BUDGETS = {  # added to each documented command line
     "rlaif": "--n-examples 16 rounds=1 prompts_per_round=4 dpo.steps=2 dpo.batch_size=4 "
     "sampling.max_new_tokens=8",
     "constitutional": "--n-examples 8 sft.steps=2 sft.batch_size=4",
-    "eval": "--max-new-tokens 8",
+    "eval": "--max-new-tokens 8 --best-of-n 2",
 }
 TEXT = "Write a positive sentence about the hotel: the hotel was lovely and clean."
 
@@ -199,7 +199,8 @@ def test_rlaif_and_constitutional_save_their_models(chain, saved):
 def test_eval_reports_every_model_against_the_baseline(chain):
     root, summaries = chain
     rows = json.loads((root / "outputs/llm/eval/eval.json").read_text())
-    assert [r["model"] for r in rows] == ["sft", "ppo", "dpo", "rlaif", "constitutional"]
+    names = ["sft", "ppo", "dpo", "rlaif", "constitutional", "best-of-2 sft"]
+    assert [r["model"] for r in rows] == names
     assert rows[0]["win_rate/oracle"] is None  # the baseline
     for row in rows[1:]:
         for judge in ("oracle", "critique", "lm"):
@@ -221,6 +222,8 @@ def test_eval_names_bad_arguments(tmp_path):
         erl_llm(f"eval --models {tmp_path} --out {tmp_path}")
     with pytest.raises(ValueError, match="--baseline 'x'"):
         erl_llm(f"eval --models a={tmp_path} --baseline x --out {tmp_path}")
+    with pytest.raises(ValueError, match="add --reward-model"):
+        erl_llm(f"eval --models a={tmp_path} --best-of-n 4 --out {tmp_path}")
 
 
 def test_sft_and_dpo_on_jsonl_data(tmp_path, saved):

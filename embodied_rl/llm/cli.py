@@ -656,6 +656,10 @@ def _eval(args: argparse.Namespace) -> int:
     from embodied_rl.llm.reward import reward_model_fn
     from embodied_rl.llm.tasks import JUDGE_CONSTITUTION, oracle_scores
 
+    if args.best_of_n and not args.reward_model:
+        raise ValueError(
+            f"--best-of-n {args.best_of_n} ranks with a reward model: add --reward-model"
+        )
     torch.manual_seed(args.seed)
     paths: dict[str, str] = {}
     for item in args.models:
@@ -708,6 +712,7 @@ def _eval(args: argparse.Namespace) -> int:
     rows = evaluate_models(
         models, reference, tokenizer, prompts, baseline, judges, held_out, scorers, hacking,
         SamplingConfig(max_new_tokens=args.max_new_tokens), seed=args.seed,
+        best_of=[(baseline, args.best_of_n)] if args.best_of_n else (),
     )  # fmt: skip
     notes = [
         f"{args.n_eval} held-out task prompts (seed {args.seed}), one sampled response per "
@@ -829,6 +834,13 @@ def add_llm_parser(sub: argparse._SubParsersAction) -> None:
         default=256,
         metavar="N",
         help="held-out prompts and perplexity texts (default 256)",
+    )
+    evaluate.add_argument(
+        "--best-of-n",
+        type=int,
+        default=0,
+        metavar="N",
+        help="adds best-of-N sampling from the baseline, ranked by --reward-model (0: none)",
     )
     evaluate.add_argument("--max-new-tokens", type=int, default=24, metavar="N")
     evaluate.add_argument("--seed", type=int, default=0, metavar="N")

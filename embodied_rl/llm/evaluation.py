@@ -75,6 +75,11 @@ def _sample(policy, reference, tokenizer, prompts, sampling, seed, batch_size) -
                    torch.cat(finished).numpy())  # fmt: skip
 
 
+def _as_tensor(fn: ScoreFn) -> Callable[[list[str], list[str]], torch.Tensor]:
+    """``fn`` returning a float tensor (what best-of-N ranks with)."""
+    return lambda prompts, responses: torch.as_tensor(_scores(fn, prompts, responses))
+
+
 def _scores(fn: ScoreFn, prompts: Sequence[str], responses: list[str]) -> np.ndarray:
     values = fn(list(prompts), responses)
     values = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
@@ -268,6 +273,8 @@ def evaluate_models(
     seed: int = 0,
     swap: bool = True,
     batch_size: int = 256,
+    best_of: Sequence[tuple[str, int]] = (),
+    best_of_scorer: str = "reward",
 ) -> list[dict[str, Any]]:
     """Compare saved or trained ``models`` side by side; one row per model, in order.
 
@@ -277,20 +284,38 @@ def evaluate_models(
     "reward": reward_model_fn(...)}``), the Monte-Carlo KL to ``reference`` in nats, the
     response length, distinct-1 and distinct-2, the perplexity of ``held_out_texts`` and its
     difference to ``reference``'s (the alignment tax), and with ``hacking=(reward,
-    oracle)`` the reward-hacking flag against the baseline (two scorer names)."""
+    oracle)`` the reward-hacking flag against the baseline (two scorer names).
+
+    ``best_of=[(name, n), ...]`` adds a row ``best-of-n name`` per entry: best-of-``n``
+    sampling from that model, kept by ``scorers[best_of_scorer]`` (a reward model). Its KL is
+    the analytic ``log n - (n - 1) / n`` to its own model (:func:`best_of_n_kl`; exact to the
+    reference when that model is the reference), its perplexity its model's."""
+    from embodied_rl.llm.best_of_n import BestOfNConfig, best_of_n, best_of_n_kl
+
     if baseline not in models:
         raise ValueError(f"baseline={baseline!r} is not among the models {list(models)}")
     scorers = dict(scorers or {})
     if hacking is not None and not set(hacking) <= set(scorers):
         raise ValueError(f"hacking={hacking} names scorers not in {list(scorers)}")
-    samples = {
-        name: _sample(model, reference, tokenizer, prompts, sampling, seed, batch_size)
+    if best_of and best_of_scorer not in scorers:
+        raise ValueError(f"best_of needs the scorer {best_of_scorer!r}; scorers: {list(scorers)}")
+    entries = {  # row name -> (the model whose text perplexity is measured, its sample)
+        name: (model, _sample(model, reference, tokenizer, prompts, sampling, seed, batch_size))
         for name, model in models.items()
     }
+    for name, n in best_of:
+        if name not in models:
+            raise ValueError(f"best_of names {name!r}, not among the models {list(models)}")
+        config = BestOfNConfig(n=n, sampling=sampling or SamplingConfig(), seed=seed)
+        chosen = best_of_n(models[name], tokenizer, prompts, _as_tensor(scorers[best_of_scorer]),
+                           config).responses  # fmt: skip
+        lengths = np.array([len(ids) for ids in encode(tokenizer, chosen)], np.float64)
+        kl = np.full(len(prompts), best_of_n_kl(n))
+        entries[f"best-of-{n} {name}"] = (models[name], _Sample(chosen, kl, lengths, lengths))
+    samples = {name: sample for name, (_, sample) in entries.items()}
     reference_ppl = perplexity(reference, tokenizer, held_out_texts) if held_out_texts else None
     rows = []
-    for name, model in models.items():
-        sample = samples[name]
+    for name, (model, sample) in entries.items():
         row: dict[str, Any] = {"model": name}
         for judge_name, judge in judges.items():
             row[f"win_rate/{judge_name}"] = (

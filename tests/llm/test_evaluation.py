@@ -135,9 +135,12 @@ def test_evaluate_models_judges_a_trained_model_above_an_untrained_one(
         {"init": base, "sft": sft}, base, tokenizer, prompts, baseline="init",
         judges={"oracle": oracle_judge(), "critic": critique_judge()}, held_out_texts=held_out,
         scorers={"oracle": oracle_scores}, hacking=("oracle", "oracle"),
-        sampling=SamplingConfig(max_new_tokens=12),
+        sampling=SamplingConfig(max_new_tokens=12), best_of=[("sft", 4)], best_of_scorer="oracle",
     )  # fmt: skip
-    init, trained = rows
+    init, trained, best = rows
+    assert best["model"] == "best-of-4 sft" and best["oracle"] > trained["oracle"] + 0.2
+    assert best["kl"] == pytest.approx(math.log(4) - 3 / 4)  # best-of-n's analytic KL
+    assert best["perplexity"] == pytest.approx(trained["perplexity"])  # the same model's text
     assert init["win_rate/oracle"] is None and init["kl"] == pytest.approx(0.0, abs=1e-5)
     assert trained["win_rate/oracle"].rate > 0.65
     assert trained["oracle"] > init["oracle"] + 0.4
@@ -151,3 +154,5 @@ def test_evaluate_models_judges_a_trained_model_above_an_untrained_one(
     assert "win rate vs baseline, oracle" in md and "| sft |" in md and "baseline" in md
     with pytest.raises(ValueError, match="baseline='dpo'"):
         evaluate_models({"init": base}, base, tokenizer, prompts, "dpo", {})
+    with pytest.raises(ValueError, match="best_of needs the scorer 'reward'"):
+        evaluate_models({"init": base}, base, tokenizer, prompts, "init", {}, best_of=[("init", 2)])
