@@ -32,6 +32,9 @@ from embodied_rl.llm.pairs import TextPair
 TOPICS = ("movie", "pizza", "hotel", "book", "phone", "song", "garden", "game")
 POSITIVE = ("great", "lovely", "wonderful", "excellent", "fun", "amazing", "charming", "superb")
 NEGATIVE = ("awful", "terrible", "boring", "dull", "bad", "poor", "noisy", "bland")
+# harsh negative words: the banned category of the harmlessness objective (llm.objectives);
+# they count as negative sentiment, and the demonstrator uses them only with p_harsh > 0
+HARSH = ("stupid", "disgusting", "pathetic", "hideous")
 INTENSIFIERS = ("very", "really", "quite", "so")
 OPENERS = (
     "the {topic} was",
@@ -89,12 +92,13 @@ class TaskConfig:
     p_adjective_consistent: float = 0.85  # each adjective follows the response's sentiment
     p_right_topic: float = 0.75
     max_adjectives: int = 3
+    p_harsh: float = 0.0  # a negative adjective is a harsh (banned) word (llm.objectives: 0.3)
     # the annotator labelling comparisons: P(a > b) = sigmoid(dq / temperature + bias * dwords)
     annotator_temperature: float = 0.25
     length_bias: float = 0.35  # log-odds per extra word; 0 gives an unbiased annotator
 
     def __post_init__(self) -> None:
-        for name in ("p_right_sentiment", "p_adjective_consistent", "p_right_topic"):
+        for name in ("p_right_sentiment", "p_adjective_consistent", "p_right_topic", "p_harsh"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must be a probability in [0, 1]")
@@ -117,28 +121,32 @@ def oracle_score(prompt: str, response: str, config: TaskConfig = TaskConfig()) 
     Sentiment is ``(matching - opposite) / (matching + opposite)`` adjectives (-1 without
     any); the best score is ``1 + topic_weight`` for any sentence of at most ``max_words``.
     """
+    return sum(oracle_terms(prompt, response, config).values())
+
+
+def oracle_terms(prompt: str, response: str, config: TaskConfig = TaskConfig()) -> dict[str, float]:
+    """The terms :func:`oracle_score` sums: ``sentiment`` (in [-1, 1]), ``topic`` (+-
+    ``topic_weight``), ``other_topics`` (a penalty per other topic named), ``form`` (0 or
+    ``-form_penalty``) and ``length`` (``-length_penalty`` per word past ``max_words``)."""
     request = parse_prompt(prompt)
     tokens = words(response)
+    negative = NEGATIVE + HARSH
     wanted, opposite = (
-        (POSITIVE, NEGATIVE) if request.sentiment == "positive" else (NEGATIVE, POSITIVE)
+        (POSITIVE, negative) if request.sentiment == "positive" else (negative, POSITIVE)
     )
     n_match = sum(t in wanted for t in tokens)
     n_opposite = sum(t in opposite for t in tokens)
     n_adjectives = n_match + n_opposite
-    sentiment = (n_match - n_opposite) / n_adjectives if n_adjectives else -1.0
-    topic = config.topic_weight if request.topic in tokens else -config.topic_weight
     others = len({t for t in tokens if t in TOPICS and t != request.topic})
     stripped = response.strip()
     one_sentence = stripped.endswith(".") and stripped.count(".") == 1
-    form = 0.0 if one_sentence else -config.form_penalty
-    too_long = max(0, len(tokens) - config.max_words)
-    return (
-        sentiment
-        + topic
-        - config.other_topic_penalty * others
-        + form
-        - config.length_penalty * too_long
-    )
+    return {
+        "sentiment": (n_match - n_opposite) / n_adjectives if n_adjectives else -1.0,
+        "topic": config.topic_weight if request.topic in tokens else -config.topic_weight,
+        "other_topics": -config.other_topic_penalty * others,
+        "form": 0.0 if one_sentence else -config.form_penalty,
+        "length": -config.length_penalty * max(0, len(tokens) - config.max_words),
+    }
 
 
 def oracle_scores(
@@ -220,6 +228,8 @@ class TaskGenerator:
         for _ in range(k):
             consistent = self.rng.random() < p_consistent
             pool = POSITIVE if (sentiment == "positive") == consistent else NEGATIVE
+            if pool is NEGATIVE and c.p_harsh > 0 and self.rng.random() < c.p_harsh:
+                pool = HARSH
             adjective = self._choice(pool)
             if self.rng.random() < 0.3:
                 adjective = f"{self._choice(INTENSIFIERS)} {adjective}"

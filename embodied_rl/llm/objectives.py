@@ -1,0 +1,178 @@
+"""Several objectives on the synthetic task: helpful, harmless, concise.
+
+The single oracle of :mod:`embodied_rl.llm.tasks` mixes what a user wants; here it is split
+into three objectives with their own oracles, annotators and reward models, so that the
+trade-offs RLHF practitioners face (helpful vs harmless, detail vs brevity) can be measured:
+
+- **helpful**: the requested sentiment and topic (the oracle's ``sentiment``, ``topic`` and
+  ``other_topics`` terms), plus :data:`DETAIL_BONUS` per matching adjective past the first
+  (up to two: detail) and :data:`EMPHASIS_BONUS` for a harsh word in a negative sentence
+  (emphasis);
+- **harmless**: no word of the banned category (:data:`~embodied_rl.llm.tasks.HARSH`), -1
+  per banned word;
+- **concise**: one well-formed sentence without padding: the oracle's ``form`` and
+  ``length`` terms minus :data:`PADDING_PENALTY` per intensifier ("very", "really", ...) and
+  per adjective past the first.
+
+The optima conflict: helpful wants three matching adjectives and, for negative requests, a
+harsh one; concise wants one adjective; harmless wants no harsh word. The best response for
+one weighting is not the best for another, so weights draw a Pareto front.
+
+Data for them comes from a :class:`~embodied_rl.llm.tasks.TaskGenerator` whose demonstrator
+uses harsh words (``TaskConfig(p_harsh=0.3)``, :func:`objectives_task_config`).
+:func:`objective_comparisons` labels pairs with one objective's Bradley-Terry annotator (no
+length bias); :func:`weighted_scores` combines per-objective scores with a user's weights;
+:func:`safety_filter` is the constitutional hard constraint (reject or rewrite a response
+that uses a banned word before any reward sees it).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from embodied_rl.llm.tasks import (
+    HARSH,
+    INTENSIFIERS,
+    NEGATIVE,
+    POSITIVE,
+    Comparison,
+    TaskConfig,
+    TaskGenerator,
+    confidence_margin,
+    oracle_terms,
+    parse_prompt,
+    words,
+)
+
+OBJECTIVES = ("helpful", "harmless", "concise")
+DETAIL_BONUS = 0.25  # helpful: per matching adjective past the first (at most two)
+EMPHASIS_BONUS = 0.25  # helpful: a harsh word in a requested negative sentence
+PADDING_PENALTY = 0.25  # concise: per intensifier and per adjective past the first
+# a harsh word's mild replacement (the safety filter's rewrite): same sentiment, not banned
+MILD = dict(zip(HARSH, ("bad", "awful", "poor", "dull"), strict=True))
+
+
+def objectives_task_config(**overrides) -> TaskConfig:
+    """The task's configuration for the objectives: a demonstrator that uses harsh words in
+    30% of its negative adjectives, and an annotator without length bias."""
+    return TaskConfig(**{"p_harsh": 0.3, "length_bias": 0.0, **overrides})
+
+
+def objective_score(
+    objective: str, prompt: str, response: str, config: TaskConfig | None = None
+) -> float:
+    """One objective's oracle (see the module docstring for each)."""
+    config = config or TaskConfig()
+    tokens = words(response)
+    if objective == "harmless":
+        return -float(sum(t in HARSH for t in tokens))
+    terms = oracle_terms(prompt, response, config)
+    if objective == "helpful":
+        request = parse_prompt(prompt)
+        negative = request.sentiment == "negative"
+        matching = sum(t in (NEGATIVE + HARSH if negative else POSITIVE) for t in tokens)
+        detail = DETAIL_BONUS * min(2, max(0, matching - 1))
+        emphasis = EMPHASIS_BONUS if negative and any(t in HARSH for t in tokens) else 0.0
+        return terms["sentiment"] + terms["topic"] + terms["other_topics"] + detail + emphasis
+    if objective == "concise":
+        adjectives = sum(t in POSITIVE + NEGATIVE + HARSH for t in tokens)
+        padding = sum(t in INTENSIFIERS for t in tokens) + max(0, adjectives - 1)
+        return terms["form"] + terms["length"] - PADDING_PENALTY * padding
+    raise ValueError(f"objective={objective!r}; choose one of {OBJECTIVES}")
+
+
+def objective_scores(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    objectives: Sequence[str] = OBJECTIVES,
+    config: TaskConfig | None = None,
+) -> dict[str, np.ndarray]:
+    """Every objective's oracle on each (prompt, response): ``{objective: (N,)}``."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    pairs = list(zip(prompts, responses, strict=True))
+    return {o: np.array([objective_score(o, p, r, config) for p, r in pairs]) for o in objectives}
+
+
+def objective_scorer(objective: str, config: TaskConfig | None = None) -> Callable:
+    """``(prompts, responses) -> list[float]``: one objective's oracle as a scorer (for
+    :func:`~embodied_rl.llm.evaluation.evaluate_models` or as a reward)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}; choose one of {OBJECTIVES}")
+    return lambda prompts, responses: list(
+        objective_scores(prompts, responses, [objective], config)[objective]
+    )
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` over :data:`OBJECTIVES` (non-negative, not all zero), normalised to sum 1."""
+    unknown = set(weights) - set(OBJECTIVES)
+    if unknown:
+        raise ValueError(f"weights name unknown objectives {sorted(unknown)}; use {OBJECTIVES}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"weights={dict(weights)} must be >= 0 and not all 0")
+    total = sum(weights.values())
+    return {o: weights.get(o, 0.0) / total for o in OBJECTIVES}
+
+
+def weighted_scores(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """``sum_o w_o * scores[o]`` with the weights normalised by :func:`check_weights`
+    (scores of objectives with weight 0 may be missing)."""
+    w = check_weights(weights)
+    missing = [o for o, v in w.items() if v > 0 and o not in scores]
+    if missing:
+        raise ValueError(f"weights need scores for {missing}; got {sorted(scores)}")
+    return sum(v * np.asarray(scores[o], np.float64) for o, v in w.items() if v > 0)
+
+
+def objective_comparisons(
+    generator: TaskGenerator, objective: str, n: int, temperature: float = 0.25
+) -> list[Comparison]:
+    """``n`` pairs of demonstrator responses labelled by one objective's annotator:
+    ``P(a > b) = sigmoid((score_a - score_b) / temperature)``; pairs the objective scores
+    equal are skipped (they teach its reward model nothing)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    out: list[Comparison] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 100 * max(n, 1):
+            raise RuntimeError(f"the demonstrator gave {len(out)} decided pairs for {objective!r}")
+        request = generator.request()
+        a, b = generator.response(request), generator.response(request)
+        qa = objective_score(objective, request.prompt, a, generator.config)
+        qb = objective_score(objective, request.prompt, b, generator.config)
+        if qa == qb:
+            continue
+        p = 1.0 / (1.0 + math.exp(-(qa - qb) / temperature))
+        if generator.rng.random() >= p:
+            a, b, p, qa, qb = b, a, 1.0 - p, qb, qa
+        out.append(Comparison(request.prompt, a, b, confidence_margin(p), p, qa - qb))
+    return out
+
+
+def safety_filter(response: str, mode: str = "rewrite") -> str | None:
+    """The constitutional hard constraint on harmlessness, applied before any reward.
+
+    ``"rewrite"`` replaces each banned word by its mild counterpart (:data:`MILD`);
+    ``"reject"`` returns None for a response with a banned word (the caller scores it as a
+    refusal). A response without banned words is returned unchanged."""
+    if mode not in ("rewrite", "reject"):
+        raise ValueError(f"mode={mode!r}; choose 'rewrite' or 'reject'")
+    if not any(t in HARSH for t in words(response)):
+        return response
+    if mode == "reject":
+        return None
+    out = response
+    for harsh, mild in MILD.items():
+        out = _replace_word(out, harsh, mild)
+    return out
+
+
+def _replace_word(text: str, old: str, new: str) -> str:
+    return re.sub(rf"\b{re.escape(old)}\b", new, text, flags=re.IGNORECASE)

@@ -1,0 +1,96 @@
+"""Three objectives on the synthetic task: their oracles conflict where they should, their
+annotators label by them, weights combine them, and the safety filter enforces one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embodied_rl.llm.objectives import (
+    OBJECTIVES,
+    check_weights,
+    objective_comparisons,
+    objective_score,
+    objective_scores,
+    objectives_task_config,
+    safety_filter,
+    weighted_scores,
+)
+from embodied_rl.llm.tasks import HARSH, TaskGenerator, oracle_score, oracle_terms, words
+
+NEG = "Write a negative sentence about the song:"
+DETAILED = " the song was stupid and awful and dull."  # three matching adjectives, one harsh
+PLAIN = " the song was bad."
+
+
+def test_the_objectives_score_by_their_rules_and_conflict():
+    scores = {
+        o: (objective_score(o, NEG, DETAILED), objective_score(o, NEG, PLAIN)) for o in OBJECTIVES
+    }
+    # helpful: sentiment 1 + topic 0.5 + detail 2 x 0.25 + emphasis 0.25 vs 1 + 0.5
+    assert scores["helpful"] == pytest.approx((2.25, 1.5))
+    assert scores["harmless"] == (-1.0, 0.0)  # one banned word
+    assert scores["concise"] == pytest.approx((-0.5, 0.0))  # two adjectives past the first
+    helpful_first = weighted_scores(
+        {o: np.array(v) for o, v in scores.items()}, {"helpful": 1.0}
+    )  # fmt: skip
+    balanced = weighted_scores(
+        {o: np.array(v) for o, v in scores.items()}, dict.fromkeys(OBJECTIVES, 1)
+    )
+    assert helpful_first.argmax() == 0 and balanced.argmax() == 1  # the weights pick differently
+    with pytest.raises(ValueError, match="'funny'"):
+        objective_score("funny", NEG, PLAIN)
+
+
+def test_oracle_score_is_the_sum_of_its_terms():
+    gen = TaskGenerator(seed=3)
+    for prompt, response in gen.demonstrations(50):
+        assert oracle_score(prompt, response) == pytest.approx(
+            sum(oracle_terms(prompt, response).values())
+        )
+
+
+def test_only_the_objectives_demonstrator_uses_harsh_words():
+    plain = [r for _, r in TaskGenerator(seed=0).demonstrations(500)]
+    harsh = [r for _, r in TaskGenerator(objectives_task_config(), seed=0).demonstrations(500)]
+    assert not any(t in HARSH for r in plain for t in words(r))
+    assert sum(any(t in HARSH for t in words(r)) for r in harsh) > 50
+
+
+def test_weights_are_checked_and_normalised():
+    assert check_weights({"helpful": 2, "concise": 2}) == {
+        "helpful": 0.5,
+        "harmless": 0.0,
+        "concise": 0.5,
+    }
+    scores = {"helpful": np.array([1.0, 3.0]), "concise": np.array([0.0, -1.0])}
+    np.testing.assert_allclose(weighted_scores(scores, {"helpful": 1, "concise": 3}), [0.25, 0.0])
+    with pytest.raises(ValueError, match="unknown objectives \\['funny'\\]"):
+        check_weights({"funny": 1.0})
+    with pytest.raises(ValueError, match="not all 0"):
+        check_weights({"helpful": 0.0})
+    with pytest.raises(ValueError, match="need scores for \\['harmless'\\]"):
+        weighted_scores(scores, {"harmless": 1.0})
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_each_annotator_prefers_its_own_objective(objective):
+    gen = TaskGenerator(objectives_task_config(), seed=1)
+    pairs = objective_comparisons(gen, objective, 300, temperature=0.25)
+    chosen = objective_scores([p.prompt for p in pairs], [p.chosen for p in pairs], [objective])
+    rejected = objective_scores([p.prompt for p in pairs], [p.rejected for p in pairs], [objective])
+    agree = (chosen[objective] > rejected[objective]).mean()
+    assert 0.7 < agree < 1.0  # Bradley-Terry noise (sigmoid(0.25 / 0.25) = 0.73 at the finest step)
+    assert all(p.oracle_margin == pytest.approx(c - r) for p, c, r in
+               zip(pairs, chosen[objective], rejected[objective], strict=True))  # fmt: skip
+
+
+def test_safety_filter_rewrites_or_rejects_banned_words():
+    rewritten = safety_filter(DETAILED)
+    assert rewritten == " the song was bad and awful and dull."
+    assert objective_score("harmless", NEG, rewritten) == 0.0
+    assert objective_score("helpful", NEG, rewritten) == pytest.approx(1.5 + 0.5)  # no emphasis
+    assert safety_filter(DETAILED, "reject") is None
+    assert safety_filter(PLAIN, "reject") == PLAIN and safety_filter(PLAIN) == PLAIN
+    with pytest.raises(ValueError, match="'drop'"):
+        safety_filter(PLAIN, "drop")
