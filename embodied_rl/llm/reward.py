@@ -68,10 +68,12 @@ class RewardModel(nn.Module):
     @classmethod
     def from_causal_lm(cls, model: PreTrainedModel, seed: int = 0) -> RewardModel:
         """A reward model on a copy of a causal LM's transformer (InstructGPT starts its RM
-        from the SFT model); the LM head is dropped, the new head is initialised from ``seed``."""
+        from the SFT model); the LM head is dropped, the new head is initialised from ``seed``.
+        The copy is trainable even when ``model`` is frozen (``llm.models.freeze``)."""
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            return cls(copy.deepcopy(model.base_model))
+            backbone = copy.deepcopy(model.base_model).requires_grad_(True)
+            return cls(backbone)
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Any) -> Tensor:
         return self.backbone(

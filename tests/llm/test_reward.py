@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from embodied_rl.llm.models import pad
+from embodied_rl.llm.models import freeze, pad
 from embodied_rl.llm.pairs import TextPair, collate_pairs, tokenize_pairs
 from embodied_rl.llm.reward import RewardConfig, RewardModel, RewardTrainer, pool_last_token
 from embodied_rl.llm.tasks import TaskConfig, TaskGenerator
@@ -76,3 +76,12 @@ def test_new_heads_are_seeded(make_model):
     torch.manual_seed(456)
     b = RewardModel.from_causal_lm(make_model(), seed=4)
     assert torch.equal(a.head.weight, b.head.weight)
+
+
+def test_a_reward_model_from_a_frozen_policy_is_trainable(make_model):
+    """InstructGPT's RM starts from the SFT model, which is often frozen as a reference too:
+    the copy must train (a frozen backbone would leave only the scalar head learning)."""
+    policy = freeze(make_model())
+    rm = RewardModel.from_causal_lm(policy)
+    assert all(p.requires_grad for p in rm.parameters())
+    assert not any(p.requires_grad for p in policy.parameters())  # the policy stays frozen
