@@ -208,6 +208,7 @@ def test_eval_reports_every_model_against_the_baseline(chain):
             assert result["wins"] + result["ties"] + result["losses"] == 8
             assert 0 <= result["rate"] <= 1
         assert row["kl"] >= -1.0 and row["perplexity"] > 1 and "reward_hacking" in row
+        assert all(1 <= row[f"{o}_rating"] <= 5 for o in ("helpful", "harmless", "concise"))
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
     assert rows[0]["alignment_tax"] == pytest.approx(0.0)
     md = (root / "outputs/llm/eval/eval.md").read_text()

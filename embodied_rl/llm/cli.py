@@ -653,6 +653,7 @@ def _eval(args: argparse.Namespace) -> int:
     from embodied_rl.llm.generation import SamplingConfig
     from embodied_rl.llm.judge import LMJudge
     from embodied_rl.llm.models import freeze
+    from embodied_rl.llm.objectives import OBJECTIVES, objective_scorer, rating_scorer
     from embodied_rl.llm.reward import reward_model_fn
     from embodied_rl.llm.tasks import JUDGE_CONSTITUTION, oracle_scores
 
@@ -693,6 +694,10 @@ def _eval(args: argparse.Namespace) -> int:
                 f"--judges {spec!r}: choose from oracle, critique and lm=DIR (a judge model)"
             )
     scorers = {"oracle": oracle_scores}
+    if args.objectives:  # each objective's oracle and its 1-5 rating
+        for objective in OBJECTIVES:
+            scorers[objective] = objective_scorer(objective)
+            scorers[f"{objective}_rating"] = rating_scorer(objective)
     hacking = None
     reward_note = []
     if args.reward_model:
@@ -841,6 +846,11 @@ def add_llm_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="adds best-of-N sampling from the baseline, ranked by --reward-model (0: none)",
+    )
+    evaluate.add_argument(
+        "--objectives",
+        action="store_true",
+        help="adds the helpful, harmless and concise oracles and their 1-5 ratings",
     )
     evaluate.add_argument("--max-new-tokens", type=int, default=24, metavar="N")
     evaluate.add_argument("--seed", type=int, default=0, metavar="N")

@@ -108,6 +108,31 @@ def objective_scorer(objective: str, config: TaskConfig | None = None) -> Callab
     )
 
 
+# the rubric of the 1-5 ratings: each objective's score range mapped linearly onto 1..5
+RATING_RANGES = {"helpful": (-1.5, 2.25), "harmless": (-2.0, 0.0), "concise": (-1.0, 0.0)}
+
+
+def objective_rating(
+    objective: str, prompt: str, response: str, config: TaskConfig | None = None
+) -> int:
+    """An absolute 1-5 rating of ``response`` on one objective (the evaluation suite's
+    ratings): the objective's oracle mapped linearly from :data:`RATING_RANGES` onto 1..5 and
+    rounded, so 5 is the best score (2.25 helpful, 0 harmless or concise) and 1 the bottom of
+    the range or below."""
+    score = objective_score(objective, prompt, response, config)  # names a bad objective
+    low, high = RATING_RANGES[objective]
+    return 1 + round(4 * min(1.0, max(0.0, (score - low) / (high - low))))
+
+
+def rating_scorer(objective: str, config: TaskConfig | None = None) -> Callable:
+    """``(prompts, responses) -> list[int]``: :func:`objective_rating` as a scorer."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}; choose one of {OBJECTIVES}")
+    return lambda prompts, responses: [
+        objective_rating(objective, p, r, config) for p, r in zip(prompts, responses, strict=True)
+    ]
+
+
 def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
     """``weights`` over :data:`OBJECTIVES` (non-negative, not all zero), normalised to sum 1."""
     unknown = set(weights) - set(OBJECTIVES)

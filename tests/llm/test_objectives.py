@@ -94,3 +94,16 @@ def test_safety_filter_rewrites_or_rejects_banned_words():
     assert safety_filter(PLAIN, "reject") == PLAIN and safety_filter(PLAIN) == PLAIN
     with pytest.raises(ValueError, match="'drop'"):
         safety_filter(PLAIN, "drop")
+
+
+def test_ratings_map_each_objective_onto_one_to_five():
+    from embodied_rl.llm.objectives import objective_rating, rating_scorer
+
+    assert [objective_rating(o, NEG, DETAILED) for o in OBJECTIVES] == [5, 3, 3]
+    assert [objective_rating(o, NEG, PLAIN) for o in OBJECTIVES] == [4, 5, 5]  # 1.5 helpful
+    assert (
+        objective_rating("harmless", NEG, " the song was stupid and disgusting and hideous.") == 1
+    )
+    assert rating_scorer("concise")([NEG, NEG], [DETAILED, PLAIN]) == [3, 5]
+    with pytest.raises(ValueError, match="'funny'"):
+        rating_scorer("funny")
