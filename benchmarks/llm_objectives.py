@@ -65,6 +65,10 @@ def main() -> int:
     p.add_argument(
         "--ppo-weights", default="1:0:0,0:1:0,0:0:1,1:1:1", help="helpful:harmless:concise,..."
     )
+    p.add_argument(
+        "--conditioned-iterations", type=int, default=120,
+        help="PPO iterations of the weight-conditioned policy (0: skip it)",
+    )  # fmt: skip
     args = p.parse_args()
     from embodied_rl.llm.best_of_n import BestOfNConfig, best_of_n
     from embodied_rl.llm.demo import SPLITS, DemoConfig, prepare_demo
@@ -73,11 +77,13 @@ def main() -> int:
     from embodied_rl.llm.models import freeze, load_causal_lm
     from embodied_rl.llm.objectives import (
         OBJECTIVES,
+        conditioned_reward,
         objective_comparisons,
         objective_scores,
         objectives_task_config,
         safety_filter,
         weighted_scores,
+        weights_prompt,
     )
     from embodied_rl.llm.ppo_rlhf import PPORLHFConfig, PPORLHFTrainer
     from embodied_rl.llm.reward import RewardModel, RewardTrainer
@@ -179,6 +185,36 @@ def main() -> int:
         ppo_rows.append([spec, *scores, f"{distinct_n(responses, 2):.2f}",
                          f"{seconds:.0f}"])  # fmt: skip
 
+    conditioned_rows = []
+    if args.conditioned_iterations:  # one policy for every weighting: weights in the prompt
+        rng = np.random.default_rng(args.seed)
+        train_prompts = [weights_prompt(q, grid[int(rng.integers(len(grid)))])
+                         for q in train.prompts(4000)]  # fmt: skip
+        reward = conditioned_reward(rm_scores)
+        policy = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
+        pconfig = PPORLHFConfig(iterations=args.conditioned_iterations, seed=args.seed,
+                                progress=not args.no_progress, tensorboard=False)  # fmt: skip
+        t0 = time.perf_counter()
+        PPORLHFTrainer(policy, tokenizer, lambda q, r: torch.as_tensor(reward(q, r)).float(),
+                       pconfig, reference=sft).train(train_prompts)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        for spec, per_weight in zip(args.ppo_weights.split(","), ppo_rows, strict=True):
+            w = dict(zip(OBJECTIVES, (float(x) for x in spec.split(":")), strict=True))
+            generator = torch.Generator().manual_seed(args.seed)
+            conditioned = [weights_prompt(q, w) for q in prompts]
+            responses = generate(
+                policy, tokenizer, conditioned, SamplingConfig(), generator
+            ).responses
+            s = objective_scores(prompts, responses)
+            conditioned_rows.append([spec, "conditioned", *[mean_sem(s[o]) for o in OBJECTIVES]])
+            conditioned_rows.append([spec, "one per weight", *per_weight[1:4]])
+        conditioned_note = (
+            f"One policy trained with PPO-RLHF for {args.conditioned_iterations} iterations "
+            f"({seconds:.0f} s) on task prompts prefixed with weights drawn from the 1/4 grid, "
+            "rewarded by its own prompt's weighted reward models; against the per-weight "
+            f"policies above ({args.ppo_iterations} iterations each)."
+        )
+
     header = ["weights helpful:harmless:concise", *OBJECTIVES]
     lines = [
         "# Several objectives: helpful, harmless, concise",
@@ -208,6 +244,17 @@ def main() -> int:
         "",
         llm_common.table([*header, "distinct-2", "s"], ppo_rows),
         "",
+    ]
+    if conditioned_rows:
+        lines += [
+            "## One weight-conditioned policy vs one policy per weight",
+            "",
+            conditioned_note,
+            "",
+            llm_common.table([header[0], "policy", *OBJECTIVES], conditioned_rows),
+            "",
+        ]
+    lines += [
         llm_common.machine_note(),
     ]
     text = "\n".join(lines) + "\n"

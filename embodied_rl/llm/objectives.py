@@ -201,3 +201,41 @@ def safety_filter(response: str, mode: str = "rewrite") -> str | None:
 
 def _replace_word(text: str, old: str, new: str) -> str:
     return re.sub(rf"\b{re.escape(old)}\b", new, text, flags=re.IGNORECASE)
+
+
+# ---------------------------------------------------------------- letting users choose
+WEIGHTS_PREFIX = "Weights: helpful {helpful:.2f} harmless {harmless:.2f} concise {concise:.2f}\n"
+_WEIGHTS_RE = re.compile(r"^Weights: helpful ([\d.]+) harmless ([\d.]+) concise ([\d.]+)\n")
+
+
+def weights_prompt(prompt: str, weights: Mapping[str, float]) -> str:
+    """``prompt`` with the user's (normalised) weights in front: the input of a
+    weight-conditioned policy (one policy for every weighting instead of one per weight)."""
+    return WEIGHTS_PREFIX.format(**check_weights(weights)) + prompt
+
+
+def parse_weights_prompt(prompt: str) -> tuple[dict[str, float], str]:
+    """``(weights, task prompt)`` of a :func:`weights_prompt`; ``ValueError`` without weights."""
+    match = _WEIGHTS_RE.match(prompt)
+    if match is None:
+        raise ValueError(f"prompt {prompt[:80]!r} does not start with {WEIGHTS_PREFIX[:8]!r}...")
+    weights = dict(zip(OBJECTIVES, (float(g) for g in match.groups()), strict=True))
+    return weights, prompt[match.end() :]
+
+
+def conditioned_reward(
+    scores_fn: Callable[[list[str], list[str]], Mapping[str, np.ndarray]],
+) -> Callable[[list[str], list[str]], np.ndarray]:
+    """The reward of a weight-conditioned policy: each prompt's own weights applied to
+    ``scores_fn(task_prompts, responses)`` (per-objective scores, e.g. reward models), the
+    weights stripped before scoring."""
+
+    def reward(prompts: list[str], responses: list[str]) -> np.ndarray:
+        parsed = [parse_weights_prompt(p) for p in prompts]
+        scores = scores_fn([task for _, task in parsed], list(responses))
+        return np.array([
+            sum(w[o] * float(scores[o][i]) for o in OBJECTIVES if w[o] > 0)
+            for i, (w, _) in enumerate(parsed)
+        ])  # fmt: skip
+
+    return reward

@@ -107,3 +107,23 @@ def test_ratings_map_each_objective_onto_one_to_five():
     assert rating_scorer("concise")([NEG, NEG], [DETAILED, PLAIN]) == [3, 5]
     with pytest.raises(ValueError, match="'funny'"):
         rating_scorer("funny")
+
+
+def test_weights_travel_in_the_prompt_and_set_the_reward():
+    from embodied_rl.llm.objectives import conditioned_reward, parse_weights_prompt, weights_prompt
+
+    prompt = weights_prompt(NEG, {"helpful": 2, "harmless": 1, "concise": 1})
+    assert prompt.startswith("Weights: helpful 0.50 harmless 0.25 concise 0.25\n")
+    assert parse_weights_prompt(prompt) == (
+        {"helpful": 0.5, "harmless": 0.25, "concise": 0.25},
+        NEG,
+    )
+    with pytest.raises(ValueError, match="does not start with"):
+        parse_weights_prompt(NEG)
+    reward = conditioned_reward(lambda p, r: objective_scores(p, r))
+    prompts = [
+        weights_prompt(NEG, {"helpful": 1}),
+        weights_prompt(NEG, {"harmless": 1, "concise": 1}),
+    ]
+    got = reward(prompts, [DETAILED, DETAILED])
+    np.testing.assert_allclose(got, [2.25, 0.5 * -1.0 + 0.5 * -0.5])  # each row its own weights
