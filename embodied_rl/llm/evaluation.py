@@ -311,7 +311,8 @@ def evaluate_models(
                            config).responses  # fmt: skip
         lengths = np.array([len(ids) for ids in encode(tokenizer, chosen)], np.float64)
         kl = np.full(len(prompts), best_of_n_kl(n))
-        entries[f"best-of-{n} {name}"] = (models[name], _Sample(chosen, kl, lengths, lengths))
+        unknown = np.full(len(prompts), np.nan)  # EOS is not reported by best_of_n
+        entries[f"best-of-{n} {name}"] = (models[name], _Sample(chosen, kl, lengths, unknown))
     samples = {name: sample for name, (_, sample) in entries.items()}
     reference_ppl = perplexity(reference, tokenizer, held_out_texts) if held_out_texts else None
     rows = []
