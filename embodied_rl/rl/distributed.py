@@ -17,6 +17,8 @@ up to float rounding (tested on CPU with two processes).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +49,21 @@ def data_parallel() -> DataParallel | None:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    _destroy_group_at_exit()
     return DataParallel(state.process_index, state.num_processes)
+
+
+@functools.cache
+def _destroy_group_at_exit() -> None:
+    """Tear the process group down before the interpreter exits, as PyTorch asks: a gloo group
+    whose threads are still alive at exit can abort the process ("terminate called without an
+    active exception", SIGABRT) after training has finished."""
+
+    def destroy() -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(destroy)
 
 
 def trained_parameters(optimizers: Iterable[torch.optim.Optimizer]) -> list[torch.Tensor]:
