@@ -675,6 +675,12 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--baseline {baseline!r} is not among --models {list(paths)}")
     loaded = {name: _load_model(path) for name, path in paths.items()}
     tokenizer = loaded[baseline][1]
+    for name, (_, own) in loaded.items():  # one tokenizer reads every model's prompts
+        if own.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"--models {name} has another tokenizer than the baseline {baseline}; compare "
+                "models fine-tuned from the same base model"
+            )
     models = {name: freeze(model) for name, (model, _) in loaded.items()}
     reference_path = paths.get(args.reference, args.reference) or paths[baseline]
     reference = freeze(_load_model(reference_path)[0])
