@@ -16,6 +16,7 @@ direction, fixture): one network for all 56 skills of a scene, as SayCan's multi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from embodied_rl.envs.tabletop import tasks
 from embodied_rl.envs.tabletop.scene import SHAPES
+from embodied_rl.llm.training import run_steps
 from embodied_rl.policies.mlp import mlp
 
 
@@ -191,9 +193,13 @@ class SkillAffordance(nn.Module):
 
 
 def train_affordance(
-    examples: AffordanceExamples, config: AffordanceConfig = AffordanceConfig()
+    examples: AffordanceExamples,
+    config: AffordanceConfig = AffordanceConfig(),
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> SkillAffordance:
-    """Fit a :class:`SkillAffordance` to ``examples`` (minibatch BCE for ``config.steps``)."""
+    """Fit a :class:`SkillAffordance` to ``examples`` (minibatch BCE for ``config.steps``)
+    through the one training loop (``out``: its ``metrics.csv``)."""
     if len(examples) < 2:
         raise ValueError(f"{len(examples)} examples: need at least 2 to train an affordance")
     generator = torch.Generator().manual_seed(config.seed)
@@ -207,13 +213,18 @@ def train_affordance(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)  # fmt: skip
     loss_fn = nn.BCEWithLogitsLoss()
-    model.train()
-    for _ in range(config.steps):
+
+    def step(_: int) -> dict[str, float]:
         idx = torch.randint(len(label), (config.batch_size,), generator=generator)
         loss = loss_fn(model(scene[idx], skill[idx]), label[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return {"bce": loss.item()}
+
+    model.train()
+    run_steps(step, config.steps, desc="affordance", out=out, progress=progress,
+              tensorboard=False, log_every=max(1, config.steps // 10))  # fmt: skip
     model.eval()
     return model
 
