@@ -10,7 +10,11 @@ RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrai
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together) and ``rt2-tiny+ppo`` (the
 ``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
 environment steps of PPO with the environment's ``--ppo-reward`` and the KL to the SFT
-policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split). Demonstrations, held-out
+policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-tiny+dpo``
+(the same SFT policy, then DPO on its own trajectories: ``--dpo-episodes`` sampled rollouts
+on training scenes of the seen split, ``--dpo-pairs`` random pairs of ``--dpo-segment``-step
+segments labelled by B-Pref's oracle teacher on the dense reward, ``--dpo-steps`` DPO steps
+against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -34,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, the RT-1 row)
 
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
-VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain", "rt2-tiny+ppo")
+VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain", "rt2-tiny+ppo", "rt2-tiny+dpo")
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
+DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
 QA_SEED, QA_HELD_OUT_SEED = 2_000_000, 3_000_000
 
 
@@ -218,6 +223,91 @@ def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
     return rows
 
 
+class _Sampled:
+    """A policy acting with sampled actions (the DPO rollouts' behaviour)."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs):
+        return self.policy.act(obs, deterministic=False)
+
+
+def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DPO from the ``rt2-tiny`` run's final policy on preferences over its own rollouts, in
+    chunks of ``--dpo-eval-every`` steps; the first row is the SFT policy's (step 0)."""
+    from embodied_rl.datasets import collect, dataset_dir, load_dataset
+    from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
+    from embodied_rl.llm.rt2 import rt2_segment_pairs
+    from embodied_rl.policies import load_policy
+    from embodied_rl.preference.data import random_pairs, sample_segments
+    from embodied_rl.preference.labelers import ScriptedTeacher, TeacherConfig
+
+    out = Path(args.work) / "runs" / f"rt2-tiny+dpo-s{seed}"
+    record = out / "curve.json"
+    rows = json.loads(record.read_text()) if record.exists() else []
+    if args.table_only or (rows and rows[-1]["step"] >= args.dpo_steps):
+        return rows
+    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
+    if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
+        raise SystemExit(
+            f"rt2-tiny+dpo starts from the finished rt2-tiny run ({sft}): run it first"
+        )
+    policy = load_policy(sft)
+    policy.eval()
+    root = out / "data"
+    dataset_id = f"rt2-learning/rollouts-s{seed}-{args.dpo_episodes}-v0"
+    if not dataset_dir(root, dataset_id).exists():
+        torch.manual_seed(DPO_SEED + seed)  # the sampled actions
+        collect(
+            args.task, _Sampled(policy), episodes=args.dpo_episodes, out=root,
+            dataset_id=dataset_id, seed=DPO_SEED + 1000 * seed, randomization=args.randomization,
+            env_kwargs={"obs_mode": "rgb+state", "image_size": vla_learning.IMAGE_SIZE,
+                        "split": "seen", "reward_type": "dense"},
+            reference_episodes=0, progress=not args.no_progress,
+        )  # fmt: skip
+    rollouts = load_dataset(dataset_dir(root, dataset_id))
+    segments = sample_segments(rollouts, args.dpo_pairs, args.dpo_segment, seed=seed)
+    first, second = random_pairs(len(segments), args.dpo_pairs, seed=seed)
+    preferences = ScriptedTeacher(TeacherConfig(seed=seed)).label_pairs(segments, first, second)
+    pairs, images = rt2_segment_pairs(policy, preferences)
+    config = DPOConfig(
+        steps=args.dpo_eval_every, batch_size=16, learning_rate=args.dpo_lr, beta=args.dpo_beta,
+        max_length=policy.n_image_tokens + 64, seed=seed, progress=not args.no_progress,
+        tensorboard=False, log_every=50,
+    )  # fmt: skip
+    policy.train()
+    trainer = DPOTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+    )
+    prepared = trainer.prepare(pairs, images=images)
+    successes = int(rollouts.terminations.sum())  # tabletop episodes terminate on success
+    rows = [{**sft_rows[-1], "variant": "rt2-tiny+dpo", "step": 0, "train_s": 0.0,
+             "pairs": len(pairs), "rollouts": rollouts.n_episodes,
+             "rollout_successes": successes}]  # fmt: skip
+    rows[0].pop("hz", None)
+    seconds = 0.0
+    for steps in range(args.dpo_eval_every, args.dpo_steps + 1, args.dpo_eval_every):
+        started = time.perf_counter()
+        logged = trainer.train(prepared, out=out / "dpo")
+        seconds += time.perf_counter() - started
+        policy.save(out / "policy")
+        row = {
+            "variant": "rt2-tiny+dpo", "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            "dpo_accuracy": logged[-1].get("train/reward_accuracy"),
+            **{split: vla_learning.rollouts(args, policy, split) for split in ("seen", "unseen")},
+        }  # fmt: skip
+        print(json.dumps({k: row[k] for k in ("variant", "step", "train_s")}),
+              {s: row[s]["success"] for s in ("seen", "unseen")}, flush=True)  # fmt: skip
+        rows.append(row)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def rt1_curve(args, seed: int, data, held_out) -> list[dict[str, Any]]:
     from embodied_rl.policies import load_policy
 
@@ -274,6 +364,18 @@ def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: 
             lines.append(
                 f"| {variant} | " + " | ".join(f"{per.get(k, 0):.0%}" for k in names) + " |"
             )
+    for (variant, seed), rows in results.items():
+        if variant == "rt2-tiny+dpo" and rows:
+            first = rows[0]
+            accuracy = ", ".join(
+                f"{r['dpo_accuracy']:.0%} at step {r['step']}"
+                for r in rows[1:]
+                if r.get("dpo_accuracy") is not None
+            )
+            lines += ["", f"rt2-tiny+dpo seed {seed}: {first['pairs']} decided pairs of "
+                      f"{args.dpo_segment}-step segments from {first['rollouts']} sampled "
+                      f"rollouts of the SFT policy ({first['rollout_successes']} succeeded); "
+                      f"DPO's implicit-reward accuracy on its training pairs {accuracy}."]  # fmt: skip
     lines += ["", f"Wall time of this invocation {minutes:.0f} min (finished runs are cached)."]
     return "\n".join(lines) + "\n"
 
@@ -293,6 +395,13 @@ def main() -> int:
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--ppo-kl", type=float, default=0.05, help="beta of the KL to SFT")
     parser.add_argument("--ppo-reward", default="dense", choices=("sparse", "dense"))
+    parser.add_argument("--dpo-episodes", type=int, default=200, help="rollouts to label")
+    parser.add_argument("--dpo-pairs", type=int, default=1000)
+    parser.add_argument("--dpo-segment", type=int, default=8, help="steps per segment")
+    parser.add_argument("--dpo-steps", type=int, default=300)
+    parser.add_argument("--dpo-eval-every", type=int, default=150)
+    parser.add_argument("--dpo-lr", type=float, default=1e-4)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
     args = parser.parse_args()
     from embodied_rl.utils.io import write_text_atomic
 
@@ -307,11 +416,12 @@ def main() -> int:
         for seed in args.seeds:
             if variant == "rt1-tiny":
                 results[(variant, seed)] = rt1_curve(args, seed, data, held_out)
-            elif variant == "rt2-tiny+ppo":
+            elif variant in ("rt2-tiny+ppo", "rt2-tiny+dpo"):
                 sft_rows = results.get(("rt2-tiny", seed)) or rt2_curve(
                     args, "rt2-tiny", seed, data, qa, held_out_qa
                 )
-                results[(variant, seed)] = ppo_curve(args, seed, sft_rows)
+                fine_tune = ppo_curve if variant == "rt2-tiny+ppo" else dpo_curve
+                results[(variant, seed)] = fine_tune(args, seed, sft_rows)
             else:
                 results[(variant, seed)] = rt2_curve(args, variant, seed, data, qa, held_out_qa)
     text = report(args, results, (time.perf_counter() - started) / 60)
