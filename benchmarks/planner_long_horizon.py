@@ -15,6 +15,12 @@ chooses again. Rows:
   (``llm.affordance``) trained on ``--affordance-episodes`` seen-split episodes' executions
   of candidate skills before and after the first step (its held-out AUC is reported).
 
+- ``... , learned policy``: the oracle, rule-based and SayCan-LM planners with a learned
+  executor in place of the expert: a state MLP trained by BC (``--policy-steps``) on the
+  expert's executions of ``--policy-episodes`` seen-split long-horizon episodes (each step
+  with its own task encoding in the state), acting on the environment's ``task_observation``
+  of the chosen skill (``llm.planner.PolicyExecutor``).
+
 Long-horizon success on seen and unseen compositions with 95% Wilson intervals, the skills
 per episode, and the LM's per-decision accuracy against the true next skill.
 
@@ -48,12 +54,33 @@ def paraphrases(layout) -> dict[str, str]:
     return out
 
 
+def skill_policy(env, expert, seeds, steps: int, out: Path):
+    """A state MLP trained by BC on the expert's executions of ``env``'s long-horizon
+    episodes (each step's state encodes that step's task); returns it and its data's size."""
+    from embodied_rl.agents import TrainerConfig, default_policy, train
+    from embodied_rl.agents.trainer import seed_everything
+    from embodied_rl.datasets.collect_worker import record_episode
+    from embodied_rl.datasets.offline import OfflineDataset
+
+    episodes = [record_episode(env, lambda task: (expert, "expert", 0.0), s) for s in seeds]
+    data = OfflineDataset.from_episodes(episodes, env.observation_space, env.action_space)
+    seed_everything(0)
+    config = TrainerConfig(steps=steps, batch_size=256, seed=0, eval_episodes=0,
+                           log_every=1000, progress=False, tensorboard=False)  # fmt: skip
+    agent, _ = train("bc", data, out, None, config, policy=default_policy("bc", data))
+    agent.policy.eval()
+    return agent.policy, data
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-episodes", type=int, default=600)
     parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--episodes", type=int, default=50, help="held-out episodes per split")
     parser.add_argument("--affordance-episodes", type=int, default=400)
+    parser.add_argument("--policy-episodes", type=int, default=600)
+    parser.add_argument("--policy-steps", type=int, default=20000)
+    parser.add_argument("--work", default="outputs/bench/planner_long_horizon")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from embodied_rl.envs import make, make_expert
@@ -70,7 +97,13 @@ def main() -> int:
         train_affordance,
     )
     from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
-    from embodied_rl.llm.planner import DONE, SayCanPlanner, planner_sft_examples, run_plan
+    from embodied_rl.llm.planner import (
+        DONE,
+        PolicyExecutor,
+        SayCanPlanner,
+        planner_sft_examples,
+        run_plan,
+    )
     from embodied_rl.llm.sft import SFTConfig, SFTTrainer
     from embodied_rl.utils.io import write_text_atomic
     from embodied_rl.utils.tokenizer import train_tokenizer
@@ -93,9 +126,15 @@ def main() -> int:
     affordance = train_affordance(aff_examples, AffordanceConfig())
     aff_s = time.perf_counter() - aff_started
     aff_lines = []
+    policy_started = time.perf_counter()
+    policy_env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="seen")
+    skills, skill_data = skill_policy(policy_env, make_expert(policy_env),
+                                      range(args.policy_episodes), args.policy_steps,
+                                      Path(args.work) / "skill_policy")  # fmt: skip
+    policy_s = time.perf_counter() - policy_started
 
     lines = [
-        "# Planners over skills on long-horizon tabletop tasks (scripted expert executes)",
+        "# Planners over skills on long-horizon tabletop tasks (scripted expert or learned policy executes)",
         "",
         f"`python benchmarks/planner_long_horizon.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         "",
@@ -104,6 +143,11 @@ def main() -> int:
         f"loss {rows[-1]['train/loss']:.3f}, {sft_s:.0f} s). {args.episodes} held-out episodes "
         "per split (reset seeds from 1,000,000), 4 objects, MuJoCo, state only; 95% Wilson "
         "intervals.",
+        "",
+        f'Learned executor: state MLP (`default_policy("bc", ...)`), BC {args.policy_steps} '
+        f"steps of batch 256 on the expert's {skill_data.n_transitions} transitions of "
+        f"{args.policy_episodes} seen-split long-horizon episodes (reset seeds 0-"
+        f"{args.policy_episodes - 1}; {policy_s:.0f} s with their collection).",
         "",
         "AFFORDANCE",
         "",
@@ -155,16 +199,21 @@ def main() -> int:
         def saycan_affordance(task, done, options, saycan=saycan, planner=with_affordance):
             return saycan(task, done, options, planner=planner)
 
-        variants = [("oracle", oracle, True), ("rule-based", rule_based, True),
-                    ("saycan-lm", saycan, True), ("saycan-lm, no replan", saycan, False),
-                    ("saycan-lm + affordance", saycan_affordance, True)]  # fmt: skip
-        for name, choose, replan in variants:
+        learned = PolicyExecutor(env, skills)
+        variants = [("oracle", oracle, True, expert), ("rule-based", rule_based, True, expert),
+                    ("saycan-lm", saycan, True, expert),
+                    ("saycan-lm, no replan", saycan, False, expert),
+                    ("saycan-lm + affordance", saycan_affordance, True, expert),
+                    ("oracle, learned policy", oracle, True, learned),
+                    ("rule-based, learned policy", rule_based, True, learned),
+                    ("saycan-lm, learned policy", saycan, True, learned)]  # fmt: skip
+        for name, choose, replan, executor in variants:
             decisions.clear()
             decisions.update(right=0, n=0)
             wins = done = failed = 0
             for i in range(args.episodes):
                 env.reset(seed=EVAL_SEED + i)
-                result = run_plan(env, choose, expert, replan=replan)
+                result = run_plan(env, choose, executor, replan=replan)
                 wins += result.success
                 done += len(result.done)
                 failed += len(result.failed)

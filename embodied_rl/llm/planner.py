@@ -144,6 +144,36 @@ def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = T
     return PlanResult(success, done, failed)
 
 
+class PolicyExecutor:
+    """A learned policy as :func:`run_plan`'s executor, in place of the scripted expert (the
+    same ``follow(skill)`` / ``act()`` interface). It acts on the environment's
+    :meth:`~embodied_rl.envs.tabletop.base.TabletopEnvBase.task_observation` of the skill it
+    follows (goals counted from the scene where the skill started): a state policy sees the
+    skill's task encoding, a vision-language policy the skill's instruction. The policy is any
+    :class:`~embodied_rl.policies.Policy` trained on single skills (``act(obs)``, ``reset()``)."""
+
+    def __init__(self, env, policy, deterministic: bool = True) -> None:
+        self.env, self.policy, self.deterministic = env, policy, deterministic
+        self.task = None
+        self._start = None
+
+    def follow(self, task) -> None:
+        """Execute ``task`` (a :class:`~embodied_rl.envs.tabletop.tasks.TaskSpec` on the
+        current scene) from now on; its goals count from the objects' positions now. None
+        stops following."""
+        self.task = task
+        self._start = None if task is None else self.env.unwrapped.scene_state().object_pos.copy()
+        self.policy.reset()
+
+    def act(self, obs=None):
+        """The policy's action for the followed skill in the current scene (``obs``, the
+        environment's own observation, is not used: it encodes the environment's task)."""
+        if self.task is None:
+            raise RuntimeError("follow() a skill before asking the executor for an action")
+        view = self.env.unwrapped.task_observation(self.task, self._start)
+        return self.policy.act(view, deterministic=self.deterministic)
+
+
 def execute_skill(env, expert, spec) -> tuple[bool, bool, bool]:
     """Run ``expert`` on the skill ``spec`` in ``env`` (a reset long-horizon tabletop) for up
     to its family's horizon, stopping once the skill's success test holds (counted from the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -264,6 +266,41 @@ def test_state_ends_with_the_named_object_relative_to_fingertips_and_goal(task_i
     named = scene.object_pos[env.spec_.object_slot]
     np.testing.assert_allclose(state[-6:-3], named - scene.ee_pos, atol=1e-5)
     np.testing.assert_allclose(state[-3:], tasks.goal_position(env.spec_, scene) - named, atol=1e-5)
+
+
+def test_task_observation_views_the_scene_through_another_task():
+    """task_observation(spec) is the observation the environment would give with ``spec`` as
+    its task: the environment's own task gives its own observation back bit for bit, another
+    task changes only the task's entries (slots, family, goal, relative vectors) and the
+    instruction, and the environment's task and later observations are untouched."""
+    env = make("tabletop/stack-v0", seed=2, obs_mode="rgb+state", instruction_mode="text")
+    base = env.unwrapped
+    env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(env.action_space.sample())
+    assert_same_obs(base.task_observation(base.spec_), obs)
+    own = base.spec_
+    other = tasks.task_spec(base.layout, "push", (own.object_slot + 1) % 4, None, "left", None)
+    view = base.task_observation(other, base.scene_state().object_pos)
+    assert base.spec_ is own and view["instruction"] == other.instruction != obs["instruction"]
+    np.testing.assert_array_equal(view["image"], obs["image"])
+    n = base.config.n_objects
+    offset = base.proprio_dim + n * (7 + len(COLORS) + len(SHAPES)) + 6
+    np.testing.assert_array_equal(view["state"][:offset], obs["state"][:offset])
+    assert np.argmax(view["state"][offset : offset + n]) == other.object_slot
+    assert not view["state"][offset + n : offset + 2 * n].any()  # push names no target
+    scene = base.scene_state()
+    named = scene.object_pos[other.object_slot]
+    np.testing.assert_allclose(view["state"][-6:-3], named - scene.ee_pos, atol=1e-5)
+    # goals count from the given start: the push goal lies its distance to the left of it
+    push = np.array([*(tasks.PUSH_DISTANCE + 0.02) * np.asarray(tasks.DIRECTIONS["left"]), 0.0])
+    np.testing.assert_allclose(view["state"][-3:], push, atol=1e-5)
+    after, *_ = env.step(np.zeros(4))
+    np.testing.assert_array_equal(
+        after["state"][offset : offset + n], obs["state"][offset : offset + n]
+    )
+    with pytest.raises(ValueError, match="beyond this scene's"):
+        base.task_observation(dataclasses.replace(other, object_slot=9))
 
 
 @pytest.mark.parametrize("task_id", [t for t in TABLETOP if "multitask" not in t])

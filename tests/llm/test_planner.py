@@ -130,3 +130,41 @@ def test_closed_loop_execution_with_success_feedback_and_replanning():
     env.reset(seed=1)
     with pytest.raises(ValueError, match="not among its options"):
         run_plan(env, lambda task, done, options: "fly to the moon", expert)
+
+
+def test_a_policy_executes_the_followed_skill_not_the_environments_task():
+    """PolicyExecutor gives its policy the scene as the followed skill's task: a controller
+    that only reads the state's goal-relative entries reaches the object the *skill* names,
+    on another object than the environment's task's, and the skill's success test ends it."""
+    from embodied_rl.envs.tabletop import tasks
+    from embodied_rl.envs.tabletop.base import TabletopEnvBase
+    from embodied_rl.llm.planner import PolicyExecutor, execute_skill
+
+    class GoalSeeker:  # a "policy" reading only the last six state entries
+        resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+        def act(self, obs, deterministic=True):
+            rel = obs["state"][-6:-3] + obs["state"][-3:]  # goal - fingertips
+            step = np.clip(rel / env.unwrapped.config.max_delta_m, -1.0, 1.0)
+            return np.array([*step, -1.0], np.float32)
+
+    env = make("tabletop/reach-v0", n_objects=4)
+    base = env.unwrapped
+    assert isinstance(base, TabletopEnvBase)
+    policy = GoalSeeker()
+    executor = PolicyExecutor(env, policy)
+    with pytest.raises(RuntimeError, match="follow"):
+        executor.act()
+    for seed in range(3):
+        env.reset(seed=seed)
+        own = base.spec_
+        other = tasks.task_spec(base.layout, "reach", (own.object_slot + 1) % 4)
+        achieved, task_success, _ = execute_skill(env, executor, other)
+        assert achieved and not task_success  # the other object, not the task's
+        assert tasks.is_success(other, base.scene_state()) and base.spec_ is own
+    assert policy.resets == 3
+    executor.follow(None)
+    assert executor.task is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -305,9 +305,12 @@ class TabletopEnvBase(gym.Env, ABC):
         self._last_obs = obs
         return obs, self._info(success=False)
 
-    def _episode_constant_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """Object identities and task encoding: constant within an episode."""
-        n, layout, spec = self.config.n_objects, self.layout, self.spec_
+    def _episode_constant_state(
+        self, spec: tasks.TaskSpec | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Object identities and the encoding of ``spec`` (default: the task): constant
+        within an episode."""
+        n, layout, spec = self.config.n_objects, self.layout, spec or self.spec_
         identities = np.zeros((n, len(COLORS) + len(SHAPES)), np.float32)
         for i in range(n):
             identities[i, list(COLORS).index(layout.colors[i])] = 1.0
@@ -317,7 +320,8 @@ class TabletopEnvBase(gym.Env, ABC):
         if spec.target_slot is not None:
             task[n + spec.target_slot] = 1.0
         task[2 * n + tasks.FAMILIES.index(spec.family)] = 1.0
-        self._instruction_tokens = encode_instruction(spec.instruction)
+        if spec is self.spec_:
+            self._instruction_tokens = encode_instruction(spec.instruction)
         return identities, task
 
     # ------------------------------------------------------------------ stepping
@@ -395,10 +399,40 @@ class TabletopEnvBase(gym.Env, ABC):
             parts.append((math.sin(yaw), math.cos(yaw)))
         return np.concatenate(parts).astype(np.float32)
 
-    def _state(self, proprio: np.ndarray, scene: tasks.SceneState) -> np.ndarray:
-        identities, task = self._static_state
+    def task_observation(
+        self, spec: tasks.TaskSpec, initial_object_pos: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """The observation of the current scene as if ``spec`` (a task on this episode's
+        layout, e.g. a planner's chosen skill) were the task, its goals counted from the
+        object positions ``initial_object_pos`` (default: the episode's start). The
+        environment's own task is unchanged: a learned policy conditioned on the task executes
+        another one with it (``llm.planner.PolicyExecutor``)."""
+        if self.spec_ is None:
+            raise RuntimeError("reset the environment before asking for an observation")
+        if spec.object_slot >= self.config.n_objects or (
+            spec.target_slot is not None and spec.target_slot >= self.config.n_objects
+        ):
+            raise ValueError(
+                f"task {spec.instruction!r} names object slots beyond this scene's "
+                f"{self.config.n_objects} objects"
+            )
+        scene = self.scene_state()
+        if initial_object_pos is not None:
+            scene = replace(scene, initial_object_pos=np.asarray(initial_object_pos))
+        obs = self._observation(scene, spec)
+        if self.config.instruction_mode == "tokens":
+            obs["instruction"] = encode_instruction(spec.instruction)
+        return obs
+
+    def _state(
+        self, proprio: np.ndarray, scene: tasks.SceneState, spec: tasks.TaskSpec | None = None
+    ) -> np.ndarray:
+        identities, task = (
+            self._static_state if spec is None else self._episode_constant_state(spec)
+        )
+        spec = spec or self.spec_
         poses = self._sim_object_poses()
-        goal = tasks.goal_position(self.spec_, scene)
+        goal = tasks.goal_position(spec, scene)
         n = self.config.n_objects
         objects = np.concatenate([poses, identities], axis=1).ravel()
         fixtures = np.concatenate([scene.bowl_pos, scene.plate_pos])
@@ -406,23 +440,25 @@ class TabletopEnvBase(gym.Env, ABC):
         # without them an MLP must select the object's pose by its one-hot slot (a product of
         # inputs), which BC on a few hundred push demonstrations did not learn (3/50 held-out
         # successes with, 37/50 without that burden; benchmarks/results/vla_learning_push.md).
-        target = poses[self.spec_.object_slot, :3]
+        target = poses[spec.object_slot, :3]
         relative = np.concatenate([target - scene.ee_pos, goal - target])
         return np.concatenate(
             [proprio, objects, fixtures, task[: 2 * n], goal, task[2 * n :], relative]
         ).astype(np.float32)
 
-    def _observation(self, scene: tasks.SceneState | None = None) -> dict[str, Any]:
+    def _observation(
+        self, scene: tasks.SceneState | None = None, spec: tasks.TaskSpec | None = None
+    ) -> dict[str, Any]:
         cfg, obs = self.config, {}
         proprio = self._proprio()
         if cfg.obs_mode != "rgb":
-            obs["state"] = self._state(proprio, scene or self.scene_state())
+            obs["state"] = self._state(proprio, scene or self.scene_state(), spec)
         if cfg.obs_mode != "state":
             for key, camera in zip(self._image_keys, cfg.camera, strict=True):
                 obs[key] = self._sim_render(camera, cfg.image_size, video=False)
             obs["proprio"] = proprio
         if cfg.instruction_mode == "text":
-            obs["instruction"] = self.spec_.instruction
+            obs["instruction"] = (spec or self.spec_).instruction
         elif cfg.instruction_mode == "tokens":
             obs["instruction"] = self._instruction_tokens.copy()
         return obs
