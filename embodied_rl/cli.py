@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 import os
 import sys
@@ -310,12 +311,30 @@ def _finetune_ppo(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from embodied_rl.preference.human import SESSION_FILE, LabelingServer, prepare_session
+    from embodied_rl.preference.human import (
+        SESSION_FILE,
+        LabelingServer,
+        prepare_session,
+        prepare_text_session,
+    )
 
     out = Path(args.out)
-    if not (out / SESSION_FILE).is_file():
+    if args.text and (out / SESSION_FILE).is_file():
+        raise ValueError(f"{out} holds a labeling session already; choose another --out")
+    if args.text:
+        lines = Path(args.text).read_text().splitlines()
+        try:
+            comparisons = [json.loads(line) for line in lines if line.strip()]
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{args.text} is not JSON Lines: {error}") from error
+        prepare_text_session(out, comparisons, title=Path(args.text).stem)
+        print(f"prepared {len(comparisons)} text pairs in {out}")
+    elif not (out / SESSION_FILE).is_file():
         if not args.task:
-            raise ValueError(f"{out} holds no labeling session; pass --task to prepare one")
+            raise ValueError(
+                f"{out} holds no labeling session; pass --task (robot rollouts) or --text "
+                "(text pairs) to prepare one"
+            )
         noise = [float(n) for n in args.noise_levels.split(",")]
         prepare_session(args.task, out, scenes=args.scenes, pairs=args.pairs,
                         length=args.length, noise_levels=noise, seed=args.seed,
@@ -324,7 +343,10 @@ def _label(args: argparse.Namespace) -> int:
     if args.prepare_only:
         return 0
     server = LabelingServer(out, host=args.host, port=args.port)
-    print(f"label at {server.url} (labels go to {out}/preferences.jsonl; Ctrl-C stops)")
+    print(
+        f"label at {server.url} (several people may label at once; add ?labeler=NAME to name "
+        f"yourself; labels go to {out}/preferences.jsonl; Ctrl-C stops)"
+    )
     try:
         server.serve_forever()
     finally:
@@ -723,6 +745,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--policies", nargs="+", default=None, metavar="POLICY",
         help="behaviours to compare instead of noise levels: saved policy, checkpoint or run "
         "directories, 'expert', 'expert:noise=X', 'random'",
+    )  # fmt: skip
+    label.add_argument(
+        "--text", default=None, metavar="FILE",
+        help="prepare a session of text pairs from a JSON Lines file of {prompt, a, b} instead",
     )  # fmt: skip
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--host", default="127.0.0.1")

@@ -35,6 +35,21 @@ class TextPair:
     image: int = field(default=-1, kw_only=True)
 
 
+def text_pairs_from_labels(records: Sequence[dict]) -> list[TextPair]:
+    """Reward-model pairs from the labels of a text labeling session
+    (:func:`embodied_rl.preference.human.load_text_labels`): each ``a`` or ``b`` choice as
+    (prompt, chosen, rejected); ``equal`` and ``skip`` decide nothing and are left out."""
+    pairs = []
+    for i, r in enumerate(records):
+        missing = [k for k in ("prompt", "a", "b", "choice") if k not in r]
+        if missing:
+            raise ValueError(f"label {i} lacks {missing}: not a text session's record")
+        if r["choice"] in ("a", "b"):
+            chosen, rejected = (r["a"], r["b"]) if r["choice"] == "a" else (r["b"], r["a"])
+            pairs.append(TextPair(r["prompt"], chosen, rejected))
+    return pairs
+
+
 @dataclass(frozen=True)
 class TokenizedPair:
     """Token ids of a pair; each response ends with EOS."""

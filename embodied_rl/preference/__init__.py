@@ -45,9 +45,12 @@ _LAZY = {
     "RewardModelConfig": "reward_model",
     "fit_reward_model": "reward_model",
     "relabel_rewards": "reward_model",
+    "LabelConflict": "human",
     "LabelingServer": "human",
     "load_session_preferences": "human",
+    "load_text_labels": "human",
     "prepare_session": "human",
+    "prepare_text_session": "human",
     "load_preferences": "sources",
 }
 

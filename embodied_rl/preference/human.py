@@ -1,4 +1,4 @@
-"""Human preference labels for robot behaviour: a local web page over two rollout videos.
+"""Human preference labels: a local web page over two rollout videos or two text responses.
 
 :func:`prepare_session` rolls out a task's scripted expert at several noise levels (recording
 frames), saves the rollouts as a dataset, cuts random segment pairs and writes one MP4 per
@@ -8,6 +8,17 @@ s); every click is appended atomically to ``preferences.jsonl``, so Ctrl-C loses
 a restarted server resumes at the first unlabelled pair. :func:`load_session_preferences`
 turns the file into a :class:`~embodied_rl.preference.data.PreferenceDataset` for CPL or a
 reward model. ``erl label`` runs both steps.
+
+:func:`prepare_text_session` makes a session of text pairs (a prompt and two responses, e.g.
+a language model's samples for RLHF); the page then shows the two texts, and
+:func:`load_text_labels` returns the labelled records (``llm.pairs.text_pairs_from_labels``
+turns them into reward-model pairs).
+
+Several people can label one session at once: each page names its labeler (``?labeler=NAME``
+in the address, or a random id the browser keeps), the server hands each labeler a pair no
+one else holds (a lease of ``lease_s`` seconds, renewed when the same labeler asks again, so
+a closed tab frees its pair), and a pair gets exactly one label: a second label of a pair,
+or a label of a pair another labeler holds, is refused (HTTP 409) and written nowhere.
 """
 
 from __future__ import annotations
@@ -17,7 +28,10 @@ import html
 import json
 import logging
 import os
+import re
 import threading
+import time
+import urllib.parse
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +58,12 @@ logger = logging.getLogger(__name__)
 SESSION_FILE = "session.json"
 PREFERENCES_FILE = "preferences.jsonl"
 DATASET_ID = "labeling/rollouts-v0"
+LEASE_S = 300.0  # how long a pair handed to one labeler stays theirs
+_LABELER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class LabelConflict(ValueError):
+    """A label for a pair that is labelled already or that another labeler holds."""
 
 
 # ---------------------------------------------------------------------- session preparation
@@ -221,8 +241,52 @@ def load_session_preferences(session_dir: str | os.PathLike) -> PreferenceDatase
             f"{session_dir} holds no labels yet ({PREFERENCES_FILE} is missing): label pairs "
             f"first with `erl label --out {session_dir}`"
         )
+    if manifest.get("kind") == "text":
+        raise ValueError(
+            f"{session_dir} is a session of text pairs: read its labels with load_text_labels"
+        )
     data = load_dataset(session_dir / manifest["dataset"], obs_keys=None)
     return preferences_from_records(data, read_preferences(labels))
+
+
+def prepare_text_session(
+    out: str | os.PathLike, comparisons: Sequence[dict[str, str]], title: str = "responses"
+) -> Path:
+    """Write a labeling session of text pairs: each comparison is ``{"prompt", "a", "b"}``
+    (strings: the prompt and two responses; an optional ``"id"`` names the pair). The page
+    shows the prompt and the two responses; ``title`` heads it."""
+    if not comparisons:
+        raise ValueError("a text session needs at least one comparison")
+    pairs, ids = [], set()
+    for i, c in enumerate(comparisons):
+        missing = [k for k in ("prompt", "a", "b") if not isinstance(c.get(k), str)]
+        if missing:
+            raise ValueError(f"comparison {i} lacks the text fields {missing} (prompt, a, b)")
+        pair_id = str(c.get("id") or f"pair{i:04d}")
+        if pair_id in ids:
+            raise ValueError(f"comparison {i} repeats the pair id {pair_id!r}")
+        ids.add(pair_id)
+        pairs.append({"id": pair_id, "prompt": c["prompt"], "a": {"text": c["a"]},
+                      "b": {"text": c["b"]}})  # fmt: skip
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"kind": "text", "title": title, "pairs": pairs}
+    write_text_atomic(out / SESSION_FILE, json.dumps(manifest, indent=1))
+    logger.info("prepared %d text pairs in %s", len(pairs), out)
+    return out
+
+
+def load_text_labels(session_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The labelled records of a text session, in labeling order: ``prompt``, ``a``, ``b``
+    (the texts), ``choice`` (``a``, ``b``, ``equal`` or ``skip``), ``labeler``, ``pair``."""
+    session_dir = Path(session_dir)
+    manifest = read_session(session_dir)
+    if manifest.get("kind") != "text":
+        raise ValueError(
+            f"{session_dir} is a session of rollout videos: use load_session_preferences"
+        )
+    labels = session_dir / PREFERENCES_FILE
+    return read_preferences(labels) if labels.is_file() else []
 
 
 # ---------------------------------------------------------------------- the web page
@@ -236,6 +300,7 @@ PAGE = """<!doctype html>
  .side {{ background: #fff; padding: 12px; border-radius: 8px; box-shadow: 0 1px 3px #0003; }}
  .side h2 {{ margin: 0 0 8px; font-size: 16px; }}
  video {{ width: 320px; height: 360px; background: #000; display: block; }}
+ .text {{ width: 420px; min-height: 120px; white-space: pre-wrap; font-size: 16px; }}
  .buttons {{ margin-top: 16px; display: flex; gap: 12px; }}
  button {{ font-size: 16px; padding: 10px 22px; border-radius: 6px; border: 0; cursor: pointer;
    background: #2d6cdf; color: #fff; }}
@@ -243,11 +308,13 @@ PAGE = """<!doctype html>
  #status {{ margin-top: 12px; color: #555; }}
 </style></head>
 <body>
-<h1>Which robot behaviour is better? <span id="progress"></span></h1>
+<h1><span id="question">Which is better?</span> <span id="progress"></span></h1>
 <div id="instruction"></div>
 <div class="pair">
- <div class="side"><h2>A</h2><video id="video-a" autoplay loop muted playsinline></video></div>
- <div class="side"><h2>B</h2><video id="video-b" autoplay loop muted playsinline></video></div>
+ <div class="side"><h2>A</h2><video id="video-a" autoplay loop muted playsinline></video>
+  <div id="text-a" class="text" style="display: none"></div></div>
+ <div class="side"><h2>B</h2><video id="video-b" autoplay loop muted playsinline></video>
+  <div id="text-b" class="text" style="display: none"></div></div>
 </div>
 <div class="buttons">
  <button id="choose-a" data-choice="a">A is better (a)</button>
@@ -258,27 +325,50 @@ PAGE = """<!doctype html>
 <div id="status">{title}</div>
 <script>
 let current = null;
+const params = new URLSearchParams(location.search);
+let labeler = params.get("labeler") || localStorage.getItem("labeler");
+if (!labeler) {{
+  labeler = "labeler-" + Math.random().toString(36).slice(2, 10);
+  localStorage.setItem("labeler", labeler);
+}}
 async function next() {{
-  const r = await fetch("/api/next");
+  const r = await fetch("/api/next?labeler=" + encodeURIComponent(labeler));
   const pair = await r.json();
+  if (!r.ok) {{ document.getElementById("status").textContent = pair.error; return; }}
   current = pair.id || null;
   document.getElementById("progress").textContent = `(${{pair.labelled}} / ${{pair.total}} labelled)`;
+  if (!current && pair.waiting) {{
+    document.getElementById("instruction").textContent =
+      `Other labelers hold the last ${{pair.waiting}} pairs; waiting for them...`;
+    setTimeout(next, 5000);
+    return;
+  }}
   if (!current) {{
     document.getElementById("instruction").textContent = "All pairs are labelled. Thank you!";
     document.querySelectorAll("button").forEach(b => b.disabled = true);
     return;
   }}
-  document.getElementById("instruction").textContent = "Instruction: " + pair.instruction;
-  document.getElementById("video-a").src = "/" + pair.a.video;
-  document.getElementById("video-b").src = "/" + pair.b.video;
+  const text = pair.a.text !== undefined;
+  document.getElementById("question").textContent =
+    text ? "Which response is better?" : "Which robot behaviour is better?";
+  document.getElementById("instruction").textContent =
+    (text ? "Prompt: " : "Instruction: ") + pair.instruction;
+  for (const side of ["a", "b"]) {{
+    const video = document.getElementById("video-" + side);
+    const box = document.getElementById("text-" + side);
+    video.style.display = text ? "none" : "block";  // the CSS display beats the hidden attribute
+    box.style.display = text ? "block" : "none";
+    if (text) {{ box.textContent = pair[side].text; video.removeAttribute("src"); }}
+    else video.src = "/" + pair[side].video;
+  }}
 }}
 async function label(choice) {{
   if (!current) return;
   const r = await fetch("/api/label", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-    body: JSON.stringify({{pair: current, choice: choice}})}});
+    body: JSON.stringify({{pair: current, choice: choice, labeler: labeler}})}});
   const answer = await r.json();
   document.getElementById("status").textContent = r.ok ? `saved: ${{current}} -> ${{choice}}` : answer.error;
-  if (r.ok) await next();
+  if (r.ok || r.status === 409) await next();
 }}
 document.querySelectorAll("button").forEach(b => b.addEventListener("click", () => label(b.dataset.choice)));
 document.addEventListener("keydown", e => {{
@@ -300,14 +390,23 @@ class LabelingServer:
         host: str = "127.0.0.1",
         port: int = 0,
         labeler: str = "human",
+        lease_s: float = LEASE_S,
     ) -> None:
         self.session_dir = Path(session_dir).resolve()
         self.manifest = read_session(self.session_dir)
         self.pairs = {p["id"]: p for p in self.manifest["pairs"]}
-        self.videos = {p[side]["video"] for p in self.manifest["pairs"] for side in ("a", "b")}
+        text = self.manifest.get("kind") == "text"
+        self.videos = (
+            set() if text else {p[s]["video"] for p in self.manifest["pairs"] for s in ("a", "b")}
+        )
         self.labels_path = self.session_dir / PREFERENCES_FILE
-        self.labeler = labeler
+        self.labeler = self._check_labeler(labeler)
+        if lease_s < 0:
+            raise ValueError(f"lease_s={lease_s} must be >= 0")
+        self.lease_s = lease_s
         self._lock = threading.Lock()
+        self._done = self.labelled()
+        self._leases: dict[str, tuple[str, float]] = {}  # pair -> (labeler, expiry)
         self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
@@ -321,32 +420,66 @@ class LabelingServer:
             return set()
         return {r.get("pair") for r in read_preferences(self.labels_path)}
 
-    def next_pair(self) -> dict[str, Any]:
-        done = self.labelled()
-        pending = [p for p in self.manifest["pairs"] if p["id"] not in done]
-        progress = {"labelled": len(self.pairs) - len(pending), "total": len(self.pairs)}
-        if not pending:
-            return progress
-        pair = pending[0]
-        return {**pair, "instruction": pair["a"]["instruction"], **progress}
+    def _check_labeler(self, labeler: str | None) -> str:
+        if labeler is None:
+            return self.labeler
+        if not _LABELER_NAME.match(str(labeler)):
+            raise ValueError(
+                f"labeler={labeler!r}: use 1-64 letters, digits or the characters _ . @ -"
+            )
+        return str(labeler)
 
-    def record(self, pair_id: str, choice: str) -> dict[str, Any]:
-        """Append one label; ``ValueError`` names an unknown pair or choice."""
+    def next_pair(self, labeler: str | None = None) -> dict[str, Any]:
+        """The next pair for ``labeler`` (default: the server's), held for them for
+        ``lease_s`` seconds: the pair they already hold, else the first unlabelled pair no
+        other labeler holds. Without such a pair the answer has only the progress, with
+        ``waiting`` (pairs other labelers hold) when some remain."""
+        labeler = self._check_labeler(labeler)
+        with self._lock:
+            now = time.monotonic()
+            self._leases = {p: held for p, held in self._leases.items() if held[1] > now}
+            pending = [p for p in self.manifest["pairs"] if p["id"] not in self._done]
+            progress = {"labelled": len(self.pairs) - len(pending), "total": len(self.pairs)}
+            mine = [p for p in pending if self._leases.get(p["id"], ("",))[0] == labeler]
+            free = [p for p in pending if p["id"] not in self._leases]
+            if not mine and not free:
+                return {**progress, "waiting": len(pending)} if pending else progress
+            pair = (mine or free)[0]
+            self._leases[pair["id"]] = (labeler, now + self.lease_s)
+        instruction = pair.get("prompt", pair["a"].get("instruction", ""))
+        return {**pair, "instruction": instruction, **progress}
+
+    def record(self, pair_id: str, choice: str, labeler: str | None = None) -> dict[str, Any]:
+        """Append ``labeler``'s label of a pair; ``ValueError`` names an unknown pair, choice
+        or labeler name, :class:`LabelConflict` a pair labelled already or held by another
+        labeler (nothing is written then)."""
+        labeler = self._check_labeler(labeler)
         if pair_id not in self.pairs:
             raise ValueError(f"unknown pair {pair_id!r}")
         if choice not in CHOICES:
             raise ValueError(f"choice={choice!r}; choose one of {CHOICES}")
         pair = self.pairs[pair_id]
+        if "prompt" in pair:  # a text pair: the record carries its texts
+            sides = {"prompt": pair["prompt"], "a": pair["a"]["text"], "b": pair["b"]["text"]}
+        else:
+            sides = {side: {k: pair[side][k] for k in ("episode", "start", "length")}
+                     for side in ("a", "b")}  # fmt: skip
         record = {
             "pair": pair_id,
-            "a": {k: pair["a"][k] for k in ("episode", "start", "length")},
-            "b": {k: pair["b"][k] for k in ("episode", "start", "length")},
+            **sides,
             "choice": choice,
-            "labeler": self.labeler,
+            "labeler": labeler,
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         with self._lock:
+            if pair_id in self._done:
+                raise LabelConflict(f"pair {pair_id!r} is labelled already")
+            holder, expiry = self._leases.get(pair_id, (labeler, 0.0))
+            if holder != labeler and expiry > time.monotonic():
+                raise LabelConflict(f"pair {pair_id!r} is being labelled by {holder!r}")
             append_preference(self.labels_path, record)
+            self._done.add(pair_id)
+            self._leases.pop(pair_id, None)
         return record
 
     def start(self) -> LabelingServer:
@@ -384,10 +517,17 @@ def _handler_for(server: LabelingServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
             if path == "/":
-                title = html.escape(f"{server.manifest['env_id']}: {len(server.pairs)} pairs")
+                name = server.manifest.get("title") or server.manifest.get("env_id", "")
+                title = html.escape(f"{name}: {len(server.pairs)} pairs")
                 self._send(HTTPStatus.OK, PAGE.format(title=title).encode(), "text/html")
             elif path == "/api/next":
-                self._json(HTTPStatus.OK, server.next_pair())
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                try:
+                    answer = server.next_pair(query.get("labeler", [None])[0])
+                except ValueError as error:
+                    self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+                    return
+                self._json(HTTPStatus.OK, answer)
             elif path.lstrip("/") in server.videos:
                 video = (server.session_dir / path.lstrip("/")).resolve()
                 if server.session_dir not in video.parents or not video.is_file():
@@ -404,7 +544,14 @@ def _handler_for(server: LabelingServer) -> type[BaseHTTPRequestHandler]:
             try:
                 size = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(size) or b"{}")
-                record = server.record(str(body.get("pair")), str(body.get("choice")))
+                labeler = body.get("labeler")
+                record = server.record(
+                    str(body.get("pair")), str(body.get("choice")),
+                    None if labeler is None else str(labeler),
+                )  # fmt: skip
+            except LabelConflict as error:
+                self._json(HTTPStatus.CONFLICT, {"error": str(error)})
+                return
             except (ValueError, json.JSONDecodeError) as error:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
                 return

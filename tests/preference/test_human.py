@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,9 +17,12 @@ from embodied_rl.cli import main
 from embodied_rl.preference.human import (
     PREFERENCES_FILE,
     SESSION_FILE,
+    LabelConflict,
     LabelingServer,
     load_session_preferences,
+    load_text_labels,
     prepare_session,
+    prepare_text_session,
 )
 
 
@@ -126,6 +130,14 @@ def test_erl_label_prepares_a_session(tmp_path, capsys):
     assert "prepared 2 pairs" in capsys.readouterr().out
     assert main(["label", "--out", str(tmp_path / "none"), "--prepare-only"]) == 2
     assert "pass --task" in capsys.readouterr().err
+    lines = tmp_path / "responses.jsonl"
+    lines.write_text('{"prompt": "p", "a": "x", "b": "y"}\n{"prompt": "q", "a": "z", "b": "w"}\n')
+    text_out = tmp_path / "text"
+    assert main(["label", "--text", str(lines), "--out", str(text_out), "--prepare-only"]) == 0
+    assert "prepared 2 text pairs" in capsys.readouterr().out
+    assert json.loads((text_out / SESSION_FILE).read_text())["kind"] == "text"
+    assert main(["label", "--text", str(lines), "--out", str(text_out), "--prepare-only"]) == 2
+    assert "holds a labeling session already" in capsys.readouterr().err
 
 
 def test_page_in_headless_chromium(server, session, tmp_path, chromium):
@@ -215,3 +227,123 @@ def test_a_session_without_labels_says_how_to_get_them(prepared, tmp_path):
     (copy / PREFERENCES_FILE).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="holds no labels yet.*erl label --out"):
         load_session_preferences(copy)
+
+
+def _text_session(out: Path, n: int) -> Path:
+    comparisons = [
+        {"prompt": f"review {i}:", "a": f"great {i}", "b": f"awful {i}"} for i in range(n)
+    ]
+    return prepare_text_session(out, comparisons, title="sentiment")
+
+
+def test_concurrent_labelers_each_label_distinct_pairs_and_lose_none(tmp_path):
+    """Six clients label a 60-pair session over HTTP at once: every pair gets exactly one
+    label, from the client the server handed it to; no request conflicts, none is lost."""
+    session = _text_session(tmp_path / "text", 60)
+    server = LabelingServer(session).start()
+    labelled: dict[str, list[str]] = {f"client{k}": [] for k in range(6)}
+    errors: list[str] = []
+
+    def client(name: str) -> None:
+        while True:
+            status, body = _get(f"{server.url}api/next?labeler={name}")
+            pair = json.loads(body)
+            if status != 200:
+                errors.append(pair["error"])
+                return
+            if "id" not in pair:
+                if pair.get("waiting"):
+                    continue  # another client holds the last pairs: ask again
+                return
+            status, answer = _post(server.url + "api/label",
+                                   {"pair": pair["id"], "choice": "a", "labeler": name})  # fmt: skip
+            if status != 200:
+                errors.append(answer["error"])
+            labelled[name].append(pair["id"])
+
+    try:
+        threads = [threading.Thread(target=client, args=(n,)) for n in labelled]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.shutdown()
+    assert not errors
+    records = load_text_labels(session)
+    ids = [r["pair"] for r in records]
+    assert len(ids) == 60 and len(set(ids)) == 60  # none lost, none duplicated
+    assert sum(len(v) for v in labelled.values()) == 60
+    assert sum(bool(v) for v in labelled.values()) >= 2  # the work was shared
+    by_pair = {r["pair"]: r["labeler"] for r in records}
+    assert all(by_pair[i] == name for name, got in labelled.items() for i in got)
+    assert all(r["prompt"].startswith("review") and r["a"].startswith("great") for r in records)
+
+
+def test_a_pair_gets_one_label_and_a_held_pair_is_refused(tmp_path):
+    session = _text_session(tmp_path / "text", 3)
+    server = LabelingServer(session, lease_s=60)
+    first = server.next_pair("ann")
+    assert server.next_pair("ann")["id"] == first["id"]  # a reloaded page: the same pair
+    other = server.next_pair("bob")
+    assert other["id"] != first["id"]
+    with pytest.raises(LabelConflict, match="being labelled by 'ann'"):
+        server.record(first["id"], "b", "bob")
+    server.record(first["id"], "a", "ann")
+    with pytest.raises(LabelConflict, match="labelled already"):
+        server.record(first["id"], "b", "ann")
+    assert server.next_pair("cid")["id"] not in (first["id"], other["id"])
+    assert server.next_pair("dan") == {"labelled": 1, "total": 3, "waiting": 2}
+    with pytest.raises(ValueError, match="labeler="):
+        server.next_pair("no spaces please")
+    server.httpd.server_close()
+    assert [r["pair"] for r in load_text_labels(session)] == [first["id"]]
+    # an expired lease frees the pair for others; a restarted server keeps the labels
+    again = LabelingServer(session, lease_s=0.0)
+    held = again.next_pair("ann")["id"]
+    assert again.next_pair("bob")["id"] == held and again.next_pair("bob")["labelled"] == 1
+    again.httpd.server_close()
+
+
+def test_text_labels_become_reward_model_pairs_and_the_api_says_409(tmp_path):
+    from embodied_rl.llm.pairs import TextPair, text_pairs_from_labels
+
+    session = _text_session(tmp_path / "text", 3)
+    server = LabelingServer(session).start()
+    try:
+        choices = iter(["b", "a", "equal"])
+        for _ in range(3):
+            pair = json.loads(_get(server.url + "api/next?labeler=ann")[1])
+            assert pair["instruction"] == pair["prompt"] and "text" in pair["a"]
+            status, _ = _post(server.url + "api/label",
+                              {"pair": pair["id"], "choice": next(choices), "labeler": "ann"})  # fmt: skip
+            assert status == 200
+        status, answer = _post(server.url + "api/label", {"pair": "pair0000", "choice": "a"})
+        assert status == 409 and "labelled already" in answer["error"]
+        assert _get(server.url + "api/next?labeler=a%20b")[0] == 400
+    finally:
+        server.shutdown()
+    pairs = text_pairs_from_labels(load_text_labels(session))
+    assert pairs == [TextPair("review 0:", "awful 0", "great 0"),
+                     TextPair("review 1:", "great 1", "awful 1")]  # fmt: skip
+    with pytest.raises(ValueError, match="text pairs"):
+        load_session_preferences(session)
+    with pytest.raises(ValueError, match="lacks the text fields"):
+        prepare_text_session(tmp_path / "bad", [{"prompt": "p", "a": "x"}])
+
+
+def test_text_page_in_headless_chromium(tmp_path, chromium):
+    session = _text_session(tmp_path / "text", 2)
+    server = LabelingServer(session).start()
+    try:
+        page = chromium.new_page()
+        page.goto(server.url + "?labeler=carol")
+        page.wait_for_selector("#instruction:has-text('Prompt: review 0:')")
+        assert page.inner_text("#text-a") == "great 0" and page.is_hidden("#video-a")
+        assert page.inner_text("#question") == "Which response is better?"
+        page.click("#choose-b")
+        page.wait_for_selector("#progress:has-text('(1 / 2 labelled)')")
+    finally:
+        server.shutdown()
+    (record,) = load_text_labels(session)
+    assert record["choice"] == "b" and record["labeler"] == "carol"
