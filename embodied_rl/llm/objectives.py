@@ -223,6 +223,39 @@ def parse_weights_prompt(prompt: str) -> tuple[dict[str, float], str]:
     return weights, prompt[match.end() :]
 
 
+def weight_conditioned_examples(
+    prompts: Sequence[str],
+    samples: Sequence[Sequence[str]],
+    scores: Mapping[str, np.ndarray],
+    weights: Sequence[Mapping[str, float]],
+) -> list[tuple[str, str]]:
+    """SFT data that teaches one policy to read the user's weights: for every prompt and every
+    weight vector, (the prompt with those weights in front, the prompt's sample with the
+    highest weighted score). Rejection sampling per weighting, in the spirit of
+    Rewards-in-Context (Yang et al. 2024, arXiv:2402.10207), which conditions on desired
+    rewards instead: the same prompt with other weights gets another response, so the
+    weights are what tells the examples apart. ``samples``: ``N`` responses per prompt;
+    ``scores``: per objective, ``(P, N)`` scores of them (reward models or oracles)."""
+    n_prompts = len(prompts)
+    if len(samples) != n_prompts:
+        raise ValueError(f"{len(samples)} sample lists for {n_prompts} prompts")
+    if not weights:
+        raise ValueError("give at least one weight vector")
+    for o, v in scores.items():
+        if np.shape(v) != (n_prompts, len(samples[0]) if n_prompts else 0):
+            raise ValueError(
+                f"scores[{o!r}] has shape {np.shape(v)}; expected (prompts, samples) = "
+                f"({n_prompts}, {len(samples[0]) if n_prompts else 0})"
+            )
+    examples = []
+    for w in weights:
+        best = weighted_scores(scores, w).argmax(-1)  # (P,)
+        examples += [
+            (weights_prompt(q, w), samples[i][int(best[i])]) for i, q in enumerate(prompts)
+        ]
+    return examples
+
+
 def conditioned_reward(
     scores_fn: Callable[[list[str], list[str]], Mapping[str, np.ndarray]],
 ) -> Callable[[list[str], list[str]], np.ndarray]:

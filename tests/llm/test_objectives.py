@@ -127,3 +127,26 @@ def test_weights_travel_in_the_prompt_and_set_the_reward():
     ]
     got = reward(prompts, [DETAILED, DETAILED])
     np.testing.assert_allclose(got, [2.25, 0.5 * -1.0 + 0.5 * -0.5])  # each row its own weights
+
+
+def test_weight_conditioned_examples_pick_each_weightings_best_sample():
+    """One example per (weights, prompt): the prompt carries the weights, the response is
+    the sample those weights score highest, so one prompt gets different responses."""
+    from embodied_rl.llm.objectives import parse_weights_prompt, weight_conditioned_examples
+
+    prompts = ["p0", "p1"]
+    samples = [["long detailed", "middle", "short"], ["a", "b", "c"]]
+    scores = {
+        "helpful": np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]),
+        "harmless": np.zeros((2, 3)),
+        "concise": np.array([[-2.0, -1.0, 0.0], [0.0, -1.0, -3.0]]),
+    }
+    helpful, concise = {"helpful": 1.0}, {"concise": 2.0}
+    examples = weight_conditioned_examples(prompts, samples, scores, [helpful, concise])
+    assert [r for _, r in examples] == ["long detailed", "b", "short", "a"]
+    weights, task = parse_weights_prompt(examples[2][0])
+    assert task == "p0" and weights == {"helpful": 0.0, "harmless": 0.0, "concise": 1.0}
+    with pytest.raises(ValueError, match="expected \\(prompts, samples\\)"):
+        weight_conditioned_examples(prompts, samples, {"helpful": np.zeros((2, 2))}, [helpful])
+    with pytest.raises(ValueError, match="sample lists"):
+        weight_conditioned_examples(prompts, samples[:1], scores, [helpful])
