@@ -11,9 +11,16 @@ prompts (the test split) are answered by:
 - best-of-``--n`` re-ranked by the weighted sum of the three reward models, for every weight
   vector on the simplex grid of step 1/4 (one set of samples, re-ranked per weight), and by
   the weighted *oracles* (the ceiling of re-ranking with perfect reward models);
-- PPO-RLHF on the weighted reward for ``--ppo-weights`` (one policy per weight);
+- PPO-RLHF on the weighted reward for ``--ppo-weights`` (one policy per weight; ``grid``:
+  every weight of the grid, the training-time front);
 - the hard constraint: helpful-only re-ranking, then the safety filter rewrites banned words,
-  against helpful + harmless weights in the reward.
+  against helpful + harmless weights in the reward;
+- one weight-conditioned policy for every weighting: the SFT model fine-tuned on
+  ``--conditioned-prompts`` training prompts x every grid weight, each with the weights in
+  front and the best of ``--n`` SFT samples under those weights' reward models as the
+  response (``objectives.weight_conditioned_examples``), then ``--conditioned-iterations`` of
+  PPO on its own prompt's weighted reward; both evaluated at every grid weight against the
+  per-weight policies.
 
 Each row reports the three oracles' means over the prompts (with standard errors); the
 Pareto-optimal rows among the re-ranked ones are marked.
@@ -63,12 +70,16 @@ def main() -> int:
     p.add_argument("--n", type=int, default=16, help="best-of-n samples per prompt")
     p.add_argument("--ppo-iterations", type=int, default=40)
     p.add_argument(
-        "--ppo-weights", default="1:0:0,0:1:0,0:0:1,1:1:1", help="helpful:harmless:concise,..."
+        "--ppo-weights", default="grid", help="helpful:harmless:concise,... or grid (all 15)"
     )
+    p.add_argument("--conditioned-prompts", type=int, default=1000,
+                   help="training prompts of the weight-conditioned SFT (0: skip it)")  # fmt: skip
+    p.add_argument("--conditioned-sft-steps", type=int, default=1500)
     p.add_argument(
         "--conditioned-iterations", type=int, default=120,
-        help="PPO iterations of the weight-conditioned policy (0: skip it)",
+        help="PPO iterations of the weight-conditioned policy after its SFT (0: none)",
     )  # fmt: skip
+    p.add_argument("--plot", default=None, help="Pareto plot (PNG); default: beside --out")
     args = p.parse_args()
     from embodied_rl.llm.best_of_n import BestOfNConfig, best_of_n
     from embodied_rl.llm.demo import SPLITS, DemoConfig, prepare_demo
@@ -82,11 +93,13 @@ def main() -> int:
         objective_scores,
         objectives_task_config,
         safety_filter,
+        weight_conditioned_examples,
         weighted_scores,
         weights_prompt,
     )
     from embodied_rl.llm.ppo_rlhf import PPORLHFConfig, PPORLHFTrainer
     from embodied_rl.llm.reward import RewardModel, RewardTrainer
+    from embodied_rl.llm.sft import SFTTrainer
     from embodied_rl.llm.tasks import TaskGenerator
     from embodied_rl.utils.io import write_text_atomic
 
@@ -162,10 +175,18 @@ def main() -> int:
     ]  # fmt: skip
     bon_s = time.perf_counter() - started
 
-    ppo_rows = []
-    for spec in args.ppo_weights.split(","):
-        values = [float(x) for x in spec.split(":")]
-        w = dict(zip(OBJECTIVES, values, strict=True))
+    def sample_scores(policy, weights=None) -> dict[str, np.ndarray]:
+        """Oracle scores of one sampled answer per held-out prompt (weights in front when the
+        policy is weight-conditioned); the same sampling seed for every policy."""
+        generator = torch.Generator().manual_seed(args.seed)
+        inputs = prompts if weights is None else [weights_prompt(q, weights) for q in prompts]
+        responses = generate(policy, tokenizer, inputs, SamplingConfig(), generator).responses
+        return {**objective_scores(prompts, responses), "distinct-2": distinct_n(responses, 2)}
+
+    specs = [name(w) for w in grid] if args.ppo_weights == "grid" else args.ppo_weights.split(",")
+    ppo_rows, ppo_means = [], {}
+    for spec in specs:
+        w = dict(zip(OBJECTIVES, (float(x) for x in spec.split(":")), strict=True))
 
         def reward_fn(p, r, w=w):
             return torch.as_tensor(weighted_scores(rm_scores(p, r), w), dtype=torch.float32)
@@ -177,43 +198,88 @@ def main() -> int:
         PPORLHFTrainer(policy, tokenizer, reward_fn, pconfig, reference=sft).train(
             train.prompts(2000)
         )
-        generator = torch.Generator().manual_seed(args.seed)
-        responses = generate(policy, tokenizer, prompts, SamplingConfig(), generator).responses
-        s = objective_scores(prompts, responses)
-        seconds = time.perf_counter() - t0
-        scores = [mean_sem(s[o]) for o in OBJECTIVES]
-        ppo_rows.append([spec, *scores, f"{distinct_n(responses, 2):.2f}",
-                         f"{seconds:.0f}"])  # fmt: skip
+        s = sample_scores(policy)
+        ppo_means[spec] = [float(s[o].mean()) for o in OBJECTIVES]
+        ppo_rows.append([spec, *[mean_sem(s[o]) for o in OBJECTIVES], f"{s['distinct-2']:.2f}",
+                         f"{time.perf_counter() - t0:.0f}"])  # fmt: skip
+        print(ppo_rows[-1], flush=True)
+    ppo_front = pareto(np.array(list(ppo_means.values())))
+    for row, on in zip(ppo_rows, ppo_front, strict=True):
+        row.append("yes" if on else "")
 
-    conditioned_rows = []
-    if args.conditioned_iterations:  # one policy for every weighting: weights in the prompt
-        rng = np.random.default_rng(args.seed)
-        train_prompts = [weights_prompt(q, grid[int(rng.integers(len(grid)))])
-                         for q in train.prompts(4000)]  # fmt: skip
-        reward = conditioned_reward(rm_scores)
-        policy = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
-        pconfig = PPORLHFConfig(iterations=args.conditioned_iterations, seed=args.seed,
-                                progress=not args.no_progress, tensorboard=False)  # fmt: skip
+    conditioned_rows, conditioned_means, conditioned_note = [], {}, ""
+    if args.conditioned_prompts:  # one policy for every weighting: weights in the prompt
         t0 = time.perf_counter()
-        PPORLHFTrainer(policy, tokenizer, lambda q, r: torch.as_tensor(reward(q, r)).float(),
-                       pconfig, reference=sft).train(train_prompts)  # fmt: skip
-        seconds = time.perf_counter() - t0
-        for spec, per_weight in zip(args.ppo_weights.split(","), ppo_rows, strict=True):
-            w = dict(zip(OBJECTIVES, (float(x) for x in spec.split(":")), strict=True))
-            generator = torch.Generator().manual_seed(args.seed)
-            conditioned = [weights_prompt(q, w) for q in prompts]
-            responses = generate(
-                policy, tokenizer, conditioned, SamplingConfig(), generator
-            ).responses
-            s = objective_scores(prompts, responses)
-            conditioned_rows.append([spec, "conditioned", *[mean_sem(s[o]) for o in OBJECTIVES]])
-            conditioned_rows.append([spec, "one per weight", *per_weight[1:4]])
+        train_prompts = train.prompts(args.conditioned_prompts)
+        pool = best_of_n(sft, tokenizer, train_prompts, lambda p, r: torch.zeros(len(r)),
+                         BestOfNConfig(n=args.n, seed=args.seed + 1)).samples  # fmt: skip
+        pool_p = [q for q in train_prompts for _ in range(args.n)]
+        pool_scores = {
+            o: v.reshape(len(train_prompts), args.n)
+            for o, v in rm_scores(pool_p, [r for s in pool for r in s]).items()
+        }
+        examples = weight_conditioned_examples(train_prompts, pool, pool_scores, grid)
+        policy = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
+        sconfig = replace(config.sft, steps=args.conditioned_sft_steps, seed=args.seed,
+                          progress=not args.no_progress, tensorboard=False)  # fmt: skip
+        SFTTrainer(policy, tokenizer, sconfig).train(examples)
+        sft_s = time.perf_counter() - t0
+        stages = {"conditioned SFT": policy}
+        if args.conditioned_iterations:
+            tuned = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
+            tuned.load_state_dict(policy.state_dict())
+            rng = np.random.default_rng(args.seed)
+            ppo_prompts = [weights_prompt(q, grid[int(rng.integers(len(grid)))])
+                           for q in train.prompts(4000)]  # fmt: skip
+            reward = conditioned_reward(rm_scores)
+            pconfig = PPORLHFConfig(iterations=args.conditioned_iterations, seed=args.seed,
+                                    progress=not args.no_progress, tensorboard=False)  # fmt: skip
+            t1 = time.perf_counter()
+            PPORLHFTrainer(tuned, tokenizer, lambda q, r: torch.as_tensor(reward(q, r)).float(),
+                           pconfig, reference=freeze(policy)).train(ppo_prompts)  # fmt: skip
+            ppo_s = time.perf_counter() - t1
+            stages["conditioned SFT + PPO"] = tuned
+        for stage, model in stages.items():
+            for w in grid:
+                s = sample_scores(model, w)
+                conditioned_means.setdefault(stage, {})[name(w)] = [
+                    float(s[o].mean()) for o in OBJECTIVES
+                ]
+        for spec in specs:
+            conditioned_rows.append(
+                [spec, "one PPO policy per weight", *ppo_rows[specs.index(spec)][1:4]]
+            )
+            for stage in stages:
+                values = conditioned_means[stage].get(spec)
+                if values is not None:
+                    conditioned_rows.append([spec, stage, *[f"{v:.3f}" for v in values]])
         conditioned_note = (
-            f"One policy trained with PPO-RLHF for {args.conditioned_iterations} iterations "
-            f"({seconds:.0f} s) on task prompts prefixed with weights drawn from the 1/4 grid, "
-            "rewarded by its own prompt's weighted reward models; against the per-weight "
-            f"policies above ({args.ppo_iterations} iterations each)."
+            f"The SFT model fine-tuned ({args.conditioned_sft_steps} steps of batch "
+            f"{sconfig.batch_size}) on {len(examples)} examples: {args.conditioned_prompts} "
+            f"training prompts x the {len(grid)} grid weights, each with the weights in front "
+            f"and, as the response, the best of the prompt's {args.n} SFT samples under those "
+            f"weights' reward models ({sft_s:.0f} s with the sampling)"
+            + (
+                f"; then PPO-RLHF for {args.conditioned_iterations} iterations ({ppo_s:.0f} s) "
+                "on prompts prefixed with grid weights, rewarded by their own weights' reward "
+                "models, KL to the conditioned SFT model"
+                if args.conditioned_iterations
+                else ""
+            )
+            + ". Each weight is evaluated by prefixing it to the held-out prompts (one "
+            "sample per prompt, the per-weight policies' seed); oracle means."
         )
+
+    plot_path = Path(args.plot) if args.plot else (
+        Path(args.out).with_suffix(".png") if args.out else None
+    )  # fmt: skip
+    if plot_path is not None:
+        points = {f"best-of-{args.n} re-ranked by the RMs": np.array(means),
+                  "PPO, one policy per weight": np.array(list(ppo_means.values()))}  # fmt: skip
+        for stage, per_weight in conditioned_means.items():
+            points[f"one weight-conditioned policy ({stage})"] = np.array(list(per_weight.values()))
+        sft_point = np.array([[oracle[o][rows, first].mean() for o in OBJECTIVES]])
+        plot_front(points, sft_point, plot_path)
 
     header = ["weights helpful:harmless:concise", *OBJECTIVES]
     lines = [
@@ -242,7 +308,7 @@ def main() -> int:
         "",
         f"## PPO-RLHF on the weighted reward ({args.ppo_iterations} iterations, KL 0.1 to SFT)",
         "",
-        llm_common.table([*header, "distinct-2", "s"], ppo_rows),
+        llm_common.table([*header, "distinct-2", "s", "Pareto-optimal"], ppo_rows),
         "",
     ]
     if conditioned_rows:
@@ -254,6 +320,8 @@ def main() -> int:
             llm_common.table([header[0], "policy", *OBJECTIVES], conditioned_rows),
             "",
         ]
+    if plot_path is not None:
+        lines += [f"Plot: `{plot_path.name}` (oracle means of every row above).", ""]
     lines += [
         llm_common.machine_note(),
     ]
@@ -262,6 +330,30 @@ def main() -> int:
     if args.out:
         write_text_atomic(Path(args.out), text)
     return 0
+
+
+def plot_front(points: dict[str, np.ndarray], sft_point: np.ndarray, path: Path) -> None:
+    """Helpful against harmless and against concise, one marker style per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    markers = ["o", "s", "^", "v", "D"]
+    for ax, (k, label) in zip(axes, [(1, "harmless"), (2, "concise")], strict=True):
+        for (name, xy), marker in zip(points.items(), markers, strict=False):
+            ax.scatter(xy[:, k], xy[:, 0], marker=marker, s=28, alpha=0.75, label=name)
+        ax.scatter(sft_point[:, k], sft_point[:, 0], marker="*", s=160, c="k", label="SFT")
+        ax.set_xlabel(f"{label} (oracle mean, higher is better)")
+        ax.set_ylabel("helpful (oracle mean)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Helpful / harmless / concise: one point per weight of the 1/4 grid", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def mean_sem(values: np.ndarray) -> str:
