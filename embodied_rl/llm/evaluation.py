@@ -108,18 +108,39 @@ def oracle_judge(config: TaskConfig | None = None, margin: float = 0.0) -> PairJ
     return judge
 
 
+def critique_problems(prompt: str, response: str, config: TaskConfig | None = None) -> int:
+    """How many problems the programmatic critic
+    (:func:`~embodied_rl.llm.tasks.critique_text`) names in ``response`` (sentiment, topic,
+    length; 0: "the response is fine")."""
+    text = critique_text(parse_prompt(prompt), response, config or TaskConfig())
+    return 0 if text == "the response is fine." else text.count(" and ") + 1
+
+
+def critique_score(
+    config: TaskConfig | None = None,
+) -> Callable[[list[str], list[str]], np.ndarray]:
+    """The rule-based AI judge as an absolute score: minus the problems the critic names.
+    Direct RLAIF's reward (Lee et al. 2023, arXiv:2309.00267, section 2.3: the judge scores
+    each response and PPO maximises it, no reward model in between)."""
+    config = config or TaskConfig()
+
+    def score(prompts: list[str], responses: list[str]) -> np.ndarray:
+        return -np.array(
+            [critique_problems(p, r, config) for p, r in zip(prompts, responses, strict=True)],
+            dtype=np.float64,
+        )
+
+    return score
+
+
 def critique_judge(config: TaskConfig | None = None) -> PairJudge:
     """A rule-based AI judge: the response of which the programmatic critic
     (:func:`~embodied_rl.llm.tasks.critique_text`) names fewer problems wins (sentiment,
     topic, length); equal counts tie. Coarser than the oracle: it sees rules, not scores."""
     config = config or TaskConfig()
 
-    def problems(prompt: str, response: str) -> int:
-        text = critique_text(parse_prompt(prompt), response, config)
-        return 0 if text == "the response is fine." else text.count(" and ") + 1
-
     def judge(prompt: str, a: str, b: str) -> str:
-        pa, pb = problems(prompt, a), problems(prompt, b)
+        pa, pb = critique_problems(prompt, a, config), critique_problems(prompt, b, config)
         return "equal" if pa == pb else "a" if pa < pb else "b"
 
     return judge

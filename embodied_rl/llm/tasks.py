@@ -258,14 +258,18 @@ class TaskGenerator:
             a, b = self.response(request), self.response(request)
             if a == b:
                 continue
-            p = preference_probability(request.prompt, a, b, self.config)
-            if self.rng.random() >= p:
-                a, b, p = b, a, 1.0 - p
-            margin = oracle_score(request.prompt, a, self.config) - oracle_score(
-                request.prompt, b, self.config
-            )
-            out.append(Comparison(request.prompt, a, b, confidence_margin(p), p, margin))
+            out.append(self.annotate(request.prompt, a, b))
         return out
+
+    def annotate(self, prompt: str, a: str, b: str) -> Comparison:
+        """The annotator's label of any two responses to ``prompt`` (e.g. a policy's samples,
+        for online RLHF): it prefers ``a`` with :func:`preference_probability`; the
+        comparison lists the preferred response first."""
+        p = preference_probability(prompt, a, b, self.config)
+        if self.rng.random() >= p:
+            a, b, p = b, a, 1.0 - p
+        margin = oracle_score(prompt, a, self.config) - oracle_score(prompt, b, self.config)
+        return Comparison(prompt, a, b, confidence_margin(p), p, margin)
 
     def critique_examples(self, n: int) -> list[tuple[str, str]]:
         """(prompt, completion) pairs teaching the critique and revision formats of

@@ -12,6 +12,7 @@ import torch
 from embodied_rl.llm.evaluation import (
     WinRate,
     critique_judge,
+    critique_score,
     distinct_n,
     evaluate_models,
     lm_judge,
@@ -42,6 +43,17 @@ def test_oracle_and_critique_judges_prefer_the_better_response():
     assert critique_judge()(PROMPT, BAD, OFF_TOPIC) == "equal"
     assert oracle_judge()(PROMPT, BAD, OFF_TOPIC) != "equal"
     assert oracle_judge(margin=10.0)(PROMPT, GOOD, BAD) == "equal"
+
+
+def test_critique_score_is_minus_the_problems_and_orders_as_the_judge():
+    """Direct RLAIF's reward: 0 for a response the critic finds fine, -1 per named problem."""
+    wrong_both = "the sea is awful."  # wrong sentiment and wrong topic
+    scores = critique_score()([PROMPT] * 4, [GOOD, BAD, OFF_TOPIC, wrong_both])
+    assert scores.tolist() == [0.0, -1.0, -1.0, -2.0]
+    judge = critique_judge()
+    for a, b in [(GOOD, BAD), (BAD, wrong_both), (BAD, OFF_TOPIC)]:
+        sa, sb = critique_score()([PROMPT] * 2, [a, b])
+        assert judge(PROMPT, a, b) == ("equal" if sa == sb else "a" if sa > sb else "b")
 
 
 def test_win_rate_counts_ties_as_half_and_has_a_wilson_interval():

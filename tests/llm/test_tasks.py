@@ -73,3 +73,23 @@ def test_comparisons_mostly_follow_the_oracle():
 def test_task_config_validates():
     with pytest.raises(ValueError, match="p_right_topic"):
         TaskConfig(p_right_topic=1.5)
+
+
+def test_annotate_labels_any_pair_at_the_annotators_rate():
+    """annotate() is the comparisons' labeler for any two responses (online RLHF): the
+    preferred response comes first, at preference_probability's rate, reproducibly."""
+    from embodied_rl.llm.tasks import TaskGenerator, preference_probability
+
+    prompt = "Write a positive sentence about the garden:"
+    good, worse = "the garden is lovely.", "the garden is awful."
+    p_good = preference_probability(prompt, good, worse)
+    gen = TaskGenerator(seed=3)
+    labels = [gen.annotate(prompt, good, worse) for _ in range(2000)]
+    first = sum(c.chosen == good for c in labels) / len(labels)
+    assert abs(first - p_good) < 0.04 and 0.5 < p_good < 1.0
+    assert all({c.chosen, c.rejected} == {good, worse} for c in labels)
+    assert all((c.oracle_margin > 0) == (c.chosen == good) for c in labels)
+    again = TaskGenerator(seed=3)
+    assert [again.annotate(prompt, good, worse).chosen for _ in range(50)] == [
+        c.chosen for c in labels[:50]
+    ]
