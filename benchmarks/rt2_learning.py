@@ -5,7 +5,9 @@ held-out scene questions and its inference rate.
 
 Rows (``--variants``): ``rt1-tiny`` (the tiny RT-1-style VLA preset of
 ``benchmarks/vla_learning.py``, BC through the offline trainer), ``rt2-tiny`` (the tiny
-RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``) and
+RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``, images
+shifted at random by up to ``--rt2-shift`` pixels as the RT-1 row's are; ``rt2-tiny-noshift``
+without the shift) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together) and ``rt2-tiny+ppo`` (the
 ``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
@@ -38,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, the RT-1 row)
 
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
-VARIANTS = ("rt1-tiny", "rt2-tiny", "rt2-tiny+cotrain", "rt2-tiny+ppo", "rt2-tiny+dpo")
+VARIANTS = (
+    "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny+cotrain", "rt2-tiny+ppo",
+    "rt2-tiny+dpo",
+)  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
 QA_SEED, QA_HELD_OUT_SEED = 2_000_000, 3_000_000
@@ -65,7 +70,7 @@ def scene_questions(args, scenes: int, seed: int):
     return images, questions
 
 
-def rt2_policy(data, questions, seed: int):
+def rt2_policy(data, questions, seed: int, shift: int):
     from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.policies import RT2Config, RT2Policy, rt2_tokenizer
     from embodied_rl.policies.rt2 import QUESTION_PROMPT
@@ -78,7 +83,7 @@ def rt2_policy(data, questions, seed: int):
     config = RT2Config(
         tokenizer_json=tokenizer.backend_tokenizer.to_str(), image_size=vla_learning.IMAGE_SIZE,
         action_low=tuple(float(x) for x in space.low),
-        action_high=tuple(float(x) for x in space.high), seed=seed,
+        action_high=tuple(float(x) for x in space.high), seed=seed, random_shift=shift,
     )  # fmt: skip
     return RT2Policy(config)
 
@@ -131,7 +136,8 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     if args.table_only or (rows and rows[-1]["step"] >= args.steps):
         return rows
     qa_images, questions = qa
-    policy = rt2_policy(data, questions, seed)
+    shift = 0 if variant.endswith("-noshift") else args.rt2_shift
+    policy = rt2_policy(data, questions, seed, shift)
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
         examples += [(policy.question_prompt(q.question), " " + q.answer) for q in questions]
@@ -144,7 +150,7 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         seed=seed, progress=not args.no_progress, tensorboard=False, log_every=100,
     )  # fmt: skip
     trainer = SFTTrainer(
-        policy.model, policy.tokenizer, config, image_processor=policy.pixel_values
+        policy.model, policy.tokenizer, config, image_processor=policy.train_pixel_values
     )
     for steps in range(args.eval_every, args.steps + 1, args.eval_every):
         started = time.perf_counter()
@@ -386,6 +392,10 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--eval-every", type=int, default=1500)
     parser.add_argument("--rt2-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--rt2-shift", type=int, default=4,
+        help="DrQ random shift (pixels) of the RT-2 SFT images; rt2-tiny-noshift uses 0",
+    )  # fmt: skip
     parser.add_argument("--qa-scenes", type=int, default=500)
     parser.add_argument("--qa-held-out", type=int, default=100)
     parser.add_argument("--qa-per-scene", type=int, default=4)

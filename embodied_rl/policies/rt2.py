@@ -37,6 +37,7 @@ from torch import Tensor
 
 from embodied_rl.policies.action_tokenizer import ActionTokenizer
 from embodied_rl.policies.base import Policy, check_observation, register_policy
+from embodied_rl.policies.encoders import random_shift
 from embodied_rl.utils.tokenizer import cache_kwargs
 
 IMAGE_TOKEN = "<image>"
@@ -70,6 +71,9 @@ class RT2Config:
     text_heads: int = 4
     max_positions: int = 256
     dropout: float = 0.0
+    # DrQ's random shift of up to this many pixels in train_pixel_values (the SFT trainer's
+    # image processor); 0: off. Without it the tiny model memorises its training scenes.
+    random_shift: int = 0
     seed: int = 0  # initial weights
 
     def __post_init__(self) -> None:
@@ -94,6 +98,11 @@ class RT2Config:
                 raise ValueError(f"{name}_width={width} must be divisible by {name}_heads={heads}")
         if self.n_bins < 2:
             raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
+        if not 0 <= self.random_shift < self.image_size // 2:
+            raise ValueError(
+                f"random_shift={self.random_shift} must lie in [0, {self.image_size // 2}) "
+                "(pixels; 4 is DrQ's)"
+            )
 
 
 def rt2_tokenizer(
@@ -295,6 +304,16 @@ class RT2Policy(Policy):
             )
             return processed["pixel_values"]
         return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    def train_pixel_values(self, images: Tensor) -> Tensor:
+        """:meth:`pixel_values` of the images shifted at random by up to
+        ``config.random_shift`` pixels each (DrQ's augmentation; edge pixels repeat): the
+        ``image_processor`` to give :class:`~embodied_rl.llm.sft.SFTTrainer` for behaviour
+        cloning. Acting, DPO's and PPO's log-probabilities read the plain images."""
+        images = torch.as_tensor(images)
+        if self.config.random_shift and images.dim() == 4:
+            images = random_shift(images[:, None], self.config.random_shift)[:, 0]
+        return self.pixel_values(images)
 
     def action_ids(self, actions: Tensor) -> Tensor:
         """``(..., action_dim)`` actions -> their vocabulary ids."""

@@ -347,3 +347,32 @@ def test_dpo_on_trajectory_preferences(tokenizer_json):
     with torch.no_grad():
         after = policy.log_prob(batch, better) - policy.log_prob(batch, -better)
     assert bool((after > before + 1.0).all()) and bool((after > 0).all())
+
+
+def test_train_pixel_values_shift_each_image_by_at_most_the_configured_pixels(tokenizer_json):
+    """DrQ's augmentation for behaviour cloning: each image is the original shifted by one
+    (dy, dx) within +-random_shift (edges repeated); acting reads the plain images."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
+    plain = small_policy(tokenizer_json)
+    assert torch.equal(plain.train_pixel_values(images), plain.pixel_values(images))
+    policy = small_policy(tokenizer_json, random_shift=3)
+    shifted = policy.train_pixel_values(images)
+    assert shifted.shape == plain.pixel_values(images).shape
+    assert not torch.equal(shifted, policy.pixel_values(images))
+    idx = torch.arange(32)
+    for i in range(8):
+        matches = [
+            (dy, dx)
+            for dy in range(-3, 4)
+            for dx in range(-3, 4)
+            if torch.equal(
+                shifted[i],
+                policy.pixel_values(
+                    images[i : i + 1][:, (idx + dy).clamp(0, 31)][:, :, (idx + dx).clamp(0, 31)]
+                )[0],
+            )
+        ]
+        assert matches  # some shift within the bound reproduces the image
+    with pytest.raises(ValueError, match="random_shift=16"):
+        small_policy(tokenizer_json, random_shift=16)
