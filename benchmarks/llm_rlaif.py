@@ -48,6 +48,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="iterated RLHF rounds (0: skip)")
     p.add_argument("--round-pairs", type=int, default=500)
     p.add_argument("--round-iterations", type=int, default=20)
+    p.add_argument("--rounds-only", action="store_true",
+                   help="skip the three rewards' PPO runs (the reward models still train)")  # fmt: skip
     args = p.parse_args()
     from embodied_rl.llm.evaluation import (
         critique_judge,
@@ -133,7 +135,7 @@ def main() -> int:
     }
     rows = [evaluate(sft, "SFT", {"seed": "-"})]
     per_source: dict[str, list[dict]] = {}
-    for name, reward in sources.items():
+    for name, reward in sources.items() if not args.rounds_only else ():
         for seed in args.seeds:
             policy = load_causal_lm(sft_dir)
             config = PPORLHFConfig(iterations=args.ppo_iterations, seed=seed,
@@ -151,13 +153,20 @@ def main() -> int:
     round_rows = []
     if args.rounds:
         seed = args.seeds[0]
+
+        def schedule(policy, reward_models) -> None:
+            """PPO in the rounds' schedule: --ppo-iterations, then --round-iterations per
+            round (a new trainer each time, seed + k), one reward model per stage."""
+            for k, rm in enumerate(reward_models):
+                iterations = args.ppo_iterations if k == 0 else args.round_iterations
+                config = PPORLHFConfig(iterations=iterations, seed=seed + k,
+                                       progress=not args.no_progress, tensorboard=False)  # fmt: skip
+                PPORLHFTrainer(policy, tokenizer, reward_model_fn(rm, tokenizer), config,
+                               reference=sft).train(rl_prompts)  # fmt: skip
+
         policy = load_causal_lm(sft_dir)
         labels = list(comparisons)
-        rm = rm_rlhf
-        config = PPORLHFConfig(iterations=args.ppo_iterations, seed=seed,
-                               progress=not args.no_progress, tensorboard=False)  # fmt: skip
-        PPORLHFTrainer(policy, tokenizer, reward_model_fn(rm, tokenizer), config,
-                       reference=sft).train(rl_prompts)  # fmt: skip
+        schedule(policy, [rm_rlhf])
         round_rows.append(evaluate(policy, "round 0 (offline RLHF)",
                                    {"labels": len(labels), "rm": acc_rlhf}))  # fmt: skip
         for k in range(1, args.rounds + 1):
@@ -176,15 +185,20 @@ def main() -> int:
             round_rows.append(evaluate(policy, f"round {k}",
                                        {"labels": len(labels), "fresh": len(fresh), "rm": accuracy}))  # fmt: skip
             print(round_rows[-1]["name"], f"{round_rows[-1]['oracle']:.3f}", flush=True)
-        # offline RLHF with the same labels (all from the demonstrator) and iterations
+        # the controls: as many labels, all from the demonstrator (offline), and the same PPO
+        # iterations, in the rounds' schedule and in one continuous run
         total = len(labels)
         rm_big, acc_big = train_reward_model(train.comparisons(total - args.pairs) + comparisons)
+        policy = load_causal_lm(sft_dir)
+        schedule(policy, [rm_big] * (args.rounds + 1))
+        round_rows.append(evaluate(policy, "offline labels, the rounds' PPO schedule",
+                                   {"labels": total, "rm": acc_big}))  # fmt: skip
         policy = load_causal_lm(sft_dir)
         config = PPORLHFConfig(iterations=args.ppo_iterations + args.rounds * args.round_iterations,
                                seed=seed, progress=not args.no_progress, tensorboard=False)  # fmt: skip
         PPORLHFTrainer(policy, tokenizer, reward_model_fn(rm_big, tokenizer), config,
                        reference=sft).train(rl_prompts)  # fmt: skip
-        round_rows.append(evaluate(policy, "offline RLHF, same labels and iterations",
+        round_rows.append(evaluate(policy, "offline labels, one continuous PPO run",
                                    {"labels": total, "rm": acc_big}))  # fmt: skip
 
     minutes = (time.perf_counter() - started) / 60
