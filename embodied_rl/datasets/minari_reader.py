@@ -55,7 +55,10 @@ def locate(path_or_id: str | os.PathLike, root: str | os.PathLike | None = None)
     path = Path(path_or_id)
     tried = [path / DATA_DIR, path]
     if not path.is_absolute() and "-v" in path.name:
-        tried.append(dataset_dir(root, str(path_or_id)) / DATA_DIR)
+        try:  # an id, 'namespace/name-vN', under root
+            tried.append(dataset_dir(root, str(path_or_id)) / DATA_DIR)
+        except ValueError:
+            pass  # a relative path that is no id (e.g. 'outputs/data/ns/name-v0')
     for candidate in tried:
         if (candidate / METADATA_FILE).is_file():
             return candidate

@@ -4,6 +4,7 @@ schema problems are named precisely, corruption is caught, writes are atomic."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import minari
@@ -83,6 +84,20 @@ def test_write_then_load_round_trip(written, episodes):
         assert loaded.metadata["domain"] == original.metadata["domain"]
     assert data.metadata["ref_min_score"] == 0.0
     assert (root / "tests" / "namespace_metadata.json").is_file()
+
+
+def test_a_relative_path_that_looks_like_an_id_is_read_as_a_path(written, monkeypatch):
+    """'runs/x+dpo/ns/name-v0' is a path (its name has '-v' but it is no valid
+    'namespace/name-vN' id): read from the working directory, not rejected as a malformed id."""
+    import shutil
+
+    root, path = written
+    shutil.copytree(root, root / "runs" / "rt2+dpo")
+    monkeypatch.chdir(root)
+    relative = Path("runs") / "rt2+dpo" / path.relative_to(root)
+    assert "-v" in relative.name
+    assert load_dataset(relative).n_episodes == 3
+    assert load_dataset(ID, root).n_episodes == 3  # an id under a root still works
 
 
 @pytest.mark.parametrize("codec", ["gzip", "lzf"])
