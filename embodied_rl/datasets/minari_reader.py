@@ -55,10 +55,9 @@ def locate(path_or_id: str | os.PathLike, root: str | os.PathLike | None = None)
     path = Path(path_or_id)
     tried = [path / DATA_DIR, path]
     if not path.is_absolute() and "-v" in path.name:
-        try:  # an id, 'namespace/name-vN', under root
+        # an id, 'namespace/name-vN', under root; or a relative path that is no valid id
+        with contextlib.suppress(ValueError):
             tried.append(dataset_dir(root, str(path_or_id)) / DATA_DIR)
-        except ValueError:
-            pass  # a relative path that is no id (e.g. 'outputs/data/ns/name-v0')
     for candidate in tried:
         if (candidate / METADATA_FILE).is_file():
             return candidate
