@@ -53,7 +53,6 @@ def main() -> int:
     args = p.parse_args()
     from embodied_rl.llm.evaluation import (
         critique_judge,
-        critique_problems,
         critique_score,
         evaluate_policy,
         oracle_judge,
@@ -203,7 +202,7 @@ def main() -> int:
 
     minutes = (time.perf_counter() - started) / 60
     text = report(args, rows, per_source, round_rows, acc_rlhf, acc_ai, len(ai_pairs), ties,
-                  float(agree), rm_s, minutes, critique_problems)  # fmt: skip
+                  float(agree), rm_s, minutes)  # fmt: skip
     print(text)
     if args.out:
         write_text_atomic(Path(args.out), text)
@@ -216,7 +215,7 @@ def fmt_win(win) -> str:
 
 
 def report(args, rows, per_source, round_rows, acc_rlhf, acc_ai, n_ai, ties, agree, rm_s,
-           minutes, _problems) -> str:  # fmt: skip
+           minutes) -> str:  # fmt: skip
     header = ["policy", "seed", "oracle", "win rate vs SFT (oracle judge)", "critic problems",
               "words", "KL to SFT", "judge calls", "s"]  # fmt: skip
     table = []
