@@ -406,7 +406,8 @@ class TabletopEnvBase(gym.Env, ABC):
         layout, e.g. a planner's chosen skill) were the task, its goals counted from the
         object positions ``initial_object_pos`` (default: the episode's start). The
         environment's own task is unchanged: a learned policy conditioned on the task executes
-        another one with it (``llm.planner.PolicyExecutor``)."""
+        another one with it (``llm.planner.PolicyExecutor``). It is this environment's own
+        observation: wrappers that change observations (sensor noise, latency) do not apply."""
         if self.spec_ is None:
             raise RuntimeError("reset the environment before asking for an observation")
         if spec.object_slot >= self.config.n_objects or (
