@@ -178,6 +178,20 @@ def mean_finite(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def fine_tune_run(args, variant: str, seed: int, sft_rows, last_step: int):
+    """``(out, cached rows, SFT policy directory)`` of a run that fine-tunes the finished
+    ``rt2-tiny`` run; the directory is None when the cached rows are all that is asked for."""
+    out = Path(args.work) / "runs" / f"{variant}-s{seed}"
+    record = out / "curve.json"
+    rows = json.loads(record.read_text()) if record.exists() else []
+    if args.table_only or (rows and rows[-1]["step"] >= last_step):
+        return out, rows, None
+    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
+    if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
+        raise SystemExit(f"{variant} starts from the finished rt2-tiny run ({sft}): run it first")
+    return out, rows, sft
+
+
 def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """PPO with the environment's reward from the ``rt2-tiny`` run's final policy, in chunks
     of ``--ppo-eval-every`` rollouts; the first row is the SFT policy's (step 0)."""
@@ -185,16 +199,10 @@ def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
     from embodied_rl.llm import PPORLHFConfig, RT2PPOConfig, RT2PPOTrainer
     from embodied_rl.policies import load_policy
 
-    out = Path(args.work) / "runs" / f"rt2-tiny+ppo-s{seed}"
-    record = out / "curve.json"
-    rows = json.loads(record.read_text()) if record.exists() else []
-    if args.table_only or (rows and rows[-1]["step"] >= args.ppo_iterations):
+    out, rows, sft = fine_tune_run(args, "rt2-tiny+ppo", seed, sft_rows, args.ppo_iterations)
+    if sft is None:
         return rows
-    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
-    if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
-        raise SystemExit(
-            f"rt2-tiny+ppo starts from the finished rt2-tiny run ({sft}): run it first"
-        )
+    record = out / "curve.json"
     policy = load_policy(sft)
     env = make(args.task, split="seen", randomization=args.randomization,
                reward_type=args.ppo_reward, **policy.env_options())  # fmt: skip
@@ -252,16 +260,10 @@ def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
     from embodied_rl.preference.data import random_pairs, sample_segments
     from embodied_rl.preference.labelers import ScriptedTeacher, TeacherConfig
 
-    out = Path(args.work) / "runs" / f"rt2-tiny+dpo-s{seed}"
-    record = out / "curve.json"
-    rows = json.loads(record.read_text()) if record.exists() else []
-    if args.table_only or (rows and rows[-1]["step"] >= args.dpo_steps):
+    out, rows, sft = fine_tune_run(args, "rt2-tiny+dpo", seed, sft_rows, args.dpo_steps)
+    if sft is None:
         return rows
-    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
-    if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
-        raise SystemExit(
-            f"rt2-tiny+dpo starts from the finished rt2-tiny run ({sft}): run it first"
-        )
+    record = out / "curve.json"
     policy = load_policy(sft)
     policy.eval()
     root = out / "data"
