@@ -99,3 +99,59 @@ def test_splits_dense_reward_and_bad_settings():
         LongHorizonTabletop(make("tabletop/reach-v0", n_objects=2))
     with pytest.raises(RuntimeError, match="reset"):
         long_env().step(np.zeros(4, np.float32))
+
+
+def _task_one_hots(env, state: np.ndarray) -> np.ndarray:
+    """The object, target and family one-hots of a (single-step) tabletop state."""
+    from embodied_rl.envs.tabletop.base import COLORS, SHAPES
+
+    base = env.unwrapped
+    n = base.config.n_objects
+    at = base.proprio_dim + n * (7 + len(COLORS) + len(SHAPES)) + 6
+    family = at + 2 * n + 3
+    return np.concatenate([state[at : at + 2 * n], state[family : family + len(tasks.FAMILIES)]])
+
+
+def test_the_episode_task_encoding_names_both_steps_all_episode():
+    """task_encoding='episode': the state is the step-encoded state of the first step and of
+    the second, both from the episode's start; while the first step runs its first half is the
+    step encoding bit for bit, and what it names never switches at the first step's success,
+    while the step encoding does (a flat policy must tell the step from the scene)."""
+    step_env = long_env()
+    whole_env = LongHorizonTabletop(
+        make("tabletop/reach-v0", n_objects=4), split="all", task_encoding="episode"
+    )
+    expert = make_expert(step_env)
+    n = step_env.observation_space["state"].shape[0]
+    assert whole_env.observation_space["state"].shape == (2 * n,)
+    obs, _ = step_env.reset(seed=3)
+    whole, _ = whole_env.reset(seed=3)
+    assert whole_env.observation_space.contains(whole)
+    names = [
+        _task_one_hots(step_env, whole["state"][:n]),
+        _task_one_hots(step_env, whole["state"][n:]),
+    ]
+    assert not np.array_equal(*names)
+    switched = False
+    for _ in range(step_env.unwrapped._horizon):
+        if not switched:
+            np.testing.assert_array_equal(whole["state"][:n], obs["state"])
+        action = expert.act(obs)
+        obs, _, terminated, truncated, info = step_env.step(action)
+        whole, _, *_ = whole_env.step(action)
+        switched = switched or info["steps_completed"] == 1
+        halves = [whole["state"][:n], whole["state"][n:]]
+        assert all(
+            np.array_equal(_task_one_hots(step_env, h), m)
+            for h, m in zip(halves, names, strict=True)
+        )
+        if terminated or truncated:
+            break
+    assert switched and info["success"]
+    np.testing.assert_array_equal(_task_one_hots(step_env, obs["state"]), names[1])
+    with pytest.raises(ValueError, match="task_encoding='both'"):
+        LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), task_encoding="both")
+    with pytest.raises(ValueError, match="obs_mode='rgb'"):
+        LongHorizonTabletop(
+            make("tabletop/reach-v0", n_objects=4, obs_mode="rgb"), task_encoding="episode"
+        )

@@ -7,7 +7,10 @@ randomization). Each episode draws a *composition* (a first and a second task fa
 two tasks on the scene the wrapped environment drew, on different objects. The observation's
 ``instruction`` is the whole ``"<first>, then <second>"``; the task encoding inside
 ``state`` and the simulator's task (``env.unwrapped.spec_``, which the scripted experts read)
-are the *current* step's. A step is done when its own success test holds; the episode
+are the *current* step's. With ``task_encoding="episode"`` the ``state`` instead carries both
+steps' states from the episode's start, constant in what they name, so a flat policy is told
+the whole task but not which step it is on (the "policy given the whole instruction" baseline
+of a planner over skills). A step is done when its own success test holds; the episode
 succeeds when both are done in order, and the horizon is the sum of the two families'.
 
 Splits are over compositions (RT-1's seen/unseen protocol one level up): a held-out set of
@@ -18,10 +21,13 @@ Objects are any combination.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 
 from embodied_rl.envs.tabletop import tasks
 
@@ -29,6 +35,7 @@ from embodied_rl.envs.tabletop import tasks
 FIRST_FAMILIES: tuple[str, ...] = ("push", "push_next_to", "place", "stack")
 SECOND_FAMILIES: tuple[str, ...] = tasks.FAMILIES
 JOINER = ", then "
+TASK_ENCODINGS: tuple[str, ...] = ("step", "episode")
 _SPLIT_PATTERN = re.compile(r",?\s+(?:and\s+)?then\s+")
 
 
@@ -105,9 +112,15 @@ class LongHorizonTabletop(gym.Wrapper):
     ``composition`` and ``step_success`` (the step that just finished); ``success`` is the
     whole task's. Rewards: sparse, 1 when the last step is done; dense, the fraction of steps
     done plus the wrapped environment's shaped progress on the current step over the number
-    of steps."""
+    of steps.
 
-    def __init__(self, env: gym.Env, split: str = "seen") -> None:
+    ``task_encoding``: ``"step"`` (default), the state encodes the current step's task (what a
+    skill policy reads; the environment tells it when a step is done); ``"episode"``, the state
+    is the concatenation of the wrapped environment's state for the first step and for the
+    second, both with goals counted from the episode's start: twice the wrapped state's size,
+    the same task features all episode (needs a ``state`` observation)."""
+
+    def __init__(self, env: gym.Env, split: str = "seen", task_encoding: str = "step") -> None:
         super().__init__(env)
         from embodied_rl.envs.tabletop.base import TabletopEnvBase
 
@@ -123,8 +136,21 @@ class LongHorizonTabletop(gym.Wrapper):
                 "long instructions exceed the word-id encoding's 24 tokens: make the "
                 "environment with instruction_mode='text' (or 'none')"
             )
+        if task_encoding not in TASK_ENCODINGS:
+            raise ValueError(f"task_encoding={task_encoding!r}; choose one of {TASK_ENCODINGS}")
+        if task_encoding == "episode":
+            if "state" not in base.observation_space.spaces:
+                raise ValueError(
+                    f"task_encoding='episode' builds on the state observation; the environment "
+                    f"has obs_mode={base.config.obs_mode!r} (use 'state' or 'rgb+state')"
+                )
+            single = base.observation_space["state"]
+            whole = spaces.Box(-np.inf, np.inf, shape=(2 * single.shape[0],), dtype=np.float32)
+            self.observation_space = spaces.Dict({**base.observation_space.spaces, "state": whole})
+        self.task_encoding = task_encoding
         self.pairs = compositions(split)
         self.split = split
+        self._start: np.ndarray | None = None
         self.specs: list[tasks.TaskSpec] = []
         self.instruction = ""
         self.completed = 0
@@ -151,10 +177,15 @@ class LongHorizonTabletop(gym.Wrapper):
         base._static_state = base._episode_constant_state()
 
     def _observation(self) -> Any:
-        obs = self.base._observation()
-        self.base._last_obs = obs
+        base = self.base
+        obs = base._observation()
+        base._last_obs = obs
         if isinstance(obs, dict) and "instruction" in obs:
             obs["instruction"] = self.instruction
+        if self.task_encoding == "episode":
+            scene = dataclasses.replace(base.scene_state(), initial_object_pos=self._start)
+            proprio = base._proprio()
+            obs["state"] = np.concatenate([base._state(proprio, scene, s) for s in self.specs])
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -178,6 +209,7 @@ class LongHorizonTabletop(gym.Wrapper):
         self.completed = 0
         base._horizon = base.config.horizon or sum(tasks.HORIZONS[f] for f in self.composition)
         self._activate(0)
+        self._start = base._initial_object_pos.copy()
         return self._observation(), self._info(info, False, False)
 
     def _info(self, info: dict[str, Any], success: bool, step_success: bool) -> dict[str, Any]:
