@@ -20,13 +20,19 @@ chooses again. Rows:
   expert's executions of ``--policy-episodes`` seen-split long-horizon episodes (each step
   with its own task encoding in the state), acting on the environment's ``task_observation``
   of the chosen skill (``llm.planner.PolicyExecutor``).
+- ``... , learned detector``: Inner Monologue's success feedback from a learned classifier
+  (``llm.affordance.detector_examples`` on every step of the expert's executions in
+  ``--detector-episodes`` seen-split training episodes; ``SkillAffordance.detector``) in place
+  of the skill's own success test on the simulator; with the expert and with the learned
+  executor (then nothing in the loop reads the simulator's success test).
 - ``no planner, policy given the whole task``: the same MLP and BC budget trained on the same
   expert executions with ``task_encoding="episode"`` (the state names both steps from the
   episode's start and never says which step is running), acting alone for the whole episode:
   the flat policy the issue compares a planner with, told the task exactly (in state form: no
   language grounding), so its gap to the planner rows is the value of the decomposition.
 
-Long-horizon success on seen and unseen compositions with 95% Wilson intervals, the skills
+Long-horizon success on seen and unseen compositions with 95% Wilson intervals, the task's
+steps done in order (the environment's count), the skills the detector judged done or failed
 per episode, and the LM's per-decision accuracy against the true next skill.
 
     python benchmarks/planner_long_horizon.py --out benchmarks/results/planner_long_horizon.md
@@ -85,6 +91,7 @@ def main() -> int:
     parser.add_argument("--affordance-episodes", type=int, default=400)
     parser.add_argument("--policy-episodes", type=int, default=600)
     parser.add_argument("--policy-steps", type=int, default=20000)
+    parser.add_argument("--detector-episodes", type=int, default=300)
     parser.add_argument("--work", default="outputs/bench/planner_long_horizon")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -99,6 +106,7 @@ def main() -> int:
         AffordanceConfig,
         affordance_examples,
         classification_metrics,
+        detector_examples,
         train_affordance,
     )
     from embodied_rl.llm.models import build_causal_lm, tiny_gpt2_config
@@ -130,13 +138,19 @@ def main() -> int:
                                        range(args.affordance_episodes))  # fmt: skip
     affordance = train_affordance(aff_examples, AffordanceConfig())
     aff_s = time.perf_counter() - aff_started
-    aff_lines = []
+    aff_lines, det_lines = [], []
     policy_started = time.perf_counter()
     policy_env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="seen")
     skills, skill_data = skill_policy(policy_env, make_expert(policy_env),
                                       range(args.policy_episodes), args.policy_steps,
                                       Path(args.work) / "skill_policy")  # fmt: skip
     policy_s = time.perf_counter() - policy_started
+    detector_started = time.perf_counter()
+    det_examples = detector_examples(train_env, make_expert(train_env),
+                                     range(args.detector_episodes))  # fmt: skip
+    det_model = train_affordance(det_examples, AffordanceConfig())
+    detector = det_model.detector()
+    detector_s = time.perf_counter() - detector_started
     flat_started = time.perf_counter()
     flat_env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="seen",
                                    task_encoding="episode")  # fmt: skip
@@ -164,9 +178,9 @@ def main() -> int:
         "",
         "AFFORDANCE",
         "",
-        "| planner | split | success | skills done / episode | failed skills / episode "
-        "| LM decisions right; wrong ones by kind |",
-        "|---|---|---|---:|---:|---|",
+        "| planner | split | success | task steps done / episode | skills done / episode "
+        "| failed skills / episode | LM decisions right; wrong ones by kind |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for split in ("seen", "unseen"):
         env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split=split)
@@ -174,6 +188,16 @@ def main() -> int:
         held_out = affordance_examples(env, expert, range(EVAL_SEED, EVAL_SEED + args.episodes))
         m = classification_metrics(affordance.probabilities(held_out.scene, held_out.skill),
                                    held_out.success)  # fmt: skip
+        det_held_out = detector_examples(env, expert,
+                                         range(EVAL_SEED, EVAL_SEED + args.episodes))  # fmt: skip
+        d = classification_metrics(det_model.probabilities(det_held_out.scene,
+                                                           det_held_out.skill),
+                                   det_held_out.success)  # fmt: skip
+        det_lines.append(
+            f"{split}: {len(det_held_out)} steps of the held-out episodes' executions, "
+            f"{d['base_rate']:.0%} done; accuracy {d['accuracy']:.1%}, ROC AUC {d['auc']:.3f}, "
+            f"Brier {d['brier']:.3f}"
+        )
         aff_lines.append(
             f"{split}: {len(held_out)} executions of the held-out episodes, success rate "
             f"{m['base_rate']:.0%}; classifier accuracy {m['accuracy']:.0%}, ROC AUC "
@@ -213,23 +237,29 @@ def main() -> int:
             return saycan(task, done, options, planner=planner)
 
         learned = PolicyExecutor(env, skills)
-        variants = [("oracle", oracle, True, expert), ("rule-based", rule_based, True, expert),
-                    ("saycan-lm", saycan, True, expert),
-                    ("saycan-lm, no replan", saycan, False, expert),
-                    ("saycan-lm + affordance", saycan_affordance, True, expert),
-                    ("oracle, learned policy", oracle, True, learned),
-                    ("rule-based, learned policy", rule_based, True, learned),
-                    ("saycan-lm, learned policy", saycan, True, learned)]  # fmt: skip
-        for name, choose, replan, executor in variants:
+        variants = [("oracle", oracle, True, expert, None),
+                    ("rule-based", rule_based, True, expert, None),
+                    ("saycan-lm", saycan, True, expert, None),
+                    ("saycan-lm, no replan", saycan, False, expert, None),
+                    ("saycan-lm + affordance", saycan_affordance, True, expert, None),
+                    ("oracle, learned policy", oracle, True, learned, None),
+                    ("rule-based, learned policy", rule_based, True, learned, None),
+                    ("saycan-lm, learned policy", saycan, True, learned, None),
+                    ("oracle, learned detector", oracle, True, expert, detector),
+                    ("saycan-lm, learned detector", saycan, True, expert, detector),
+                    ("oracle, learned policy + detector", oracle, True, learned,
+                     detector)]  # fmt: skip
+        for name, choose, replan, executor, detects in variants:
             decisions.clear()
             decisions.update(right=0, n=0)
-            wins = done = failed = 0
+            wins = steps = done = failed = 0
             for i in range(args.episodes):
                 env.reset(seed=EVAL_SEED + i)
-                result = run_plan(env, choose, executor, replan=replan)
+                result = run_plan(env, choose, executor, replan=replan, detector=detects)
                 wins += result.success
                 done += len(result.done)
                 failed += len(result.failed)
+                steps += env.completed
             lo, hi = wilson_interval(wins, args.episodes)
             lm = "-"
             if name.startswith("saycan"):
@@ -239,13 +269,13 @@ def main() -> int:
                 )
             lines.append(
                 f"| {name} | {split} | {wins}/{args.episodes} = {wins / args.episodes:.0%} "
-                f"[{lo:.0%}, {hi:.0%}] | {done / args.episodes:.2f} | "
-                f"{failed / args.episodes:.2f} | {lm} |"
+                f"[{lo:.0%}, {hi:.0%}] | {steps / args.episodes:.2f} | "
+                f"{done / args.episodes:.2f} | {failed / args.episodes:.2f} | {lm} |"
             )
             print(lines[-1], flush=True)
         flat_env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split=split,
                                        task_encoding="episode")  # fmt: skip
-        wins = done = 0
+        wins = steps = 0
         for i in range(args.episodes):
             obs, _ = flat_env.reset(seed=EVAL_SEED + i)
             flat.reset()
@@ -256,11 +286,12 @@ def main() -> int:
                 if terminated or truncated:
                     break
             wins += info["success"]
-            done += info["steps_completed"]
+            steps += info["steps_completed"]
         lo, hi = wilson_interval(wins, args.episodes)
         lines.append(
             f"| no planner, policy given the whole task | {split} | {wins}/{args.episodes} = "
-            f"{wins / args.episodes:.0%} [{lo:.0%}, {hi:.0%}] | {done / args.episodes:.2f} | - | - |"
+            f"{wins / args.episodes:.0%} [{lo:.0%}, {hi:.0%}] | {steps / args.episodes:.2f} | - | - "
+            "| - |"
         )
         print(lines[-1], flush=True)
     i = lines.index("AFFORDANCE")
@@ -272,6 +303,14 @@ def main() -> int:
         "held-out episodes' own executions (same protocol):",
         "",
         *[f"- {line}" for line in aff_lines],
+        "",
+        f"Success detector: the same classifier on `detector_features` (scene now and at the "
+        f"skill's start, the named objects' relations), 3000 Adam steps of batch 256 on "
+        f"{len(det_examples)} steps of the expert's executions in {args.detector_episodes} "
+        f"seen-split training episodes ({det_examples.success.mean():.0%} done, "
+        f"{detector_s:.0f} s with their collection). Per step, on the held-out episodes:",
+        "",
+        *[f"- {line}" for line in det_lines],
     ]
     lines += ["", f"Wall time {(time.perf_counter() - started) / 60:.1f} min."]
     text = "\n".join(lines) + "\n"

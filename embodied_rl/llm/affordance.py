@@ -1,4 +1,5 @@
-"""A learned affordance for SayCan on the long-horizon tabletop tasks: a success classifier.
+"""A learned affordance for SayCan on the long-horizon tabletop tasks, and a learned success
+detector for Inner Monologue: two success classifiers.
 
 SayCan (Ahn et al. 2022, arXiv:2204.01691) multiplies the LM's ``p(skill | task)`` by the
 probability that the skill succeeds from the current state, read from the skill policies'
@@ -12,6 +13,17 @@ direction, fixture): one network for all 56 skills of a scene, as SayCan's multi
     examples = affordance_examples(env, expert, seeds=range(400))
     model = train_affordance(examples, AffordanceConfig())
     planner = SayCanPlanner(lm, tokenizer, affordance=model.for_env(env))
+
+Inner Monologue (Huang et al. 2022, arXiv:2207.05608) closes the loop with success feedback
+that, on a robot, has to come from perception rather than the simulator. The detector is the
+same network asked another question, ``P(done | scene now, scene at the skill's start,
+skill)`` (with the relations a success test is made of, :func:`detector_features`), trained on every step of the expert's executions labelled by the skill's own
+success test (:func:`detector_examples`), and used in place of that test by
+:func:`~embodied_rl.llm.planner.run_plan`:
+
+    examples = detector_examples(env, expert, seeds=range(300))
+    detector = train_affordance(examples, AffordanceConfig()).detector()
+    run_plan(env, choose, expert, detector=detector)
 """
 
 from __future__ import annotations
@@ -30,15 +42,34 @@ from embodied_rl.llm.training import run_steps
 from embodied_rl.policies.mlp import mlp
 
 
-def scene_features(env) -> np.ndarray:
-    """The current scene of a tabletop ``env`` as a vector: gripper position and opening,
-    each object's position and shape, bowl and plate positions (float32)."""
-    base = env.unwrapped
-    s = base.scene_state()
+def scene_features(env, state: tasks.SceneState | None = None) -> np.ndarray:
+    """The current scene of a tabletop ``env`` (or ``state``, a scene state of its episode) as
+    a vector: gripper position and opening, each object's position and shape, bowl and plate
+    positions (float32)."""
+    s = env.unwrapped.scene_state() if state is None else state
     shapes = np.array([[shape == k for k in SHAPES] for shape in env.layout.shapes], np.float32)
     parts = [s.ee_pos, [s.finger_opening], s.object_pos.ravel(), shapes.ravel(), s.bowl_pos,
              s.plate_pos]  # fmt: skip
     return np.concatenate([np.asarray(p, np.float32).ravel() for p in parts])
+
+
+def detector_features(env, spec: tasks.TaskSpec, start: tasks.SceneState) -> np.ndarray:
+    """What a success detector reads: :func:`scene_features` now and at the skill's start, and
+    the relations a success test is made of, for the objects ``spec`` names: the named object's
+    displacement since the start and its position relative to the gripper, the target object
+    (zeros without one), the bowl and the plate (float32). Without the named object's relations
+    an MLP must select poses by the skill's one-hot slot, a product of inputs it learns slowly
+    (the same finding as the tabletop state's task-relative vectors)."""
+    now = env.unwrapped.scene_state()
+    named = now.object_pos[spec.object_slot]
+    target = (np.zeros(3) if spec.target_slot is None
+              else named - now.object_pos[spec.target_slot])  # fmt: skip
+    relations = [named - start.object_pos[spec.object_slot], named - now.ee_pos, target,
+                 named - now.bowl_pos, named - now.plate_pos]  # fmt: skip
+    return np.concatenate(
+        [scene_features(env, now), scene_features(env, start)]
+        + [np.asarray(r, np.float32).ravel() for r in relations]
+    )
 
 
 def skill_features(spec: tasks.TaskSpec, n_objects: int) -> np.ndarray:
@@ -118,12 +149,70 @@ def affordance_examples(
                     rows["stage"].append(stage)
     finally:
         expert.follow(None)
+    return _stack(rows)
+
+
+def _stack(rows: dict[str, list]) -> AffordanceExamples:
     if not rows["success"]:
         raise ValueError("no examples: seeds was empty")
     return AffordanceExamples(
         np.stack(rows["scene"]), np.stack(rows["skill"]), np.array(rows["success"], np.float32),
         np.array(rows["seed"]), np.array(rows["stage"]),
     )  # fmt: skip
+
+
+def detector_examples(
+    env, expert, seeds: Iterable[int], skills_per_state: int = 3, after: int = 10,
+    rng_seed: int = 0,
+) -> AffordanceExamples:  # fmt: skip
+    """Every step of the expert's executions of skills, labelled done or not by the skill's
+    own success test: the training data of a learned success detector.
+
+    The executions are those of :func:`affordance_examples` (the true next step and random
+    other candidates, from the scene as reset and after the first step), each run for its
+    family's horizon and stopped ``after`` steps past its first success, so that the states
+    just after "done" (the expert holding still) are positive examples too. ``scene`` holds
+    :func:`detector_features`."""
+    from embodied_rl.envs.tabletop.long_horizon import skill_specs
+    from embodied_rl.llm.planner import execute_skill, simulator_success
+
+    if skills_per_state < 1 or after < 0:
+        raise ValueError(f"skills_per_state={skills_per_state} must be >= 1, after={after} >= 0")
+    rng = np.random.default_rng(rng_seed)
+    rows: dict[str, list] = {k: [] for k in ("scene", "skill", "success", "seed", "stage")}
+    try:
+        for seed in seeds:
+            env.reset(seed=int(seed))
+            specs = skill_specs(env.layout)
+            names, steps = list(specs), env.canonical_steps
+            n_objects = len(env.layout.colors)
+            for stage in (0, 1):
+                others = [n for n in names if n != steps[stage]]
+                picks = rng.choice(len(others), size=min(skills_per_state - 1, len(others)),
+                                   replace=False)  # fmt: skip
+                for name in [steps[stage], *(others[i] for i in picks)]:
+                    env.reset(seed=int(seed))
+                    if stage == 1 and not execute_skill(env, expert, specs[steps[0]])[0]:
+                        break
+                    spec, start = specs[name], env.unwrapped.scene_state()
+                    skill = skill_features(spec, n_objects)
+                    expert.follow(spec)
+                    left = None
+                    for _ in range(tasks.HORIZONS[spec.family]):
+                        _, _, terminated, truncated, _ = env.step(expert.act())
+                        done = simulator_success(env, spec, start)
+                        rows["scene"].append(detector_features(env, spec, start))
+                        rows["skill"].append(skill)
+                        rows["success"].append(done)
+                        rows["seed"].append(int(seed))
+                        rows["stage"].append(stage)
+                        if done and left is None:
+                            left = after
+                        if terminated or truncated or (left is not None and (left := left - 1) < 0):
+                            break
+    finally:
+        expert.follow(None)
+    return _stack(rows)
 
 
 @dataclass(frozen=True)
@@ -190,6 +279,26 @@ class SkillAffordance(nn.Module):
             return out
 
         return affordance
+
+    def detector(self, threshold: float = 0.5):
+        """This classifier, trained on :func:`detector_examples`, as
+        :func:`~embodied_rl.llm.planner.run_plan`'s success detector: ``detector(env, spec,
+        start)`` is True when ``P(done) >= threshold``."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold={threshold} must be in (0, 1)")
+
+        def detect(env, spec, start) -> bool:
+            scene = detector_features(env, spec, start)
+            if scene.shape[0] != self.scene_mean.shape[0]:
+                raise ValueError(
+                    f"this classifier reads {self.scene_mean.shape[0]} scene features, a "
+                    f"detector {scene.shape[0]} (detector_features): train it on "
+                    "detector_examples, not affordance_examples"
+                )
+            skill = skill_features(spec, len(env.layout.colors))
+            return bool(self.probabilities(scene[None], skill[None])[0] >= threshold)
+
+        return detect
 
 
 def train_affordance(

@@ -101,6 +101,11 @@ def planner_sft_examples(env, seeds: Sequence[int]) -> list[tuple[str, str]]:
 Chooser = Callable[[str, list[str], list[str]], str]  # (task, done, options) -> skill
 
 
+Detector = Callable[..., bool]
+"""``detector(env, spec, start) -> bool``: whether the skill ``spec`` is done in ``env``'s
+current scene, ``start`` being the scene state where the skill started."""
+
+
 @dataclass
 class PlanResult:
     """One closed-loop episode: whether the long-horizon task succeeded, the skills done (in
@@ -111,14 +116,22 @@ class PlanResult:
     failed: list[str]
 
 
-def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = True) -> PlanResult:
+def run_plan(
+    env,
+    choose: Chooser,
+    expert,
+    max_skills: int = 6,
+    replan: bool = True,
+    detector: Detector | None = None,
+) -> PlanResult:
     """Plan and act one episode of a reset
     :class:`~embodied_rl.envs.tabletop.long_horizon.LongHorizonTabletop` in closed loop
     (SayCan's loop with Inner Monologue's success feedback): ``choose(task, done, options)``
     names the next skill among the scene's :func:`skill_candidates` and :data:`DONE`;
     ``expert`` (a :class:`~embodied_rl.envs.tabletop.experts.TabletopExpert`) executes it for
-    up to its family's horizon; a success detector (the skill's own success test from the
-    simulator's state, counted from where the skill started) decides whether it is done. A
+    up to its family's horizon; a success detector decides whether it is done: ``detector``
+    (see :func:`execute_skill`), by default the skill's own success test on the simulator's
+    state (:func:`simulator_success`). A
     failed skill is dropped from the options and the planner chooses again (``replan``; else
     the episode stops there). The episode also ends with the environment's."""
     from embodied_rl.envs.tabletop.long_horizon import skill_specs
@@ -135,7 +148,7 @@ def run_plan(env, choose: Chooser, expert, max_skills: int = 6, replan: bool = T
                 raise ValueError(f"the planner chose {skill!r}, which is not among its options")
             if skill == DONE:
                 break
-            achieved, success, ended = execute_skill(env, expert, specs[skill])
+            achieved, success, ended = execute_skill(env, expert, specs[skill], detector)
             (done if achieved else failed).append(skill)
             if ended or (not achieved and not replan):
                 break
@@ -174,23 +187,34 @@ class PolicyExecutor:
         return self.policy.act(view, deterministic=self.deterministic)
 
 
-def execute_skill(env, expert, spec) -> tuple[bool, bool, bool]:
-    """Run ``expert`` on the skill ``spec`` in ``env`` (a reset long-horizon tabletop) for up
-    to its family's horizon, stopping once the skill's success test holds (counted from the
-    scene where it started) or the episode ends. Returns ``(achieved, task_success, ended)``:
-    the skill done, the whole long-horizon task done, the episode over. The expert follows
-    ``spec`` until the next call of ``expert.follow``."""
+def simulator_success(env, spec, start) -> bool:
+    """The default success detector: ``spec``'s own success test on the simulator's current
+    state, its goals counted from ``start`` (the
+    :class:`~embodied_rl.envs.tabletop.tasks.SceneState` where the skill started)."""
     from embodied_rl.envs.tabletop import tasks
 
-    base = env.unwrapped
+    state = dataclasses.replace(env.unwrapped.scene_state(), initial_object_pos=start.object_pos)
+    return tasks.is_success(spec, state)
+
+
+def execute_skill(env, expert, spec, detector: Detector | None = None) -> tuple[bool, bool, bool]:
+    """Run ``expert`` on the skill ``spec`` in ``env`` (a reset long-horizon tabletop) for up
+    to its family's horizon, stopping once ``detector(env, spec, start)`` says the skill is
+    done (``start``: the scene where it started; default :func:`simulator_success`, a learned
+    one: :meth:`~embodied_rl.llm.affordance.SkillAffordance.detector`) or the episode ends.
+    Returns ``(achieved, task_success, ended)``: the skill done by the detector's judgement,
+    the whole long-horizon task done (the environment's own test), the episode over. The
+    expert follows ``spec`` until the next call of ``expert.follow``."""
+    from embodied_rl.envs.tabletop import tasks
+
+    detector = detector or simulator_success
     expert.follow(spec)
-    start = base.scene_state().object_pos.copy()
+    start = env.unwrapped.scene_state()
     success = ended = False
     for _step in range(tasks.HORIZONS[spec.family]):
         _, _, terminated, truncated, info = env.step(expert.act())
         success, ended = bool(info["success"]), terminated or truncated
-        state = dataclasses.replace(base.scene_state(), initial_object_pos=start)
-        if tasks.is_success(spec, state):
+        if detector(env, spec, start):
             return True, success, ended
         if ended:
             break
