@@ -113,6 +113,11 @@ def main() -> int:
         TaskGenerator(task, args.seed * 100 + SPLITS[s]) for s in ("train", "eval", "test")
     )
 
+    def train_prompts(n: int, stream: int) -> list[str]:
+        """``n`` training prompts from their own seeded stream: a run's prompts do not depend
+        on which runs came before it (the shared ``train`` generator's draws do)."""
+        return TaskGenerator(task, args.seed * 100 + SPLITS["train"] + 10 * stream).prompts(n)
+
     reward_models, rm_notes = {}, []
     norm = held_out.demonstrations(1000)
     for objective in OBJECTIVES:
@@ -196,7 +201,7 @@ def main() -> int:
                                 progress=not args.no_progress, tensorboard=False)  # fmt: skip
         t0 = time.perf_counter()
         PPORLHFTrainer(policy, tokenizer, reward_fn, pconfig, reference=sft).train(
-            train.prompts(2000)
+            train_prompts(2000, stream=1)
         )
         s = sample_scores(policy)
         ppo_means[spec] = [float(s[o].mean()) for o in OBJECTIVES]
@@ -210,15 +215,15 @@ def main() -> int:
     conditioned_rows, conditioned_means, conditioned_note = [], {}, ""
     if args.conditioned_prompts:  # one policy for every weighting: weights in the prompt
         t0 = time.perf_counter()
-        train_prompts = train.prompts(args.conditioned_prompts)
-        pool = best_of_n(sft, tokenizer, train_prompts, lambda p, r: torch.zeros(len(r)),
+        pool_prompts = train_prompts(args.conditioned_prompts, stream=2)
+        pool = best_of_n(sft, tokenizer, pool_prompts, lambda p, r: torch.zeros(len(r)),
                          BestOfNConfig(n=args.n, seed=args.seed + 1)).samples  # fmt: skip
-        pool_p = [q for q in train_prompts for _ in range(args.n)]
+        pool_p = [q for q in pool_prompts for _ in range(args.n)]
         pool_scores = {
-            o: v.reshape(len(train_prompts), args.n)
+            o: v.reshape(len(pool_prompts), args.n)
             for o, v in rm_scores(pool_p, [r for s in pool for r in s]).items()
         }
-        examples = weight_conditioned_examples(train_prompts, pool, pool_scores, grid)
+        examples = weight_conditioned_examples(pool_prompts, pool, pool_scores, grid)
         policy = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
         sconfig = replace(config.sft, steps=args.conditioned_sft_steps, seed=args.seed,
                           progress=not args.no_progress, tensorboard=False)  # fmt: skip
@@ -230,7 +235,7 @@ def main() -> int:
             tuned.load_state_dict(policy.state_dict())
             rng = np.random.default_rng(args.seed)
             ppo_prompts = [weights_prompt(q, grid[int(rng.integers(len(grid)))])
-                           for q in train.prompts(4000)]  # fmt: skip
+                           for q in train_prompts(4000, stream=3)]  # fmt: skip
             reward = conditioned_reward(rm_scores)
             pconfig = PPORLHFConfig(iterations=args.conditioned_iterations, seed=args.seed,
                                     progress=not args.no_progress, tensorboard=False)  # fmt: skip
