@@ -14,7 +14,10 @@ prompts (the test split) are answered by:
 - PPO-RLHF on the weighted reward for ``--ppo-weights`` (one policy per weight; ``grid``:
   every weight of the grid, the training-time front);
 - the hard constraint: helpful-only re-ranking, then the safety filter rewrites banned words,
-  against helpful + harmless weights in the reward;
+  against helpful + harmless weights in the reward; and the same during PPO-RLHF
+  (``objectives.constrained_reward``): the helpful reward model scoring the *filtered* answer
+  (rewrite; or reject, a banned word earning a refusal's -1), against the helpful-only and
+  the 0.5:0.5:0 per-weight policies, each deployed with and without the filter;
 - one weight-conditioned policy for every weighting: the SFT model fine-tuned on
   ``--conditioned-prompts`` training prompts x every grid weight, each with the weights in
   front and the best of ``--n`` SFT samples under those weights' reward models as the
@@ -70,6 +73,12 @@ def main() -> int:
     p.add_argument("--n", type=int, default=16, help="best-of-n samples per prompt")
     p.add_argument("--ppo-iterations", type=int, default=40)
     p.add_argument(
+        "--no-constrained",
+        dest="constrained",
+        action="store_false",
+        help="skip the hard constraint during PPO (needs 1:0:0 among the weights)",
+    )
+    p.add_argument(
         "--ppo-weights", default="grid", help="helpful:harmless:concise,... or grid (all 15)"
     )
     p.add_argument("--conditioned-prompts", type=int, default=1000,
@@ -89,6 +98,7 @@ def main() -> int:
     from embodied_rl.llm.objectives import (
         OBJECTIVES,
         conditioned_reward,
+        constrained_reward,
         objective_comparisons,
         objective_scores,
         objectives_task_config,
@@ -180,22 +190,20 @@ def main() -> int:
     ]  # fmt: skip
     bon_s = time.perf_counter() - started
 
-    def sample_scores(policy, weights=None) -> dict[str, np.ndarray]:
+    def sample_scores(policy, weights=None, answers=None) -> dict[str, np.ndarray]:
         """Oracle scores of one sampled answer per held-out prompt (weights in front when the
-        policy is weight-conditioned); the same sampling seed for every policy."""
+        policy is weight-conditioned); the same sampling seed for every policy. ``answers``:
+        a list that receives the responses."""
         generator = torch.Generator().manual_seed(args.seed)
         inputs = prompts if weights is None else [weights_prompt(q, weights) for q in prompts]
         responses = generate(policy, tokenizer, inputs, SamplingConfig(), generator).responses
+        if answers is not None:
+            answers.extend(responses)
         return {**objective_scores(prompts, responses), "distinct-2": distinct_n(responses, 2)}
 
-    specs = [name(w) for w in grid] if args.ppo_weights == "grid" else args.ppo_weights.split(",")
-    ppo_rows, ppo_means = [], {}
-    for spec in specs:
-        w = dict(zip(OBJECTIVES, (float(x) for x in spec.split(":")), strict=True))
-
-        def reward_fn(p, r, w=w):
-            return torch.as_tensor(weighted_scores(rm_scores(p, r), w), dtype=torch.float32)
-
+    def ppo(reward_fn):
+        """A PPO-RLHF policy from SFT on ``reward_fn``; the same prompts and seed for every
+        run; returns it and its wall time."""
         policy = load_causal_lm(Path(args.work) / "objectives_demo" / "sft")
         pconfig = PPORLHFConfig(iterations=args.ppo_iterations, seed=args.seed,
                                 progress=not args.no_progress, tensorboard=False)  # fmt: skip
@@ -203,11 +211,50 @@ def main() -> int:
         PPORLHFTrainer(policy, tokenizer, reward_fn, pconfig, reference=sft).train(
             train_prompts(2000, stream=1)
         )
-        s = sample_scores(policy)
+        return policy, time.perf_counter() - t0
+
+    specs = [name(w) for w in grid] if args.ppo_weights == "grid" else args.ppo_weights.split(",")
+    ppo_rows, ppo_means, ppo_answers = [], {}, {}
+    for spec in specs:
+        w = dict(zip(OBJECTIVES, (float(x) for x in spec.split(":")), strict=True))
+
+        def reward_fn(p, r, w=w):
+            return torch.as_tensor(weighted_scores(rm_scores(p, r), w), dtype=torch.float32)
+
+        policy, seconds = ppo(reward_fn)
+        ppo_answers[spec] = []
+        s = sample_scores(policy, answers=ppo_answers[spec])
         ppo_means[spec] = [float(s[o].mean()) for o in OBJECTIVES]
         ppo_rows.append([spec, *[mean_sem(s[o]) for o in OBJECTIVES], f"{s['distinct-2']:.2f}",
-                         f"{time.perf_counter() - t0:.0f}"])  # fmt: skip
+                         f"{seconds:.0f}"])  # fmt: skip
         print(ppo_rows[-1], flush=True)
+
+    # the hard constraint during PPO: the helpful RM scores what the filter lets through
+    constrained_rows = []
+    if args.constrained and "1:0:0" in ppo_answers:
+
+        def helpful_rm(p, r):
+            return reward_models["helpful"].score(tokenizer, p, r).numpy()
+
+        def deployed(name: str, answers: list[str]) -> None:
+            for label, out in ((name, answers),
+                               (f"{name}, deployed with the filter (rewrite)",
+                                [safety_filter(r) for r in answers])):  # fmt: skip
+                scores = objective_scores(prompts, out)
+                banned = np.mean([safety_filter(r, "reject") is None for r in out])
+                constrained_rows.append([label, *[mean_sem(scores[o]) for o in OBJECTIVES],
+                                         f"{banned:.0%}"])  # fmt: skip
+                print(constrained_rows[-1], flush=True)
+
+        deployed("PPO on helpful (1:0:0)", ppo_answers["1:0:0"])
+        for mode in ("rewrite", "reject"):
+            reward = constrained_reward(helpful_rm, mode)
+            policy, _ = ppo(lambda p, r, reward=reward: torch.as_tensor(reward(p, r)).float())
+            answers: list[str] = []
+            sample_scores(policy, answers=answers)
+            deployed(f"PPO on helpful of the filtered answer ({mode})", answers)
+        if "0.5:0.5:0" in ppo_answers:
+            deployed("PPO on helpful + harmless (0.5:0.5:0)", ppo_answers["0.5:0.5:0"])
     ppo_front = pareto(np.array(list(ppo_means.values())))
     for row, on in zip(ppo_rows, ppo_front, strict=True):
         row.append("yes" if on else "")
@@ -316,6 +363,16 @@ def main() -> int:
         llm_common.table([*header, "distinct-2", "s", "Pareto-optimal"], ppo_rows),
         "",
     ]
+    if constrained_rows:
+        lines += [
+            "## Hard constraint vs reward term during PPO-RLHF",
+            "",
+            f"{args.ppo_iterations} iterations each, the same prompts and seed as the rows "
+            "above; the last column is the share of answers with a banned word.",
+            "",
+            llm_common.table(["policy", *OBJECTIVES, "banned"], constrained_rows),
+            "",
+        ]
     if conditioned_rows:
         lines += [
             "## One weight-conditioned policy vs one policy per weight",

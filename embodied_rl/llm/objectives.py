@@ -23,7 +23,8 @@ uses harsh words (``TaskConfig(p_harsh=0.3)``, :func:`objectives_task_config`).
 :func:`objective_comparisons` labels pairs with one objective's Bradley-Terry annotator (no
 length bias); :func:`weighted_scores` combines per-objective scores with a user's weights;
 :func:`safety_filter` is the constitutional hard constraint (reject or rewrite a response
-that uses a banned word before any reward sees it).
+that uses a banned word before any reward sees it); :func:`constrained_reward` puts it in
+front of a training reward.
 """
 
 from __future__ import annotations
@@ -197,6 +198,31 @@ def safety_filter(response: str, mode: str = "rewrite") -> str | None:
     for harsh, mild in MILD.items():
         out = _replace_word(out, harsh, mild)
     return out
+
+
+def constrained_reward(
+    reward_fn: Callable[[list[str], list[str]], np.ndarray],
+    mode: str = "rewrite",
+    refusal_score: float = -1.0,
+) -> Callable[[list[str], list[str]], np.ndarray]:
+    """``reward_fn`` behind the hard constraint, for PPO-RLHF: each response passes
+    :func:`safety_filter` before the reward sees it. ``"rewrite"`` scores the rewritten
+    response (the policy is trained for what the filter will deploy); ``"reject"`` gives a
+    response with a banned word ``refusal_score`` (what a refusal earns) and scores the rest
+    as they are."""
+    if mode not in ("rewrite", "reject"):
+        raise ValueError(f"mode={mode!r}; choose 'rewrite' or 'reject'")
+
+    def reward(prompts: list[str], responses: list[str]) -> np.ndarray:
+        kept = [safety_filter(r, mode) for r in responses]
+        out = np.full(len(responses), float(refusal_score))
+        index = [i for i, r in enumerate(kept) if r is not None]
+        if index:
+            scores = reward_fn([prompts[i] for i in index], [kept[i] for i in index])
+            out[index] = np.asarray(scores, dtype=np.float64)
+        return out
+
+    return reward
 
 
 def _replace_word(text: str, old: str, new: str) -> str:

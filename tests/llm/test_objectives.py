@@ -96,6 +96,30 @@ def test_safety_filter_rewrites_or_rejects_banned_words():
         safety_filter(PLAIN, "drop")
 
 
+def test_constrained_reward_scores_what_the_filter_lets_through():
+    from embodied_rl.llm.objectives import constrained_reward
+
+    seen = []
+
+    def helpful(prompts, responses):
+        seen.append(list(responses))
+        return np.array([objective_score("helpful", p, r) for p, r in zip(prompts, responses,
+                                                                           strict=True)])  # fmt: skip
+
+    rewrite = constrained_reward(helpful)
+    scores = rewrite([NEG, NEG], [DETAILED, PLAIN])
+    assert seen[-1] == [safety_filter(DETAILED), PLAIN]  # the reward never sees a banned word
+    assert scores[0] == pytest.approx(objective_score("helpful", NEG, safety_filter(DETAILED)))
+    assert scores[0] < objective_score("helpful", NEG, DETAILED)  # the emphasis bonus is gone
+    reject = constrained_reward(helpful, "reject", refusal_score=-3.0)
+    scores = reject([NEG, NEG], [DETAILED, PLAIN])
+    assert seen[-1] == [PLAIN] and scores[0] == -3.0
+    assert scores[1] == pytest.approx(objective_score("helpful", NEG, PLAIN))
+    assert (reject([NEG], [DETAILED]) == -3.0).all() and seen[-1] == [PLAIN]  # nothing scored
+    with pytest.raises(ValueError, match="'drop'"):
+        constrained_reward(helpful, "drop")
+
+
 def test_ratings_map_each_objective_onto_one_to_five():
     from embodied_rl.llm.objectives import objective_rating, rating_scorer
 
