@@ -1,0 +1,50 @@
+"""Where the planner benchmark's learned success detector goes wrong, per execution rather
+than per step: the detector of `planner_long_horizon.py` (same data, seeds and training) on
+every execution of `detector_examples` in 50 held-out episodes per split, for several
+thresholds: *early* (it fires before the skill's own success test first holds; `run_plan`
+then moves on too soon), *missed* (the test holds but the detector does not fire within the
+10 steps after; `run_plan` then runs the skill to its horizon and counts it failed), *on time*
+(the rest of the executions that succeed). Quoted in `results/planner_long_horizon.md`.
+
+    python benchmarks/probes/planner_detector_errors.py
+"""
+
+import itertools
+
+import numpy as np
+import torch
+
+from embodied_rl.envs import make, make_expert
+from embodied_rl.envs.tabletop.long_horizon import LongHorizonTabletop
+from embodied_rl.llm.affordance import AffordanceConfig, detector_examples, train_affordance
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+train_env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split="seen")
+model = train_affordance(
+    detector_examples(train_env, make_expert(train_env), range(300)), AffordanceConfig()
+)
+for split in ("seen", "unseen"):
+    env = LongHorizonTabletop(make("tabletop/reach-v0", n_objects=4), split=split)
+    ex = detector_examples(env, make_expert(env), range(1_000_000, 1_000_050))
+    probs = model.probabilities(ex.scene, ex.skill)
+    keys = list(zip(ex.seed, ex.stage, map(bytes, ex.skill.astype(np.uint8)), strict=True))
+    runs = [list(g) for _, g in itertools.groupby(range(len(keys)), key=lambda i: keys[i])]
+    succeeded = [r for r in runs if ex.success[r].any()]
+    print(f"{split}: {len(runs)} executions, {len(succeeded)} reach their success test")
+    for threshold in (0.2, 0.3, 0.5, 0.7):
+        early = missed = on_time = 0
+        for r in runs:
+            fires = np.flatnonzero(probs[r] >= threshold)
+            truth = np.flatnonzero(ex.success[r])
+            if len(fires) and (not len(truth) or fires[0] < truth[0]):
+                early += 1
+            elif len(truth) and not len(fires):
+                missed += 1
+            elif len(truth):
+                on_time += 1
+        print(
+            f"  threshold {threshold}: early {early}/{len(runs)}, missed "
+            f"{missed}/{len(succeeded)}, on time {on_time}/{len(succeeded)}",
+            flush=True,
+        )
