@@ -121,35 +121,44 @@ def affordance_examples(
     scene's candidates. Each is executed from a fresh reset (re-doing the first step for stage
     1: resets are ~1 ms), with the success test of
     :func:`~embodied_rl.llm.planner.execute_skill`. A stage whose first step fails is skipped."""
-    from embodied_rl.envs.tabletop.long_horizon import skill_specs
     from embodied_rl.llm.planner import execute_skill
 
     if skills_per_state < 1:
         raise ValueError(f"skills_per_state={skills_per_state} must be >= 1")
-    rng = np.random.default_rng(rng_seed)
     rows: dict[str, list] = {k: [] for k in ("scene", "skill", "success", "seed", "stage")}
     try:
-        for seed in seeds:
-            env.reset(seed=int(seed))
-            specs = skill_specs(env.layout)
-            names, steps = list(specs), env.canonical_steps
-            n_objects = len(env.layout.colors)
-            for stage in (0, 1):
-                others = [n for n in names if n != steps[stage]]
-                picks = rng.choice(len(others), size=min(skills_per_state - 1, len(others)),
-                                   replace=False)  # fmt: skip
-                for name in [steps[stage], *(others[i] for i in picks)]:
-                    env.reset(seed=int(seed))
-                    if stage == 1 and not execute_skill(env, expert, specs[steps[0]])[0]:
-                        break  # no stage-1 state in this episode
-                    rows["scene"].append(scene_features(env))
-                    rows["skill"].append(skill_features(specs[name], n_objects))
-                    rows["success"].append(execute_skill(env, expert, specs[name])[0])
-                    rows["seed"].append(int(seed))
-                    rows["stage"].append(stage)
+        for seed, stage, spec in _executions(env, expert, seeds, skills_per_state, rng_seed):
+            rows["scene"].append(scene_features(env))
+            rows["skill"].append(skill_features(spec, len(env.layout.colors)))
+            rows["success"].append(execute_skill(env, expert, spec)[0])
+            rows["seed"].append(seed)
+            rows["stage"].append(stage)
     finally:
         expert.follow(None)
     return _stack(rows)
+
+
+def _executions(env, expert, seeds: Iterable[int], skills_per_state: int, rng_seed: int):
+    """Yield ``(seed, stage, spec)`` with ``env`` in the scene the skill starts from: per reset
+    seed and stage (0: as reset; 1: after the expert did the first step, skipped when it
+    fails), the task's true next step and ``skills_per_state - 1`` random other candidates."""
+    from embodied_rl.envs.tabletop.long_horizon import skill_specs
+    from embodied_rl.llm.planner import execute_skill
+
+    rng = np.random.default_rng(rng_seed)
+    for seed in seeds:
+        env.reset(seed=int(seed))
+        specs = skill_specs(env.layout)
+        names, steps = list(specs), env.canonical_steps
+        for stage in (0, 1):
+            others = [n for n in names if n != steps[stage]]
+            picks = rng.choice(len(others), size=min(skills_per_state - 1, len(others)),
+                               replace=False)  # fmt: skip
+            for name in [steps[stage], *(others[i] for i in picks)]:
+                env.reset(seed=int(seed))
+                if stage == 1 and not execute_skill(env, expert, specs[steps[0]])[0]:
+                    break  # no stage-1 state in this episode
+                yield int(seed), stage, specs[name]
 
 
 def _stack(rows: dict[str, list]) -> AffordanceExamples:
@@ -173,43 +182,29 @@ def detector_examples(
     family's horizon and stopped ``after`` steps past its first success, so that the states
     just after "done" (the expert holding still) are positive examples too. ``scene`` holds
     :func:`detector_features`."""
-    from embodied_rl.envs.tabletop.long_horizon import skill_specs
-    from embodied_rl.llm.planner import execute_skill, simulator_success
+    from embodied_rl.llm.planner import simulator_success
 
     if skills_per_state < 1 or after < 0:
         raise ValueError(f"skills_per_state={skills_per_state} must be >= 1, after={after} >= 0")
-    rng = np.random.default_rng(rng_seed)
     rows: dict[str, list] = {k: [] for k in ("scene", "skill", "success", "seed", "stage")}
     try:
-        for seed in seeds:
-            env.reset(seed=int(seed))
-            specs = skill_specs(env.layout)
-            names, steps = list(specs), env.canonical_steps
-            n_objects = len(env.layout.colors)
-            for stage in (0, 1):
-                others = [n for n in names if n != steps[stage]]
-                picks = rng.choice(len(others), size=min(skills_per_state - 1, len(others)),
-                                   replace=False)  # fmt: skip
-                for name in [steps[stage], *(others[i] for i in picks)]:
-                    env.reset(seed=int(seed))
-                    if stage == 1 and not execute_skill(env, expert, specs[steps[0]])[0]:
-                        break
-                    spec, start = specs[name], env.unwrapped.scene_state()
-                    skill = skill_features(spec, n_objects)
-                    expert.follow(spec)
-                    left = None
-                    for _ in range(tasks.HORIZONS[spec.family]):
-                        _, _, terminated, truncated, _ = env.step(expert.act())
-                        done = simulator_success(env, spec, start)
-                        rows["scene"].append(detector_features(env, spec, start))
-                        rows["skill"].append(skill)
-                        rows["success"].append(done)
-                        rows["seed"].append(int(seed))
-                        rows["stage"].append(stage)
-                        if done and left is None:
-                            left = after
-                        if terminated or truncated or (left is not None and (left := left - 1) < 0):
-                            break
+        for seed, stage, spec in _executions(env, expert, seeds, skills_per_state, rng_seed):
+            start = env.unwrapped.scene_state()
+            skill = skill_features(spec, len(env.layout.colors))
+            expert.follow(spec)
+            left = None
+            for _ in range(tasks.HORIZONS[spec.family]):
+                _, _, terminated, truncated, _ = env.step(expert.act())
+                done = simulator_success(env, spec, start)
+                rows["scene"].append(detector_features(env, spec, start))
+                rows["skill"].append(skill)
+                rows["success"].append(done)
+                rows["seed"].append(seed)
+                rows["stage"].append(stage)
+                if done and left is None:
+                    left = after
+                if terminated or truncated or (left is not None and (left := left - 1) < 0):
+                    break
     finally:
         expert.follow(None)
     return _stack(rows)
