@@ -7,7 +7,8 @@ Rows (``--variants``): ``rt1-tiny`` (the tiny RT-1-style VLA preset of
 ``benchmarks/vla_learning.py``, BC through the offline trainer), ``rt2-tiny`` (the tiny
 RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``, images
 shifted at random by up to ``--rt2-shift`` pixels as the RT-1 row's are; ``rt2-tiny-noshift``
-without the shift) and
+without the shift; ``rt2-tiny-conv`` with early convolutions in place of the ViT's
+patchify, ``RT2Config(vision_stem="conv")``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together) and ``rt2-tiny+ppo`` (the
 ``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
@@ -41,8 +42,8 @@ import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, t
 
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
-    "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny+cotrain", "rt2-tiny+ppo",
-    "rt2-tiny+dpo",
+    "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny+cotrain",
+    "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
@@ -70,7 +71,7 @@ def scene_questions(args, scenes: int, seed: int):
     return images, questions
 
 
-def rt2_policy(data, questions, seed: int, shift: int):
+def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch"):
     from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.policies import RT2Config, RT2Policy, rt2_tokenizer
     from embodied_rl.policies.rt2 import QUESTION_PROMPT
@@ -84,6 +85,7 @@ def rt2_policy(data, questions, seed: int, shift: int):
         tokenizer_json=tokenizer.backend_tokenizer.to_str(), image_size=vla_learning.IMAGE_SIZE,
         action_low=tuple(float(x) for x in space.low),
         action_high=tuple(float(x) for x in space.high), seed=seed, random_shift=shift,
+        vision_stem=stem,
     )  # fmt: skip
     return RT2Policy(config)
 
@@ -137,7 +139,8 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         return rows
     qa_images, questions = qa
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
-    policy = rt2_policy(data, questions, seed, shift)
+    stem = "conv" if variant.endswith("-conv") else "patch"
+    policy = rt2_policy(data, questions, seed, shift, stem)
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
         examples += [(policy.question_prompt(q.question), " " + q.answer) for q in questions]

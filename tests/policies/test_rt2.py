@@ -82,9 +82,12 @@ def test_log_prob_and_entropy_read_the_bin_distributions(tokenizer_json):
     assert bool((entropy <= 4 * np.log(256) + 1e-4).all())
 
 
-def test_save_and_load_give_the_same_actions(tokenizer_json, tmp_path):
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_save_and_load_give_the_same_actions(tokenizer_json, tmp_path, stem):
     torch.manual_seed(0)
-    policy = small_policy(tokenizer_json).eval()
+    policy = small_policy(tokenizer_json, vision_stem=stem).eval()
+    embeddings = policy.model.model.vision_tower.embeddings
+    assert (type(embeddings.patch_embedding).__name__ == "ConvStem") == (stem == "conv")
     obs = {"image": images_of(["blue"])[0].numpy(), "instruction": "move to the blue block"}
     loaded = load_policy(policy.save(tmp_path / "rt2"))
     assert sorted(p.name for p in (tmp_path / "rt2").iterdir()) == [
@@ -109,6 +112,10 @@ def test_bad_inputs_are_named(tokenizer_json):
     plain = rt2_tokenizer(INSTRUCTIONS, n_bins=16).backend_tokenizer.to_str()
     with pytest.raises(ValueError, match="contiguous tokens <act_0>..<act_255>"):
         RT2Policy(RT2Config(tokenizer_json=plain))
+    with pytest.raises(ValueError, match="patch_size=6 must be a power of 2"):
+        RT2Config(tokenizer_json=plain, image_size=36, patch_size=6, vision_stem="conv")
+    with pytest.raises(ValueError, match="vision_stem='cnn'"):
+        RT2Config(tokenizer_json=plain, vision_stem="cnn")
 
 
 def coloured_dataset(
@@ -140,15 +147,16 @@ def coloured_dataset(
     )
 
 
-def test_supervised_fine_tuning_is_behaviour_cloning(tokenizer_json, tmp_path):
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_supervised_fine_tuning_is_behaviour_cloning(tokenizer_json, tmp_path, stem):
     """The LLM trainers' SFTTrainer, given the policy's model, tokenizer and image processor,
     trains on (image, instruction) -> action-token examples of a dataset; the policy then acts
-    the demonstrated actions, which only the images tell apart."""
+    the demonstrated actions, which only the images tell apart (with either vision stem)."""
     from embodied_rl.llm.sft import SFTConfig, SFTTrainer
     from embodied_rl.policies.rt2 import rt2_sft_examples
 
     torch.manual_seed(0)
-    policy = small_policy(tokenizer_json)
+    policy = small_policy(tokenizer_json, vision_stem=stem)
     targets = {"red": [0.5, -0.5, 0.0, 1.0], "green": [-0.8, 0.2, 0.6, -1.0],
                "blue": [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
     data = coloured_dataset(targets)
