@@ -16,7 +16,9 @@ Iterated RLHF (``--rounds``): from the RLHF policy and reward model, each round 
 responses per prompt for ``--round-pairs`` prompts from the *current* policy, labels them with
 the annotator (``TaskGenerator.annotate``), retrains the reward model on every label so far,
 and continues PPO for ``--round-iterations``; beside it, offline RLHF with the same total
-labels (all from the demonstrator) and the same total PPO iterations.
+labels (all from the demonstrator) and the same total PPO iterations. With
+``--round-labeler judge`` the same loop is iterated RLAIF: the AI judge labels every round
+(ties dropped), starting from the distilled RLAIF reward model and its labels.
 
 Every policy is evaluated on ``--prompts`` held-out prompts (one sample each): the oracle's
 mean, the win rate against SFT under the oracle judge (position-swapped, ties half, Wilson
@@ -48,6 +50,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="iterated RLHF rounds (0: skip)")
     p.add_argument("--round-pairs", type=int, default=500)
     p.add_argument("--round-iterations", type=int, default=20)
+    p.add_argument("--round-labeler", default="annotator", choices=("annotator", "judge"),
+                   help="who labels each round: the scripted annotator (iterated RLHF, from the "
+                   "RLHF reward model) or the AI judge (iterated RLAIF, from the distilled one)")  # fmt: skip
     p.add_argument("--rounds-only", action="store_true",
                    help="skip the three rewards' PPO runs (the reward models still train)")  # fmt: skip
     args = p.parse_args()
@@ -108,14 +113,18 @@ def main() -> int:
     # ---------------------------------------------------------------- one label budget
     comparisons = train.comparisons(args.pairs)
     judge = critique_judge(demo.config.task)
-    ai_pairs, ties = [], 0
-    for c in comparisons:  # the same response pairs, labelled by the AI judge
-        verdict = judge(c.prompt, c.chosen, c.rejected)
+
+    def ai_label(prompt: str, a: str, b: str) -> TextPair | None:
+        """The AI judge's label of a response pair (None for a tie)."""
+        verdict = judge(prompt, a, b)
         if verdict == "equal":
-            ties += 1
-            continue
-        win, lose = (c.chosen, c.rejected) if verdict == "a" else (c.rejected, c.chosen)
-        ai_pairs.append(TextPair(c.prompt, win, lose))
+            return None
+        return TextPair(prompt, a, b) if verdict == "a" else TextPair(prompt, b, a)
+
+    # the same response pairs, labelled by the AI judge
+    judged = [ai_label(c.prompt, c.chosen, c.rejected) for c in comparisons]
+    ai_pairs = [x for x in judged if x is not None]
+    ties = len(judged) - len(ai_pairs)
     agree = np.mean([judge(c.prompt, c.chosen, c.rejected) == "a" for c in comparisons])
     rm_rlhf, acc_rlhf = train_reward_model(comparisons)
     rm_ai, acc_ai = train_reward_model(ai_pairs)
@@ -163,18 +172,22 @@ def main() -> int:
                 PPORLHFTrainer(policy, tokenizer, reward_model_fn(rm, tokenizer), config,
                                reference=sft).train(rl_prompts)  # fmt: skip
 
+        if args.round_labeler == "annotator":  # iterated RLHF
+            label, initial, rm0, acc0 = train.annotate, comparisons, rm_rlhf, acc_rlhf
+        else:  # iterated RLAIF: the judge labels every round, from distilled RLAIF
+            label, initial, rm0, acc0 = ai_label, ai_pairs, rm_ai, acc_ai
         policy = load_causal_lm(sft_dir)
-        labels = list(comparisons)
-        schedule(policy, [rm_rlhf])
-        round_rows.append(evaluate(policy, "round 0 (offline RLHF)",
-                                   {"labels": len(labels), "rm": acc_rlhf}))  # fmt: skip
+        labels = list(initial)
+        schedule(policy, [rm0])
+        round_rows.append(evaluate(policy, f"round 0 (offline, {args.round_labeler} labels)",
+                                   {"labels": len(labels), "rm": acc0}))  # fmt: skip
         for k in range(1, args.rounds + 1):
             asked = train.prompts(args.round_pairs)
             gen = torch.Generator().manual_seed(1000 * k + seed)
             a = generate(policy, tokenizer, asked, SamplingConfig(), gen).responses
             b = generate(policy, tokenizer, asked, SamplingConfig(), gen).responses
-            fresh = [train.annotate(q, x, y) for q, x, y in zip(asked, a, b, strict=True)
-                     if x != y]  # fmt: skip
+            fresh = [label(q, x, y) for q, x, y in zip(asked, a, b, strict=True) if x != y]
+            fresh = [x for x in fresh if x is not None]
             labels += fresh
             rm, accuracy = train_reward_model(labels)
             config = PPORLHFConfig(iterations=args.round_iterations, seed=seed + k,
@@ -187,18 +200,21 @@ def main() -> int:
         # the controls: as many labels, all from the demonstrator (offline), and the same PPO
         # iterations, in the rounds' schedule and in one continuous run
         total = len(labels)
-        rm_big, acc_big = train_reward_model(train.comparisons(total - args.pairs) + comparisons)
+        extra = train.comparisons(total - len(initial))
+        if args.round_labeler == "judge":
+            extra = [x for x in (ai_label(c.prompt, c.chosen, c.rejected) for c in extra) if x]
+        rm_big, acc_big = train_reward_model(extra + list(initial))
         policy = load_causal_lm(sft_dir)
         schedule(policy, [rm_big] * (args.rounds + 1))
         round_rows.append(evaluate(policy, "offline labels, the rounds' PPO schedule",
-                                   {"labels": total, "rm": acc_big}))  # fmt: skip
+                                   {"labels": len(extra) + len(initial), "rm": acc_big}))  # fmt: skip
         policy = load_causal_lm(sft_dir)
         config = PPORLHFConfig(iterations=args.ppo_iterations + args.rounds * args.round_iterations,
                                seed=seed, progress=not args.no_progress, tensorboard=False)  # fmt: skip
         PPORLHFTrainer(policy, tokenizer, reward_model_fn(rm_big, tokenizer), config,
                        reference=sft).train(rl_prompts)  # fmt: skip
         round_rows.append(evaluate(policy, "offline labels, one continuous PPO run",
-                                   {"labels": total, "rm": acc_big}))  # fmt: skip
+                                   {"labels": len(extra) + len(initial), "rm": acc_big}))  # fmt: skip
 
     minutes = (time.perf_counter() - started) / 60
     text = report(args, rows, per_source, round_rows, acc_rlhf, acc_ai, len(ai_pairs), ties,
@@ -259,8 +275,10 @@ def report(args, rows, per_source, round_rows, acc_rlhf, acc_ai, n_ai, ties, agr
     ]
     if round_rows:
         lines += [
-            f"## Iterated RLHF ({args.rounds} rounds of {args.round_pairs} on-policy pairs, "
-            f"{args.round_iterations} PPO iterations each, seed {args.seeds[0]})",
+            f"## Iterated {'RLHF' if args.round_labeler == 'annotator' else 'RLAIF'} "
+            f"({args.rounds} rounds of {args.round_pairs} on-policy pairs labelled by the "
+            f"{args.round_labeler}, {args.round_iterations} PPO iterations each, seed "
+            f"{args.seeds[0]})",
             "",
             llm_common.table(
                 [

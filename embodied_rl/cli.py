@@ -535,9 +535,38 @@ def _datasets_locomotion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_list(args: argparse.Namespace) -> int:
+    from embodied_rl.datasets import list_datasets
+
+    found = list_datasets(args.root)
+    if not found:
+        print("no datasets")
+        return 0
+    width = max(len(d.dataset_id) for d in found)
+    print(f"{'dataset':{width}s}  {'episodes':>9s}  {'steps':>10s}  {'MB':>8s}  env / problem")
+    for d in found:
+        numbers = [f"{d.episodes:,}" if d.episodes is not None else "-",
+                   f"{d.steps:,}" if d.steps is not None else "-",
+                   f"{d.megabytes:.1f}" if d.megabytes is not None else "-"]  # fmt: skip
+        last = d.env_id or "-"
+        if d.problem:
+            last = f"PROBLEM: {d.problem}"
+        print(f"{d.dataset_id:{width}s}  {numbers[0]:>9s}  {numbers[1]:>10s}  "
+              f"{numbers[2]:>8s}  {last}")  # fmt: skip
+    return 1 if any(d.problem for d in found) else 0
+
+
 def _add_datasets(sub: argparse._SubParsersAction) -> None:
-    datasets = sub.add_parser("datasets", help="build standard datasets")
+    datasets = sub.add_parser("datasets", help="build and list datasets")
     kinds = datasets.add_subparsers(dest="dataset_family", required=True)
+    listing = kinds.add_parser(
+        "list", help="the Minari datasets under a root: id, episodes, steps, size, environment "
+        "(exit status 1 when one has unreadable metadata)",
+    )  # fmt: skip
+    listing.add_argument(
+        "--root", default=None, help="datasets root (default $MINARI_DATASETS_PATH)"
+    )
+    listing.set_defaults(func=_datasets_list)
     loco = kinds.add_parser(
         "locomotion", help="D4RL-style Hopper/Walker2d/HalfCheetah datasets, regenerated with "
         "the toolkit's PPO (cached: a dataset built with the same settings is kept)",

@@ -26,7 +26,12 @@ from embodied_rl.datasets.minari_format import (
     save_dataset,
     write_dataset,
 )
-from embodied_rl.datasets.minari_reader import load_dataset, validate_dataset
+from embodied_rl.datasets.minari_reader import (
+    DatasetSummary,
+    list_datasets,
+    load_dataset,
+    validate_dataset,
+)
 from embodied_rl.datasets.offline import OfflineDataset, concatenate
 from embodied_rl.datasets.tiers import MEDIUM_NOISE, TIERS, normalized_score
 
@@ -39,6 +44,7 @@ __all__ = [
     "CollectionError",
     "DatasetChecksumError",
     "DatasetSchemaError",
+    "DatasetSummary",
     "DatasetWriter",
     "Episode",
     "HistorySampler",
@@ -53,6 +59,7 @@ __all__ = [
     "default_dataset_id",
     "export_d4rl",
     "import_d4rl",
+    "list_datasets",
     "load_dataset",
     "normalized_score",
     "save_dataset",

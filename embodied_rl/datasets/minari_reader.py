@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from embodied_rl.datasets.minari_format import (
     MAIN_FILE,
     METADATA_FILE,
     dataset_dir,
+    default_root,
     file_checksum,
 )
 from embodied_rl.datasets.offline import OBS_KEY, OfflineDataset
@@ -164,6 +166,56 @@ def _scan(f: h5py.File, meta: dict[str, Any], check: bool) -> list[tuple[h5py.Gr
                 f"metadata says total_steps={meta['total_steps']}; the episodes hold {n_steps}"
             )
     return episodes
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """One dataset under a root, from its metadata alone (nothing else is read): ``problem``
+    names what is wrong with a dataset whose metadata cannot be read (the rest is then
+    unknown)."""
+
+    dataset_id: str
+    path: Path
+    episodes: int | None = None
+    steps: int | None = None
+    env_id: str | None = None
+    megabytes: float | None = None
+    ref_scores: tuple[float, float] | None = None  # D4RL-style normalisation (min, max)
+    problem: str | None = None
+
+
+def list_datasets(root: str | os.PathLike | None = None) -> list[DatasetSummary]:
+    """Every Minari dataset under ``root`` (default ``$MINARI_DATASETS_PATH`` or
+    ``~/.minari/datasets``), sorted by id: the directories whose ``data/`` holds a
+    ``metadata.json``. A dataset with bad metadata is listed with its problem, not skipped."""
+    base = Path(root) if root is not None else default_root()
+    if not base.is_dir():
+        raise FileNotFoundError(f"datasets root {base} is not a directory")
+    out = []
+    for meta_file in sorted(base.rglob(f"{DATA_DIR}/{METADATA_FILE}")):
+        data_dir = meta_file.parent
+        dataset_id = data_dir.parent.relative_to(base).as_posix()
+        main = data_dir / MAIN_FILE
+        size = main.stat().st_size / 2**20 if main.is_file() else None
+        try:
+            meta = read_metadata(data_dir)
+        except (DatasetSchemaError, OSError) as error:
+            out.append(DatasetSummary(dataset_id, data_dir.parent, megabytes=size,
+                                      problem=str(error)))  # fmt: skip
+            continue
+        env_id = None
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            spec = meta.get("env_spec")
+            env_id = (json.loads(spec) if isinstance(spec, str) else spec or {}).get("id")
+        refs = None
+        if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
+            refs = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
+        out.append(DatasetSummary(
+            str(meta["dataset_id"]), data_dir.parent, int(meta["total_episodes"]),
+            int(meta["total_steps"]), env_id, size, refs,
+            None if main.is_file() else f"{MAIN_FILE} is missing",
+        ))  # fmt: skip
+    return out
 
 
 def validate_dataset(

@@ -240,3 +240,31 @@ def test_writer_rejects_inconsistent_episode(tmp_path, episodes, dataset_spaces)
 def test_bad_dataset_id_is_rejected(tmp_path, episodes, dataset_spaces):
     with pytest.raises(ValueError, match="malformed"):
         write_dataset(tmp_path, "no-version", episodes, *dataset_spaces)
+
+
+def test_list_datasets_reads_metadata_and_names_problems(tmp_path, episodes, dataset_spaces,
+                                                         capsys):  # fmt: skip
+    from embodied_rl.cli import main
+    from embodied_rl.datasets import list_datasets
+
+    write_dataset(tmp_path, ID, episodes, *dataset_spaces,
+                  metadata={"ref_min_score": -1.0, "ref_max_score": 2.0})  # fmt: skip
+    broken = write_dataset(tmp_path, "tests/broken-v1", episodes[:1], *dataset_spaces)
+    found = list_datasets(tmp_path)
+    assert [d.dataset_id for d in found] == ["tests/broken-v1", ID]
+    good = found[1]
+    assert (good.episodes, good.steps) == (len(episodes), sum(len(e) for e in episodes))
+    assert good.ref_scores == (-1.0, 2.0) and good.problem is None and good.megabytes > 0
+    assert good.path == tmp_path / ID
+    assert main(["datasets", "list", "--root", str(tmp_path)]) == 0
+    assert ID in capsys.readouterr().out
+    meta_path = broken / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("total_steps")
+    meta_path.write_text(json.dumps(meta))
+    found = list_datasets(tmp_path)
+    assert "missing ['total_steps']" in found[0].problem and found[0].episodes is None
+    assert main(["datasets", "list", "--root", str(tmp_path)]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        list_datasets(tmp_path / "absent")
