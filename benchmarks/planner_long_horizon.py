@@ -101,6 +101,7 @@ def main() -> int:
         decompose,
         skill_specs,
     )
+    from embodied_rl.evaluation.rollout import run_episode
     from embodied_rl.evaluation.transfer import wilson_interval
     from embodied_rl.llm.affordance import (
         AffordanceConfig,
@@ -277,16 +278,8 @@ def main() -> int:
                                        task_encoding="episode")  # fmt: skip
         wins = steps = 0
         for i in range(args.episodes):
-            obs, _ = flat_env.reset(seed=EVAL_SEED + i)
-            flat.reset()
-            while True:
-                obs, _, terminated, truncated, info = flat_env.step(
-                    flat.act(obs, deterministic=True)
-                )
-                if terminated or truncated:
-                    break
-            wins += info["success"]
-            steps += info["steps_completed"]
+            wins += run_episode(flat_env, flat, EVAL_SEED + i).success
+            steps += flat_env.completed
         lo, hi = wilson_interval(wins, args.episodes)
         lines.append(
             f"| no planner, policy given the whole task | {split} | {wins}/{args.episodes} = "

@@ -17,6 +17,7 @@ import torch
 
 from embodied_rl.envs import make
 from embodied_rl.envs.tabletop.long_horizon import LongHorizonTabletop
+from embodied_rl.evaluation.rollout import run_episode
 from embodied_rl.policies import load_policy
 
 torch.set_num_threads(1)
@@ -30,17 +31,10 @@ for name, encoding in (("skill_policy", "step"), ("flat_policy", "episode")):
         first = collections.defaultdict(lambda: [0, 0])
         steps = wins = 0
         for i in range(50):
-            obs, _ = env.reset(seed=1_000_000 + i)
-            policy.reset()
-            while True:
-                obs, _, terminated, truncated, info = env.step(policy.act(obs, deterministic=True))
-                if terminated or truncated:
-                    break
-            family = env.composition[0]
-            first[family][0] += info["steps_completed"] >= 1
-            first[family][1] += 1
-            steps += info["steps_completed"]
-            wins += info["success"]
+            wins += run_episode(env, policy, 1_000_000 + i).success
+            first[env.composition[0]][0] += env.completed >= 1
+            first[env.composition[0]][1] += 1
+            steps += env.completed
         print(
             f"{name} ({encoding} encoding), {split}: success {wins}/50, steps done "
             f"{steps / 50:.2f}, first steps by family "
