@@ -8,9 +8,12 @@ Rows (``--variants``): ``rt1-tiny`` (the tiny RT-1-style VLA preset of
 RT-2-style policy, BC as supervised fine-tuning with the LLM trainers' ``SFTTrainer``, images
 shifted at random by up to ``--rt2-shift`` pixels as the RT-1 row's are; ``rt2-tiny-noshift``
 without the shift; ``rt2-tiny-conv`` with early convolutions in place of the ViT's
-patchify, ``RT2Config(vision_stem="conv")``) and
+patchify, ``RT2Config(vision_stem="conv")``; ``rt2-tiny-hlgauss`` trained against HL-Gauss
+targets of ``--rt2-sigma`` bin widths on the action tokens, ``llm.sft.OrdinalBins``, and
+acting with the expected bin, ``RT2Config(decoding="mean")``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
-``--qa-scenes`` x ``--qa-per-scene`` scene questions together) and ``rt2-tiny+ppo`` (the
+``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain``
+the same with HL-Gauss) and ``rt2-tiny+ppo`` (the
 ``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
 environment steps of PPO with the environment's ``--ppo-reward`` and the KL to the SFT
 policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-tiny+dpo``
@@ -42,7 +45,8 @@ import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, t
 
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
-    "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny+cotrain",
+    "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
+    "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
@@ -71,7 +75,7 @@ def scene_questions(args, scenes: int, seed: int):
     return images, questions
 
 
-def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch"):
+def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch", decoding="argmax"):
     from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.policies import RT2Config, RT2Policy, rt2_tokenizer
     from embodied_rl.policies.rt2 import QUESTION_PROMPT
@@ -85,7 +89,7 @@ def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch"):
         tokenizer_json=tokenizer.backend_tokenizer.to_str(), image_size=vla_learning.IMAGE_SIZE,
         action_low=tuple(float(x) for x in space.low),
         action_high=tuple(float(x) for x in space.high), seed=seed, random_shift=shift,
-        vision_stem=stem,
+        vision_stem=stem, decoding=decoding,
     )  # fmt: skip
     return RT2Policy(config)
 
@@ -128,7 +132,7 @@ def inference_hz(policy, data, n: int = 50) -> float:
 
 def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict[str, Any]]:
     """SFT of the RT-2-style policy in chunks of ``--eval-every`` steps; one row per chunk."""
-    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.llm.sft import OrdinalBins, SFTConfig, SFTTrainer
     from embodied_rl.policies import load_policy
     from embodied_rl.policies.rt2 import rt2_sft_examples
 
@@ -140,7 +144,8 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     qa_images, questions = qa
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
     stem = "conv" if variant.endswith("-conv") else "patch"
-    policy = rt2_policy(data, questions, seed, shift, stem)
+    hl_gauss = "-hlgauss" in variant
+    policy = rt2_policy(data, questions, seed, shift, stem, "mean" if hl_gauss else "argmax")
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
         examples += [(policy.question_prompt(q.question), " " + q.answer) for q in questions]
@@ -152,9 +157,15 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         warmup_steps=min(200, args.eval_every), max_length=policy.n_image_tokens + 64,
         seed=seed, progress=not args.no_progress, tensorboard=False, log_every=100,
     )  # fmt: skip
-    trainer = SFTTrainer(
-        policy.model, policy.tokenizer, config, image_processor=policy.train_pixel_values
+    ordinal = (
+        OrdinalBins(policy.first_action_id, policy.config.n_bins, args.rt2_sigma)
+        if hl_gauss
+        else None
     )
+    trainer = SFTTrainer(
+        policy.model, policy.tokenizer, config, image_processor=policy.train_pixel_values,
+        ordinal=ordinal,
+    )  # fmt: skip
     for steps in range(args.eval_every, args.steps + 1, args.eval_every):
         started = time.perf_counter()
         trainer.train(examples, out=out / "sft", images=images)
@@ -400,6 +411,11 @@ def main() -> int:
     parser.add_argument(
         "--rt2-shift", type=int, default=4,
         help="DrQ random shift (pixels) of the RT-2 SFT images; rt2-tiny-noshift uses 0",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rt2-sigma", type=float, default=4.0,
+        help="HL-Gauss width in bin widths for the -hlgauss variants (256 bins over [-1, 1]: "
+        "4 bins = 0.031)",
     )  # fmt: skip
     parser.add_argument("--qa-scenes", type=int, default=500)
     parser.add_argument("--qa-held-out", type=int, default=100)

@@ -22,6 +22,7 @@ _EXPORTS = {  # name -> the submodule defining it, imported on first use (keeps 
     "LMJudge": "judge",
     "PPORLHFConfig": "ppo_rlhf",
     "PPORLHFTrainer": "ppo_rlhf",
+    "OrdinalBins": "sft",
     "PolicyWithValue": "ppo_rlhf",
     "Principle": "constitutional",
     "RLAIFConfig": "rlaif",
@@ -70,6 +71,7 @@ __all__ = [
     "LMJudge",
     "PPORLHFConfig",
     "PPORLHFTrainer",
+    "OrdinalBins",
     "PolicyWithValue",
     "Principle",
     "RLAIFConfig",
@@ -142,6 +144,6 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from embodied_rl.llm.reward import RewardConfig, RewardModel, RewardTrainer, reward_model_fn
     from embodied_rl.llm.rlaif import RLAIFConfig, ai_feedback_labeler, rlaif
     from embodied_rl.llm.rt2 import RT2PPOConfig, RT2PPOTrainer, rt2_segment_pairs
-    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.llm.sft import OrdinalBins, SFTConfig, SFTTrainer
     from embodied_rl.llm.tasks import TaskConfig, TaskGenerator, oracle_score, oracle_scores
     from embodied_rl.utils.tokenizer import load_tokenizer, train_tokenizer

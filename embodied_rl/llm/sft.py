@@ -38,6 +38,7 @@ from embodied_rl.llm.training import (
     run_steps,
     warmup_lambda,
 )
+from embodied_rl.policies.action_tokenizer import gaussian_bin_targets
 from embodied_rl.rl.distributed import data_parallel
 from embodied_rl.utils.tokenizer import encode, encode_items
 
@@ -65,6 +66,28 @@ class SFTConfig:
         require_positive(self, "steps", "batch_size", "max_length", "log_every")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+
+
+@dataclass(frozen=True)
+class OrdinalBins:
+    """Token ids ``first_id .. first_id + n_bins - 1`` are ordered bins of a continuous value
+    (the RT-2 policy's action tokens): :func:`sft_loss` replaces their one-hot targets by
+    HL-Gauss targets of ``sigma`` bin widths
+    (:func:`~embodied_rl.policies.action_tokenizer.gaussian_bin_targets`), so a label's
+    neighbouring bins share its probability. Other tokens keep plain cross-entropy."""
+
+    first_id: int
+    n_bins: int
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if self.first_id < 0 or self.n_bins < 2:
+            raise ValueError(
+                f"OrdinalBins(first_id={self.first_id}, n_bins={self.n_bins}): first_id must "
+                "be >= 0 and n_bins >= 2"
+            )
+        if self.sigma <= 0:
+            raise ValueError(f"OrdinalBins sigma={self.sigma} must be > 0 (bin widths)")
 
 
 @dataclass(frozen=True)
@@ -98,17 +121,30 @@ def tokenize_examples(
     return out
 
 
-def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def sft_loss(logits: Tensor, labels: Tensor, ordinal: OrdinalBins | None = None) -> Tensor:
     """Mean next-token cross-entropy: ``logits[:, t]`` predicts ``labels[:, t + 1]``.
 
     ``logits`` ``(B, T, V)``; ``labels`` ``(B, T)`` token ids with :data:`IGNORE_INDEX` on
-    the tokens no loss sees (the Hugging Face convention)."""
+    the tokens no loss sees (the Hugging Face convention). With ``ordinal``, a label among its
+    bin ids is scored against HL-Gauss targets over those ids instead of its one-hot."""
     shifted = labels[:, 1:]
     if not (shifted != IGNORE_INDEX).any():
         raise ValueError("every label is IGNORE_INDEX: the batch has no response token")
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX
-    )
+    flat_logits, flat = logits[:, :-1].flatten(0, 1).float(), shifted.flatten()
+    if ordinal is None:
+        return F.cross_entropy(flat_logits, flat, ignore_index=IGNORE_INDEX)
+    if ordinal.first_id + ordinal.n_bins > logits.shape[-1]:
+        raise ValueError(f"{ordinal} reaches past the model's {logits.shape[-1]} logits")
+    keep = flat != IGNORE_INDEX
+    logp, target = flat_logits[keep].log_softmax(-1), flat[keep]
+    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    bins = target - ordinal.first_id
+    binned = (bins >= 0) & (bins < ordinal.n_bins)
+    if binned.any():
+        soft = gaussian_bin_targets(bins[binned], ordinal.n_bins, ordinal.sigma)
+        span = slice(ordinal.first_id, ordinal.first_id + ordinal.n_bins)
+        nll = nll.masked_scatter(binned, -(soft * logp[binned, span]).sum(-1))
+    return nll.mean()
 
 
 def collate(
@@ -177,7 +213,9 @@ def check_packing_support(model: nn.Module) -> None:
         )
 
 
-def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+def lm_loss(
+    model: nn.Module, batch: dict[str, Tensor], ordinal: OrdinalBins | None = None
+) -> Tensor:
     """:func:`sft_loss` of the model on a :func:`collate` or :func:`pack` batch."""
     if "position_ids" in batch:  # packed: no attention mask, positions mark the examples
         logits = model(
@@ -188,12 +226,14 @@ def lm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         logits = causal_lm_forward(
             model, batch["input_ids"], batch["attention_mask"], **extra
         ).logits
-    return sft_loss(logits, batch["labels"])
+    return sft_loss(logits, batch["labels"], ordinal)
 
 
 class SFTTrainer:
     """Fine-tunes a causal LM (or a vision-language model, with ``image_processor``) on
-    (prompt, response) demonstrations."""
+    (prompt, response) demonstrations. ``ordinal``: token ids that are ordered bins (the RT-2
+    policy's actions) train against HL-Gauss targets (:class:`OrdinalBins`); :meth:`evaluate`
+    still reports the plain cross-entropy, the labels' likelihood."""
 
     def __init__(
         self,
@@ -201,13 +241,14 @@ class SFTTrainer:
         tokenizer: PreTrainedTokenizerBase,
         config: SFTConfig = SFTConfig(),
         image_processor: Callable[[Tensor], Tensor] | None = None,
+        ordinal: OrdinalBins | None = None,
     ) -> None:
         if config.packing:
             if image_processor is not None:
                 raise ValueError("packing=True is for text only; train with images unpacked")
             check_packing_support(model)
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.image_processor = image_processor
+        self.image_processor, self.ordinal = image_processor, ordinal
         self.optimizer = make_optimizer(
             model.parameters(), config.learning_rate, config.weight_decay
         )
@@ -252,7 +293,7 @@ class SFTTrainer:
         self.model.train()
 
         def step(i: int) -> dict[str, float]:
-            loss = lm_loss(self.model, next(batches))
+            loss = lm_loss(self.model, next(batches), self.ordinal)
             norm = optimizer_step(loss, self.optimizer, c.max_grad_norm, i, "sft", self.scheduler)
             return {"loss": loss.item(), "grad_norm": norm}
 

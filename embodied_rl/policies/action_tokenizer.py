@@ -72,3 +72,23 @@ def action_token_loss(
     loss = (per_position * w).sum() / keep.sum().clamp_min(1.0)
     accuracy = (correct * keep).sum() / keep.sum().clamp_min(1.0)
     return loss, {"token_loss": loss.item(), "token_accuracy": accuracy.item()}
+
+
+def gaussian_bin_targets(bins: Tensor, n_bins: int, sigma: float) -> Tensor:
+    """HL-Gauss targets (Imani & White 2018; Farebrother et al. 2024, arXiv:2403.03950): the
+    probability that a Gaussian centred on each label's bin centre, with standard deviation
+    ``sigma`` bin widths, falls in each of the ``n_bins`` bins, renormalised to the bins'
+    range. ``bins`` ``(...)`` int64 in ``[0, n_bins)`` -> ``(..., n_bins)`` float targets.
+
+    Cross-entropy against these targets tells a token head that neighbouring bins are close
+    actions; ``sigma`` -> 0 gives the one-hot target (plain cross-entropy). Farebrother et al.
+    use ``sigma = 0.75`` bin widths."""
+    if sigma <= 0:
+        raise ValueError(f"sigma={sigma} must be > 0 (bin widths); leave smoothing off instead")
+    if bins.dtype not in (torch.int32, torch.int64) or (bins < 0).any() or (bins >= n_bins).any():
+        raise ValueError(f"bins must be integers in [0, {n_bins}); got {bins.dtype}")
+    edges = torch.arange(n_bins + 1, dtype=torch.float32, device=bins.device)
+    centre = bins.float().unsqueeze(-1) + 0.5
+    cdf = torch.special.ndtr((edges - centre) / sigma)  # (..., n_bins + 1)
+    mass = cdf[..., 1:] - cdf[..., :-1]
+    return mass / (cdf[..., -1:] - cdf[..., :1])

@@ -78,6 +78,11 @@ class RT2Config:
     # DrQ's random shift of up to this many pixels in train_pixel_values (the SFT trainer's
     # image processor); 0: off. Without it the tiny model memorises its training scenes.
     random_shift: int = 0
+    # the deterministic action: "argmax", each dimension's most likely bin (RT-2, OpenVLA);
+    # "mean", the expected bin under the action-constrained distribution, rounded (the
+    # read-out of HL-Gauss training, llm.sft.OrdinalBins). Either is fed back as the token
+    # the next dimension sees. Sampling (deterministic=False) is unaffected.
+    decoding: str = "argmax"
     seed: int = 0  # initial weights
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class RT2Config:
                 raise ValueError(f"{name}_width={width} must be divisible by {name}_heads={heads}")
         if self.n_bins < 2:
             raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
+        if self.decoding not in ("argmax", "mean"):
+            raise ValueError(f"decoding={self.decoding!r}; choose 'argmax' or 'mean'")
         if self.vision_stem not in ("patch", "conv"):
             raise ValueError(f"vision_stem={self.vision_stem!r}; choose 'patch' or 'conv'")
         if self.vision_stem == "conv" and (
@@ -445,14 +452,18 @@ class RT2Policy(Policy):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Action bins ``(B, action_dim)`` decoded one dimension at a time with the KV cache,
-        each chosen among the action ids only (argmax, or sampled when not deterministic)."""
+        each chosen among the action ids only (``config.decoding``, or sampled when not
+        deterministic)."""
         input_ids, mask = self.prompt_inputs(instructions)
         out = self._run(images, input_ids, mask, self.action_dim, use_cache=True)
         first, n = self.first_action_id, self.config.n_bins
         bins = []
         for d in range(self.action_dim):
             logits = out.logits[:, -1, first : first + n]  # constrained to the action ids
-            if deterministic:
+            if deterministic and self.config.decoding == "mean":
+                expected = (logits.float().softmax(-1) * torch.arange(n)).sum(-1)
+                b = expected.round().long().clamp(0, n - 1)
+            elif deterministic:
                 b = logits.argmax(-1)
             else:
                 b = torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]

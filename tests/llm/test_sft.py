@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from embodied_rl.llm.models import IGNORE_INDEX, load_causal_lm
 from embodied_rl.llm.sft import (
+    OrdinalBins,
     SFTConfig,
     SFTTrainer,
     check_packing_support,
@@ -42,6 +43,58 @@ def test_sft_loss_is_cross_entropy_over_response_tokens_only():
     assert sft_loss(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
     with pytest.raises(ValueError, match="no response token"):
         sft_loss(logits, torch.full((1, 4), IGNORE_INDEX))
+
+
+def test_ordinal_bins_score_binned_labels_against_hl_gauss_targets():
+    from embodied_rl.policies.action_tokenizer import gaussian_bin_targets
+
+    logits = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(1))
+    # ids 4..11 are 8 bins; label 2 is an ordinary token, 5 and 11 are bins 1 and 7
+    labels = torch.tensor([[0, IGNORE_INDEX, 2, 5, 11], [0, 9, IGNORE_INDEX, 4, IGNORE_INDEX]])
+    ordinal = OrdinalBins(first_id=4, n_bins=8, sigma=1.5)
+    logp = logits[:, :-1].log_softmax(-1)
+    terms = []
+    for b, t in [(0, 1), (0, 2), (0, 3), (1, 0), (1, 2)]:  # logits[b, t] predicts labels[b, t+1]
+        label = int(labels[b, t + 1])
+        if 4 <= label < 12:
+            soft = gaussian_bin_targets(torch.tensor(label - 4), 8, 1.5)
+            terms.append(-(soft * logp[b, t, 4:12]).sum())
+        else:
+            terms.append(-logp[b, t, label])
+    expected = torch.stack(terms).mean()
+    assert sft_loss(logits, labels, ordinal).item() == pytest.approx(expected.item(), abs=1e-5)
+    assert sft_loss(logits, labels, ordinal).item() != pytest.approx(
+        sft_loss(logits, labels).item(), abs=1e-3
+    )  # the smoothing changes the binned terms
+    # a tiny width is the one-hot target: plain cross-entropy
+    sharp = OrdinalBins(first_id=4, n_bins=8, sigma=1e-3)
+    assert sft_loss(logits, labels, sharp).item() == pytest.approx(
+        sft_loss(logits, labels).item(), abs=1e-5
+    )
+    with pytest.raises(ValueError, match="reaches past"):
+        sft_loss(logits, labels, OrdinalBins(first_id=8, n_bins=8, sigma=1.0))
+    with pytest.raises(ValueError, match="sigma"):
+        OrdinalBins(first_id=4, n_bins=8, sigma=0.0)
+
+
+def test_ordinal_training_moves_probability_to_neighbouring_bins(make_model, tokenizer):
+    """After training on one bin with HL-Gauss targets the neighbours get far more
+    probability than after plain cross-entropy, and the trainer uses the option."""
+    first = len(tokenizer) - 16  # pretend the last 16 ids are ordered bins
+    examples = [("Write a positive sentence about the hotel:", [first + 8])] * 8
+    config = SFTConfig(steps=40, batch_size=8, learning_rate=3e-3, progress=False,
+                       tensorboard=False)  # fmt: skip
+    probs = {}
+    for name, ordinal in (("plain", None), ("hl", OrdinalBins(first, 16, sigma=1.0))):
+        model = make_model(seed=0)
+        SFTTrainer(model, tokenizer, config, ordinal=ordinal).train(examples)
+        ids = tokenize_examples(tokenizer, examples[:1], 64)[0].input_ids[:-2]
+        with torch.no_grad():
+            p = model(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1)
+        probs[name] = p[first : first + 16]
+    assert probs["hl"].argmax() == 8 and probs["plain"].argmax() == 8
+    neighbours = lambda p: float(p[7] + p[9])  # noqa: E731
+    assert neighbours(probs["hl"]) > 0.3 > 5 * neighbours(probs["plain"])
 
 
 def test_prompt_logits_do_not_change_the_loss(make_model, tokenizer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,26 @@ def test_save_and_load_give_the_same_actions(tokenizer_json, tmp_path, stem):
     gen = torch.Generator().manual_seed(3)
     sampled = policy.generate_bins(images_of(["blue"] * 64), ["go"] * 64, False, gen)
     assert sampled.unique().numel() > 8  # sampling spreads over the bins of a fresh model
+
+
+def test_mean_decoding_chooses_the_expected_bin_and_feeds_it_back(tokenizer_json):
+    """``decoding="mean"``: every dimension's bin is the rounded expectation of the
+    teacher-forced bin distribution given the earlier chosen bins; argmax differs."""
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json, decoding="mean").eval()
+    colours, instructions = ["red", "blue"], ["move to the red block", "go"]
+    bins = policy.generate_bins(images_of(colours), instructions)
+    batch = {"image": images_of(colours), "instruction": instructions,
+             "action": policy.tokenizer_actions.detokenize(bins)}  # fmt: skip
+    with torch.no_grad():
+        probs = policy(batch).softmax(-1)  # (2, 4, 256), each dim given the chosen earlier bins
+    expected = (probs * torch.arange(256)).sum(-1)
+    assert ((expected - bins).abs() <= 0.5 + 1e-3).all()
+    argmax = RT2Policy(replace(policy.config, decoding="argmax")).eval()
+    argmax.load_state_dict(policy.state_dict())
+    assert not torch.equal(argmax.generate_bins(images_of(colours), instructions), bins)
+    with pytest.raises(ValueError, match="decoding='median'"):
+        replace(policy.config, decoding="median")
 
 
 def test_bad_inputs_are_named(tokenizer_json):
