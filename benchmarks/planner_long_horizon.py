@@ -24,7 +24,8 @@ chooses again. Rows:
   (``llm.affordance.detector_examples`` on every step of the expert's executions in
   ``--detector-episodes`` seen-split training episodes; ``SkillAffordance.detector``) in place
   of the skill's own success test on the simulator; with the expert and with the learned
-  executor (then nothing in the loop reads the simulator's success test).
+  executor (then nothing in the loop reads the simulator's success test); ``..., confirm K``
+  the same, a skill ending only when the detector agrees on ``--confirm`` consecutive steps.
 - ``no planner, policy given the whole task``: the same MLP and BC budget trained on the same
   expert executions with ``task_encoding="episode"`` (the state names both steps from the
   episode's start and never says which step is running), acting alone for the whole episode:
@@ -92,6 +93,10 @@ def main() -> int:
     parser.add_argument("--policy-episodes", type=int, default=600)
     parser.add_argument("--policy-steps", type=int, default=20000)
     parser.add_argument("--detector-episodes", type=int, default=300)
+    parser.add_argument(
+        "--confirm", type=int, default=2,
+        help="extra rows: the learned detector must agree on this many consecutive steps",
+    )  # fmt: skip
     parser.add_argument("--work", default="outputs/bench/planner_long_horizon")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -250,13 +255,22 @@ def main() -> int:
                     ("saycan-lm, learned detector", saycan, True, expert, detector),
                     ("oracle, learned policy + detector", oracle, True, learned,
                      detector)]  # fmt: skip
+        if args.confirm > 1:
+            variants += [
+                (f"oracle, learned detector, confirm {args.confirm}", oracle, True, expert,
+                 detector),
+                (f"oracle, learned policy + detector, confirm {args.confirm}", oracle, True,
+                 learned, detector),
+            ]  # fmt: skip
         for name, choose, replan, executor, detects in variants:
+            confirm = args.confirm if name.endswith(f"confirm {args.confirm}") else 1
             decisions.clear()
             decisions.update(right=0, n=0)
             wins = steps = done = failed = 0
             for i in range(args.episodes):
                 env.reset(seed=EVAL_SEED + i)
-                result = run_plan(env, choose, executor, replan=replan, detector=detects)
+                result = run_plan(env, choose, executor, replan=replan, detector=detects,
+                                  confirm=confirm)  # fmt: skip
                 wins += result.success
                 done += len(result.done)
                 failed += len(result.failed)

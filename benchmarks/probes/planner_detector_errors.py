@@ -4,7 +4,9 @@ every execution of `detector_examples` in 50 held-out episodes per split, for se
 thresholds: *early* (it fires before the skill's own success test first holds; `run_plan`
 then moves on too soon), *missed* (the test holds but the detector does not fire within the
 10 steps after; `run_plan` then runs the skill to its horizon and counts it failed), *on time*
-(the rest of the executions that succeed). Quoted in `results/planner_long_horizon.md`.
+(the rest of the executions that succeed); also at 0.5 with `confirm` k: the detector must
+fire on k consecutive steps (`run_plan(..., confirm=k)`). Quoted in
+`results/planner_long_horizon.md`.
 
     python benchmarks/probes/planner_detector_errors.py
 """
@@ -32,10 +34,12 @@ for split in ("seen", "unseen"):
     runs = [list(g) for _, g in itertools.groupby(range(len(keys)), key=lambda i: keys[i])]
     succeeded = [r for r in runs if ex.success[r].any()]
     print(f"{split}: {len(runs)} executions, {len(succeeded)} reach their success test")
-    for threshold in (0.2, 0.3, 0.5, 0.7):
+    for threshold, k in ((0.2, 1), (0.3, 1), (0.5, 1), (0.7, 1), (0.5, 2), (0.5, 3)):
         early = missed = on_time = 0
         for r in runs:
-            fires = np.flatnonzero(probs[r] >= threshold)
+            above = (probs[r] >= threshold).astype(int)
+            streak = np.convolve(above, np.ones(k, int))[: len(above)]  # positives in a k-window
+            fires = np.flatnonzero(streak == k)
             truth = np.flatnonzero(ex.success[r])
             if len(fires) and (not len(truth) or fires[0] < truth[0]):
                 early += 1
@@ -44,7 +48,7 @@ for split in ("seen", "unseen"):
             elif len(truth):
                 on_time += 1
         print(
-            f"  threshold {threshold}: early {early}/{len(runs)}, missed "
+            f"  threshold {threshold}, confirm {k}: early {early}/{len(runs)}, missed "
             f"{missed}/{len(succeeded)}, on time {on_time}/{len(succeeded)}",
             flush=True,
         )

@@ -123,6 +123,7 @@ def run_plan(
     max_skills: int = 6,
     replan: bool = True,
     detector: Detector | None = None,
+    confirm: int = 1,
 ) -> PlanResult:
     """Plan and act one episode of a reset
     :class:`~embodied_rl.envs.tabletop.long_horizon.LongHorizonTabletop` in closed loop
@@ -131,7 +132,7 @@ def run_plan(
     ``expert`` (a :class:`~embodied_rl.envs.tabletop.experts.TabletopExpert`) executes it for
     up to its family's horizon; a success detector decides whether it is done: ``detector``
     (see :func:`execute_skill`), by default the skill's own success test on the simulator's
-    state (:func:`simulator_success`). A
+    state (:func:`simulator_success`), which must say so on ``confirm`` consecutive steps. A
     failed skill is dropped from the options and the planner chooses again (``replan``; else
     the episode stops there). The episode also ends with the environment's."""
     from embodied_rl.envs.tabletop.long_horizon import skill_specs
@@ -148,7 +149,7 @@ def run_plan(
                 raise ValueError(f"the planner chose {skill!r}, which is not among its options")
             if skill == DONE:
                 break
-            achieved, success, ended = execute_skill(env, expert, specs[skill], detector)
+            achieved, success, ended = execute_skill(env, expert, specs[skill], detector, confirm)
             (done if achieved else failed).append(skill)
             if ended or (not achieved and not replan):
                 break
@@ -197,24 +198,32 @@ def simulator_success(env, spec, start) -> bool:
     return tasks.is_success(spec, state)
 
 
-def execute_skill(env, expert, spec, detector: Detector | None = None) -> tuple[bool, bool, bool]:
+def execute_skill(
+    env, expert, spec, detector: Detector | None = None, confirm: int = 1
+) -> tuple[bool, bool, bool]:
     """Run ``expert`` on the skill ``spec`` in ``env`` (a reset long-horizon tabletop) for up
     to its family's horizon, stopping once ``detector(env, spec, start)`` says the skill is
-    done (``start``: the scene where it started; default :func:`simulator_success`, a learned
-    one: :meth:`~embodied_rl.llm.affordance.SkillAffordance.detector`) or the episode ends.
+    done on ``confirm`` consecutive steps (``start``: the scene where it started; default
+    :func:`simulator_success`, a learned one:
+    :meth:`~embodied_rl.llm.affordance.SkillAffordance.detector`, whose single-step false
+    positives a ``confirm`` of 2-3 filters out) or the episode ends.
     Returns ``(achieved, task_success, ended)``: the skill done by the detector's judgement,
     the whole long-horizon task done (the environment's own test), the episode over. The
     expert follows ``spec`` until the next call of ``expert.follow``."""
     from embodied_rl.envs.tabletop import tasks
 
+    if confirm < 1:
+        raise ValueError(f"confirm={confirm} must be >= 1 (consecutive steps the detector agrees)")
     detector = detector or simulator_success
     expert.follow(spec)
     start = env.unwrapped.scene_state()
     success = ended = False
+    streak = 0
     for _step in range(tasks.HORIZONS[spec.family]):
         _, _, terminated, truncated, info = env.step(expert.act())
         success, ended = bool(info["success"]), terminated or truncated
-        if detector(env, spec, start):
+        streak = streak + 1 if detector(env, spec, start) else 0
+        if streak >= confirm:
             return True, success, ended
         if ended:
             break

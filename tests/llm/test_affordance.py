@@ -169,3 +169,34 @@ def test_a_learned_detector_generalises_and_run_plan_obeys_it(env):
         run_plan(env, oracle, expert, detector=affordance.detector())
     with pytest.raises(ValueError, match="threshold=1.0"):
         model.detector(threshold=1.0)
+
+
+def test_confirm_asks_the_detector_to_agree_on_consecutive_steps(env):
+    """With ``confirm=k`` a skill ends once the detector says done on k steps in a row: a
+    detector that flickers never confirms twice; one that holds from its 3rd call on ends the
+    skill at the 4th call with k=2."""
+    expert = make_expert(env)
+    calls: list[int] = []
+
+    def flicker(env, spec, start) -> bool:
+        calls.append(1)
+        return len(calls) % 2 == 0
+
+    def holds_from_third(env, spec, start) -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    def run(detector, confirm):
+        env.reset(seed=7)
+        calls.clear()
+        spec = skill_specs(env.layout)[env.canonical_steps[0]]
+        achieved, _, _ = execute_skill(env, expert, spec, detector, confirm)
+        return achieved, len(calls), tasks.HORIZONS[spec.family]
+
+    assert run(flicker, 1)[:2] == (True, 2)
+    achieved, n_calls, horizon = run(flicker, 2)
+    assert not achieved and n_calls == horizon
+    assert run(holds_from_third, 2)[:2] == (True, 4)
+    env.reset(seed=7)
+    with pytest.raises(ValueError, match="confirm=0"):
+        run_plan(env, lambda task, done, options: options[0], expert, confirm=0)
