@@ -10,7 +10,8 @@ shifted at random by up to ``--rt2-shift`` pixels as the RT-1 row's are; ``rt2-t
 without the shift; ``rt2-tiny-conv`` with early convolutions in place of the ViT's
 patchify, ``RT2Config(vision_stem="conv")``; ``rt2-tiny-hlgauss`` trained against HL-Gauss
 targets of ``--rt2-sigma`` bin widths on the action tokens, ``llm.sft.OrdinalBins``, and
-acting with the expected bin, ``RT2Config(decoding="mean")``) and
+acting with the expected bin, ``RT2Config(decoding="mean")``; ``rt2-tiny-late-image`` with
+the image tokens after the question, ``RT2Config(image_position="after_text")``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain``
 the same with HL-Gauss) and ``rt2-tiny+ppo`` (the
@@ -46,6 +47,7 @@ import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, t
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
+    "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
@@ -75,7 +77,7 @@ def scene_questions(args, scenes: int, seed: int):
     return images, questions
 
 
-def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch", decoding="argmax"):
+def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch", **options):
     from embodied_rl.agents.trainer import seed_everything
     from embodied_rl.policies import RT2Config, RT2Policy, rt2_tokenizer
     from embodied_rl.policies.rt2 import QUESTION_PROMPT
@@ -89,7 +91,7 @@ def rt2_policy(data, questions, seed: int, shift: int, stem: str = "patch", deco
         tokenizer_json=tokenizer.backend_tokenizer.to_str(), image_size=vla_learning.IMAGE_SIZE,
         action_low=tuple(float(x) for x in space.low),
         action_high=tuple(float(x) for x in space.high), seed=seed, random_shift=shift,
-        vision_stem=stem, decoding=decoding,
+        vision_stem=stem, **options,
     )  # fmt: skip
     return RT2Policy(config)
 
@@ -145,7 +147,10 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
     stem = "conv" if variant.endswith("-conv") else "patch"
     hl_gauss = "-hlgauss" in variant
-    policy = rt2_policy(data, questions, seed, shift, stem, "mean" if hl_gauss else "argmax")
+    policy = rt2_policy(
+        data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
+        image_position="after_text" if "-late-image" in variant else "first",
+    )  # fmt: skip
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
         examples += [(policy.question_prompt(q.question), " " + q.answer) for q in questions]

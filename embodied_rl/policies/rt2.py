@@ -41,8 +41,9 @@ from embodied_rl.policies.encoders import random_shift
 from embodied_rl.utils.tokenizer import cache_kwargs
 
 IMAGE_TOKEN = "<image>"
-PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
-QUESTION_PROMPT = "In: {question}\nOut:"  # vision-language co-fine-tuning data (scene questions)
+OUT = "\nOut:"  # the end of every prompt: the answer (action tokens, or words) follows
+PROMPT = "In: What action should the robot take to {instruction}?" + OUT
+QUESTION_PROMPT = "In: {question}" + OUT  # vision-language co-fine-tuning data (scene questions)
 
 
 def action_token(b: int) -> str:
@@ -83,6 +84,11 @@ class RT2Config:
     # read-out of HL-Gauss training, llm.sft.OrdinalBins). Either is fed back as the token
     # the next dimension sees. Sampling (deterministic=False) is unaffected.
     decoding: str = "argmax"
+    # where the image tokens go: "first", before the prompt (LLaVA, OpenVLA); "after_text",
+    # between the question and "Out:", so that under the causal mask the image tokens attend
+    # to the instruction in every language-model layer (RT-2's PaLI-X and PaliGemma encode
+    # image and prompt bidirectionally; with "first" only the later text sees the image)
+    image_position: str = "first"
     seed: int = 0  # initial weights
 
     def __post_init__(self) -> None:
@@ -107,6 +113,10 @@ class RT2Config:
                 raise ValueError(f"{name}_width={width} must be divisible by {name}_heads={heads}")
         if self.n_bins < 2:
             raise ValueError(f"n_bins={self.n_bins} must be >= 2 (RT-2 uses 256)")
+        if self.image_position not in ("first", "after_text"):
+            raise ValueError(
+                f"image_position={self.image_position!r}; choose 'first' or 'after_text'"
+            )
         if self.decoding not in ("argmax", "mean"):
             raise ValueError(f"decoding={self.decoding!r}; choose 'argmax' or 'mean'")
         if self.vision_stem not in ("patch", "conv"):
@@ -320,12 +330,22 @@ class RT2Policy(Policy):
 
     # ------------------------------------------------------------------ inputs
     def prompt(self, instruction: str) -> str:
-        """The prompt as text: ``n_image_tokens`` image placeholders, then OpenVLA's prompt."""
-        return self.image_token * self.n_image_tokens + PROMPT.format(instruction=instruction)
+        """The prompt as text: OpenVLA's prompt and ``n_image_tokens`` image placeholders
+        (before it, or before its ``"\\nOut:"``: ``config.image_position``)."""
+        return self._with_image(PROMPT.format(instruction=instruction))
 
     def question_prompt(self, question: str) -> str:
         """A vision-language question about the image, in the same layout as :meth:`prompt`."""
-        return self.image_token * self.n_image_tokens + QUESTION_PROMPT.format(question=question)
+        return self._with_image(QUESTION_PROMPT.format(question=question))
+
+    def _with_image(self, text: str) -> str:
+        """``text`` with the ``n_image_tokens`` placeholders where ``config.image_position``
+        puts them (before the text, or before its final ``"\nOut:"``)."""
+        image = self.image_token * self.n_image_tokens
+        if self.config.image_position == "first":
+            return image + text
+        head, tail = text.rsplit(OUT, 1)
+        return head + image + OUT + tail
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """The token ids of :meth:`prompt` (cached per instruction)."""

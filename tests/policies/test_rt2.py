@@ -120,6 +120,41 @@ def test_mean_decoding_chooses_the_expected_bin_and_feeds_it_back(tokenizer_json
         replace(policy.config, decoding="median")
 
 
+def test_image_after_the_text_lets_the_image_tokens_see_the_instruction(tokenizer_json):
+    """``image_position="after_text"`` puts the image placeholders between the question and
+    ``Out:``; the action logits then depend on the instruction through the image tokens too,
+    and cached decoding still equals the teacher-forced argmax."""
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json, image_position="after_text").eval()
+    text = policy.prompt("move to the red block")
+    image = policy.image_token * policy.n_image_tokens
+    assert (
+        text == "In: What action should the robot take to move to the red block?" + image + "\nOut:"
+    )
+    assert policy.question_prompt("how many blocks?").endswith(image + "\nOut:")
+    first = small_policy(tokenizer_json)
+    assert first.prompt("go").startswith(image + "In:")
+    colours, instructions = ["red", "green"], ["move to the red block", "move to the green block"]
+    bins = policy.generate_bins(images_of(colours), instructions)
+    batch = {"image": images_of(colours), "instruction": instructions,
+             "action": policy.tokenizer_actions.detokenize(bins)}  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(policy(batch).argmax(-1), bins, rtol=0, atol=0)
+
+        # the image tokens' hidden states change with the instruction after the text only
+        def image_states(p, instruction):
+            ids, mask = p.prompt_inputs([instruction])
+            out = p._run(images_of(["red"]), ids, mask, output_hidden_states=True)
+            return out.hidden_states[-1][0][ids[0] == p.image_token_id]
+
+        red, blue = "move to the red block", "move to the blue block"
+        assert not torch.allclose(image_states(policy, red), image_states(policy, blue))
+        first.eval()
+        torch.testing.assert_close(image_states(first, red), image_states(first, blue))
+    with pytest.raises(ValueError, match="image_position='middle'"):
+        replace(policy.config, image_position="middle")
+
+
 def test_bad_inputs_are_named(tokenizer_json):
     policy = small_policy(tokenizer_json)
     image = images_of(["red"])[0].numpy()
