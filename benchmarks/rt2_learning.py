@@ -13,8 +13,9 @@ targets of ``--rt2-sigma`` bin widths on the action tokens, ``llm.sft.OrdinalBin
 acting with the expected bin, ``RT2Config(decoding="mean")``; ``rt2-tiny-late-image`` with
 the image tokens after the question, ``RT2Config(image_position="after_text")``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
-``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain``
-the same with HL-Gauss) and ``rt2-tiny+ppo`` (the
+``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
+``rt2-tiny-late-image+cotrain``
+the same with HL-Gauss or the late image) and ``rt2-tiny+ppo`` (the
 ``rt2-tiny`` policy after its SFT, then ``--ppo-iterations`` rollouts of ``--ppo-steps``
 environment steps of PPO with the environment's ``--ppo-reward`` and the KL to the SFT
 policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-tiny+dpo``
