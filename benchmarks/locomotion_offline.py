@@ -129,33 +129,44 @@ def iql_reward_scale(data) -> float:
     return 1000.0 / float(returns.max() - returns.min())
 
 
-def run_ours(algo: str, body: str, kind: str, seed: int, args: dict, out: Path) -> dict:
+def train_ours(
+    algo: str, data, seed: int, args: dict, out: Path, agent_overrides: dict | None = None,
+    policy_overrides: dict | None = None,
+):  # fmt: skip
+    """Our ``algo`` on ``data`` at the benchmark's settings (``agent_overrides`` and
+    ``policy_overrides`` on top, for probes); returns the agent and its evaluation curve."""
+    import csv
+
     import torch
 
     from embodied_rl.agents import TrainerConfig, agent_class, default_policy, train
     from embodied_rl.agents.trainer import seed_everything
-    from embodied_rl.datasets.locomotion import load_locomotion
 
     torch.set_num_threads(1)
-    data = load_locomotion(body, kind, args["root"])
     overrides = {"reward_scale": iql_reward_scale(data)} if algo == "iql" else {}
-    agent_config = agent_class(algo).config_class(**overrides)
+    agent_config = agent_class(algo).config_class(**{**overrides, **(agent_overrides or {})})
     config = TrainerConfig(
         steps=args["steps"], batch_size=256, seed=seed, eval_every=args["eval_every"],
         eval_episodes=args["eval_episodes"], checkpoint_every=0, keep_checkpoints=1,
         log_every=args["eval_every"], progress=False, tensorboard=False,
     )  # fmt: skip
     seed_everything(seed)
-    policy = default_policy(algo, data, hidden=(256, 256))
-    start = time.perf_counter()
-    train(algo, data, out, agent_config, config, policy)
+    policy = default_policy(algo, data, hidden=(256, 256), **(policy_overrides or {}))
+    agent, _ = train(algo, data, out, agent_config, config, policy)
     curve = []
-    import csv
-
     with open(out / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
             if row["name"] == "eval/normalized_score":
                 curve.append([int(row["step"]), float(row["value"])])
+    return agent, curve
+
+
+def run_ours(algo: str, body: str, kind: str, seed: int, args: dict, out: Path) -> dict:
+    from embodied_rl.datasets.locomotion import load_locomotion
+
+    data = load_locomotion(body, kind, args["root"])
+    start = time.perf_counter()
+    _, curve = train_ours(algo, data, seed, args, out)
     return {"curve": curve, "wall_s": time.perf_counter() - start}
 
 

@@ -255,15 +255,15 @@ def main() -> int:
                     ("saycan-lm, learned detector", saycan, True, expert, detector),
                     ("oracle, learned policy + detector", oracle, True, learned,
                      detector)]  # fmt: skip
+        variants = [(*v, 1) for v in variants]  # the detector's confirm: 1, run_plan's default
         if args.confirm > 1:
             variants += [
                 (f"oracle, learned detector, confirm {args.confirm}", oracle, True, expert,
-                 detector),
+                 detector, args.confirm),
                 (f"oracle, learned policy + detector, confirm {args.confirm}", oracle, True,
-                 learned, detector),
+                 learned, detector, args.confirm),
             ]  # fmt: skip
-        for name, choose, replan, executor, detects in variants:
-            confirm = args.confirm if name.endswith(f"confirm {args.confirm}") else 1
+        for name, choose, replan, executor, detects, confirm in variants:
             decisions.clear()
             decisions.update(right=0, n=0)
             wins = steps = done = failed = 0

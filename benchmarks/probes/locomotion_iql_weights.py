@@ -13,7 +13,6 @@ share of weight at the clip, and how the weights treat actions on the bounds).
 """
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -22,10 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from locomotion_offline import iql_reward_scale  # noqa: E402
+from locomotion_offline import train_ours  # noqa: E402
 
-from embodied_rl.agents import TrainerConfig, agent_class, default_policy, train  # noqa: E402
-from embodied_rl.agents.trainer import seed_everything  # noqa: E402
 from embodied_rl.datasets.locomotion import load_locomotion  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -36,22 +33,8 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--steps", type=int, default=10000)
 parser.add_argument("--weights", action="store_true", help="only the weight analysis")
 args = parser.parse_args()
-torch.set_num_threads(1)
+settings = {"steps": args.steps, "eval_every": 2000, "eval_episodes": 10}
 data = load_locomotion(args.body, args.kind, args.root)
-scale = iql_reward_scale(data)
-runs = [
-    ("iql, temperature 3 (benchmark)", "iql", {"reward_scale": scale}, {}),
-    ("iql, temperature 1e-6", "iql", {"reward_scale": scale, "temperature": 1e-6}, {}),
-    ("bc, gaussian head", "bc", {}, {"head": "gaussian"}),
-]
-
-
-def trainer_config() -> TrainerConfig:
-    return TrainerConfig(
-        steps=args.steps, batch_size=256, seed=args.seed, eval_every=2000, eval_episodes=10,
-        checkpoint_every=0, keep_checkpoints=1, log_every=2000, progress=False,
-        tensorboard=False,
-    )  # fmt: skip
 
 
 def weight_analysis() -> None:
@@ -60,11 +43,9 @@ def weight_analysis() -> None:
     from embodied_rl.agents.losses import awr_weights
     from embodied_rl.datasets.samplers import SamplerConfig
 
-    seed_everything(args.seed)
-    config = agent_class("iql").config_class(reward_scale=scale)
     with tempfile.TemporaryDirectory() as out:
-        agent, _ = train("iql", data, out, config,
-                         trainer_config(), default_policy("iql", data, hidden=(256, 256)))  # fmt: skip
+        agent, _ = train_ours("iql", data, args.seed, settings, Path(out))
+    config = agent.config
     batch = AgentSampler(data, config=SamplerConfig(batch_size=20000, seed=1)).sample()
     obs, _ = critic_obs(batch, agent.critic_obs_key)
     with torch.no_grad():
@@ -84,14 +65,15 @@ def weight_analysis() -> None:
 if args.weights:
     weight_analysis()
     raise SystemExit(0)
-for name, algo, overrides, policy_overrides in runs:
-    seed_everything(args.seed)
-    policy = default_policy(algo, data, hidden=(256, 256), **policy_overrides)
-    config = trainer_config()
+runs = [
+    ("iql, temperature 3 (benchmark)", "iql", {}, {}),
+    ("iql, temperature 1e-6", "iql", {"temperature": 1e-6}, {}),
+    ("bc, gaussian head", "bc", {}, {"head": "gaussian"}),
+]
+for name, algo, agent_overrides, policy_overrides in runs:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        train(algo, data, out, agent_class(algo).config_class(**overrides), config, policy)
-        with open(Path(out) / "metrics.csv", newline="") as f:
-            curve = [(int(r["step"]), round(float(r["value"]), 1)) for r in csv.DictReader(f)
-                     if r["name"] == "eval/normalized_score"]  # fmt: skip
+        _, curve = train_ours(algo, data, args.seed, settings, Path(out), agent_overrides,
+                              policy_overrides)  # fmt: skip
+    curve = [(step, round(score, 1)) for step, score in curve]
     print(f"{name}: {curve} ({time.perf_counter() - started:.0f} s)", flush=True)
