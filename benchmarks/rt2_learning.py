@@ -11,7 +11,10 @@ without the shift; ``rt2-tiny-conv`` with early convolutions in place of the ViT
 patchify, ``RT2Config(vision_stem="conv")``; ``rt2-tiny-hlgauss`` trained against HL-Gauss
 targets of ``--rt2-sigma`` bin widths on the action tokens, ``llm.sft.OrdinalBins``, and
 acting with the expected bin, ``RT2Config(decoding="mean")``; ``rt2-tiny-late-image`` with
-the image tokens after the question, ``RT2Config(image_position="after_text")``) and
+the image tokens after the question, ``RT2Config(image_position="after_text")``;
+``rt2-tiny-state`` with the end effector's position and the gripper opening as four state
+tokens after the question, binned over the data's range, ``RT2Config(state_key="proprio")``,
+the entries the RT-1 row reads) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
 ``rt2-tiny-late-image+cotrain``
@@ -48,7 +51,7 @@ import vla_learning  # noqa: E402  (the sibling benchmark: datasets, rollouts, t
 RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
-    "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain",
+    "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
@@ -136,7 +139,7 @@ def inference_hz(policy, data, n: int = 50) -> float:
 def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict[str, Any]]:
     """SFT of the RT-2-style policy in chunks of ``--eval-every`` steps; one row per chunk."""
     from embodied_rl.llm.sft import OrdinalBins, SFTConfig, SFTTrainer
-    from embodied_rl.policies import load_policy
+    from embodied_rl.policies import load_policy, rt2_state_range
     from embodied_rl.policies.rt2 import rt2_sft_examples
 
     out = Path(args.work) / "runs" / f"{variant}-s{seed}"
@@ -148,9 +151,11 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
     stem = "conv" if variant.endswith("-conv") else "patch"
     hl_gauss = "-hlgauss" in variant
+    state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
     policy = rt2_policy(
         data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
         image_position="after_text" if "-late-image" in variant else "first",
+        **(state if "-state" in variant else {}),
     )  # fmt: skip
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):

@@ -155,7 +155,7 @@ def tokenize_segment_pairs(
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"segments have {sorted(lengths)} steps; they must all have the same > 0")
     steps = [step for p in pairs for side in (p.chosen, p.rejected) for step in side]
-    prompts = encode(tokenizer, [prompt for prompt, _, _ in steps])
+    prompts = encode_items(tokenizer, [prompt for prompt, _, _ in steps])
     responses = encode_items(tokenizer, [response for _, response, _ in steps])
     eos = tokenizer.eos_token_id
     tokenized = []

@@ -49,12 +49,13 @@ def rt2_segment_pairs(
     """Every decided pair of ``preferences`` (equal and skipped ones are left out) as a
     segment pair, the preferred segment first, and the images its steps point into (the
     segments' images, ``(2 P L, H, W, 3)``). The segments' dataset needs ``image`` and text
-    ``instruction`` observations."""
+    ``instruction`` observations (and the state the policy reads, ``config.state_key``)."""
     segments = preferences.segments
-    for key in ("image", "instruction"):
-        if key not in segments.data.observations:
+    key = policy.config.state_key
+    for needed in ("image", "instruction") + ((key,) if key else ()):
+        if needed not in segments.data.observations:
             raise ValueError(
-                f"the RT-2 policy reads images and instructions; the segments' dataset has "
+                f"the RT-2 policy reads {needed!r}; the segments' dataset has observations "
                 f"{sorted(segments.data.observations)}"
             )
     decided = preferences.labels != 0.5
@@ -67,13 +68,18 @@ def rt2_segment_pairs(
     instructions = segments.observations("instruction")  # (S, L)
     actions = segments.actions()  # (S, L, A)
     length = segments.length
+    states = segments.observations(key) if key else None  # (S, L, state_dim)
 
-    def steps(segment: int) -> list[tuple[str, list[int], int]]:
+    def prompt(segment: int, t: int) -> str | list[int]:
+        if key:  # the state's tokens are ids, not text
+            return policy.prompt_ids(str(instructions[segment, t]), states[segment, t])
+        return policy.prompt(str(instructions[segment, t]))
+
+    def steps(segment: int) -> list[tuple[str | list[int], list[int], int]]:
         return [
-            (policy.prompt(str(instructions[segment, t])), policy.action_tokens(actions[segment, t]),
-             segment * length + t)
+            (prompt(segment, t), policy.action_tokens(actions[segment, t]), segment * length + t)
             for t in range(length)
-        ]  # fmt: skip
+        ]
 
     pairs = [SegmentPair(steps(w), steps(lo)) for w, lo in zip(winners, losers, strict=True)]
     return pairs, images.reshape(-1, *images.shape[2:])
@@ -161,9 +167,12 @@ class RT2PPOTrainer(PPORLHFTrainer):
             self._resets += 1
         return self._obs
 
-    def _generation(self, images: list[np.ndarray], instructions: list[str], bins: Tensor):
+    def _generation(
+        self, images: list[np.ndarray], instructions: list[str], bins: Tensor,
+        states: list | None = None,
+    ):  # fmt: skip
         p = self.rt2
-        prompt_ids, prompt_mask = p.prompt_inputs(instructions)
+        prompt_ids, prompt_mask = p.prompt_inputs(instructions, states=states)
         response_ids = bins + p.first_action_id  # (N, A)
         return Generation(
             prompt_ids, prompt_mask, response_ids, torch.ones_like(response_ids),
@@ -172,10 +181,12 @@ class RT2PPOTrainer(PPORLHFTrainer):
             {"pixel_values": p.pixel_values(torch.as_tensor(np.stack(images)))}, self.allowed_ids,
         )  # fmt: skip
 
-    def _prompt_values(self, images: list[np.ndarray], instructions: list[str]) -> Tensor:
+    def _prompt_values(
+        self, images: list[np.ndarray], instructions: list[str], states: list | None = None
+    ) -> Tensor:
         """``(K,)`` V(s) of observations: the value model at the prompt's last token."""
         p = self.rt2
-        ids, mask = p.prompt_inputs(instructions)
+        ids, mask = p.prompt_inputs(instructions, states=states)
         pixels = p.pixel_values(torch.as_tensor(np.stack(images)))
         return self.model.value_model.token_values(ids, mask, pixel_values=pixels)[:, -1]
 
@@ -187,12 +198,19 @@ class RT2PPOTrainer(PPORLHFTrainer):
             raise ValueError("RT2PPOTrainer's prompts come from the environment; pass none")
         c, p = self.config, self.rt2
         images, instructions, bins, rewards, terminated, ended = [], [], [], [], [], []
-        bootstrap: dict[int, tuple[np.ndarray, str]] = {}  # step -> the observation after it
+        states: list | None = [] if p.config.state_key else None
+        bootstrap: dict[int, Any] = {}  # step -> the observation after it
         with eval_mode(self.model):
             for t in range(c.batch_size):
-                image, instruction = _image_and_instruction(self._current_obs())
-                b = p.generate_bins(torch.as_tensor(image)[None], [instruction], False,
-                                    self.generator)  # fmt: skip
+                obs = self._current_obs()
+                image, instruction = _image_and_instruction(obs)
+                state = p.states_of(obs)
+                b = p.generate_bins(
+                    torch.as_tensor(image)[None], [instruction], False, self.generator,
+                    states=None if state is None else np.asarray(state)[None],
+                )  # fmt: skip
+                if states is not None:
+                    states.append(np.asarray(state))
                 action = p.tokenizer_actions.detokenize(b)[0].numpy().astype(np.float32)
                 obs, reward, term, trunc, info = self.env.step(action)
                 images.append(image)
@@ -210,9 +228,10 @@ class RT2PPOTrainer(PPORLHFTrainer):
                     )
                     self._episode = {"return": 0.0, "length": 0}
                 if ended[-1] and not term:
-                    bootstrap[t] = _image_and_instruction(obs)
+                    _image_and_instruction(obs)  # checked here, read below
+                    bootstrap[t] = obs
                 self._obs = None if done else obs
-        generation = self._generation(images, instructions, torch.stack(bins))
+        generation = self._generation(images, instructions, torch.stack(bins), states)
         n = c.batch_size
         logps, values, ref_logps = [], [], []
         with eval_mode(self.model, self.reference):
@@ -227,10 +246,12 @@ class RT2PPOTrainer(PPORLHFTrainer):
             next_values = torch.zeros(n)
             next_values[:-1] = state_values[1:]  # where the episode goes on
             if bootstrap:
-                steps = sorted(bootstrap)
+                after = [bootstrap[t] for t in sorted(bootstrap)]
                 boot = self._prompt_values(
-                    [bootstrap[t][0] for t in steps], [bootstrap[t][1] for t in steps]
-                )
+                    [np.asarray(o["image"]) for o in after], [o["instruction"] for o in after],
+                    None if states is None else [np.asarray(p.states_of(o)) for o in after],
+                )  # fmt: skip
+                steps = sorted(bootstrap)
                 next_values[steps] = boot.float()
         env_advantages = gae(
             torch.tensor(rewards)[:, None], state_values[:, None], next_values[:, None],

@@ -40,7 +40,7 @@ from embodied_rl.llm.training import (
 )
 from embodied_rl.policies.action_tokenizer import gaussian_bin_targets
 from embodied_rl.rl.distributed import data_parallel
-from embodied_rl.utils.tokenizer import encode, encode_items
+from embodied_rl.utils.tokenizer import encode_items
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class TokenizedExample:
 def tokenize_examples(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str]], max_length: int
 ) -> list[TokenizedExample]:
-    """Tokenize (prompt, response) pairs (a response may be given as token ids); pairs whose
+    """Tokenize (prompt, response) pairs (either may be given as token ids); pairs whose
     prompt fills ``max_length`` are dropped (example ``i`` keeps image index ``i``)."""
-    prompts = encode(tokenizer, [p for p, _ in examples])
+    prompts = encode_items(tokenizer, [p for p, _ in examples])
     responses = encode_items(tokenizer, [r for _, r in examples])
     out, dropped = [], 0
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):

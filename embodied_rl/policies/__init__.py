@@ -10,7 +10,7 @@ from embodied_rl.policies.action_tokenizer import ActionTokenizer, action_token_
 from embodied_rl.policies.actor_critic import ActorCriticConfig, ActorCriticPolicy
 from embodied_rl.policies.base import Policy, load_policy, make_policy, register_policy
 from embodied_rl.policies.mlp import CNNConfig, CNNPolicy, MLPConfig, MLPPolicy
-from embodied_rl.policies.rt2 import RT2Config, RT2Policy, rt2_tokenizer
+from embodied_rl.policies.rt2 import RT2Config, RT2Policy, rt2_state_range, rt2_tokenizer
 from embodied_rl.policies.vla import VLA_PRESETS, VLAConfig, VLAPolicy, vla_preset
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "load_policy",
     "make_policy",
     "register_policy",
+    "rt2_state_range",
     "rt2_tokenizer",
     "vla_preset",
 ]

@@ -42,6 +42,7 @@ from embodied_rl.utils.tokenizer import cache_kwargs
 
 IMAGE_TOKEN = "<image>"
 OUT = "\nOut:"  # the end of every prompt: the answer (action tokens, or words) follows
+STATE = " State:"  # precedes the state tokens (RT2Config.state_key)
 PROMPT = "In: What action should the robot take to {instruction}?" + OUT
 QUESTION_PROMPT = "In: {question}" + OUT  # vision-language co-fine-tuning data (scene questions)
 
@@ -89,6 +90,14 @@ class RT2Config:
     # to the instruction in every language-model layer (RT-2's PaLI-X and PaliGemma encode
     # image and prompt bidirectionally; with "first" only the later text sees the image)
     image_position: str = "first"
+    # proprioception as prompt tokens (pi-0.5's discretised state): entries state_indices of
+    # obs[state_key] (all when empty), each cut into n_bins uniform bins over [state_low,
+    # state_high] and written with the action ids after the question (" State:" then one id
+    # per entry, before "Out:"); "" reads images and instructions only (RT-2, OpenVLA)
+    state_key: str = ""
+    state_indices: tuple[int, ...] = ()
+    state_low: tuple[float, ...] = ()
+    state_high: tuple[float, ...] = ()
     seed: int = 0  # initial weights
 
     def __post_init__(self) -> None:
@@ -128,6 +137,25 @@ class RT2Config:
                 f"vision_stem='conv' halves the image per convolution: patch_size="
                 f"{self.patch_size} must be a power of 2 (>= 2)"
             )
+        if self.state_key:
+            n = len(self.state_low)
+            if (
+                n == 0
+                or len(self.state_high) != n
+                or (self.state_indices and len(self.state_indices) != n)
+            ):
+                raise ValueError(
+                    f"state_key={self.state_key!r} needs state_low and state_high of one length "
+                    f"(one range per state entry read; got {len(self.state_low)} and "
+                    f"{len(self.state_high)}) and as many state_indices when given "
+                    f"({len(self.state_indices)}); rt2_state_range(data, key, indices) measures them"
+                )
+            if any(lo >= hi for lo, hi in zip(self.state_low, self.state_high, strict=True)):
+                raise ValueError(
+                    f"state_low={self.state_low} must lie below state_high={self.state_high}"
+                )
+        elif self.state_low or self.state_high or self.state_indices:
+            raise ValueError("state_low/state_high/state_indices need state_key (e.g. 'proprio')")
         if not 0 <= self.random_shift < self.image_size // 2:
             raise ValueError(
                 f"random_shift={self.random_shift} must lie in [0, {self.image_size // 2}) "
@@ -325,8 +353,12 @@ class RT2Policy(Policy):
             self.model = build_tiny_vlm(
                 c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id
             )
-        self.input_keys = ("image", "instruction")
+        self.input_keys = ("image", "instruction") + ((c.state_key,) if c.state_key else ())
+        self.tokenizer_state = (
+            ActionTokenizer(c.state_low, c.state_high, c.n_bins) if c.state_key else None
+        )
         self._prompts: dict[str, list[int]] = {}
+        self._prompt_parts: dict[str, tuple[list[int], list[int]]] = {}
 
     # ------------------------------------------------------------------ inputs
     def prompt(self, instruction: str) -> str:
@@ -347,12 +379,51 @@ class RT2Policy(Policy):
         head, tail = text.rsplit(OUT, 1)
         return head + image + OUT + tail
 
-    def prompt_ids(self, instruction: str) -> list[int]:
-        """The token ids of :meth:`prompt` (cached per instruction)."""
-        if instruction not in self._prompts:
-            text = self.prompt(instruction)
-            self._prompts[instruction] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._prompts[instruction]
+    def prompt_ids(self, instruction: str, state: Any = None) -> list[int]:
+        """The token ids of :meth:`prompt` (cached per instruction); with ``config.state_key``,
+        the prompt's text up to ``"\\nOut:"`` and ``" State:"``, the ids of ``state`` (that
+        observation's full vector), then the rest (image placeholders and ``"\\nOut:"``)."""
+        if not self.config.state_key:
+            if instruction not in self._prompts:
+                text = self.prompt(instruction)
+                self._prompts[instruction] = self._encode(text)
+            return self._prompts[instruction]
+        if state is None:
+            raise ValueError(
+                f"this policy reads obs[{self.config.state_key!r}] as state tokens "
+                "(config.state_key); give each prompt its state"
+            )
+        if instruction not in self._prompt_parts:
+            question = PROMPT.format(instruction=instruction).removesuffix(OUT)
+            image = self.image_token * self.n_image_tokens
+            if self.config.image_position == "first":
+                head, tail = image + question + STATE, OUT
+            else:  # the image between the state and "Out:"
+                head, tail = question + STATE, image + OUT
+            self._prompt_parts[instruction] = (self._encode(head), self._encode(tail))
+        head, tail = self._prompt_parts[instruction]
+        return head + self.state_ids(state).tolist() + tail
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def state_ids(self, state: Any) -> Tensor:
+        """``(..., n)`` vocabulary ids of ``(..., state_dim)`` observations' state entries
+        (``config.state_indices``): the action ids of their bins (out-of-range values clip)."""
+        state = torch.as_tensor(np.asarray(state), dtype=torch.float32)
+        if self.config.state_indices:
+            if state.shape[-1] <= max(self.config.state_indices):
+                raise ValueError(
+                    f"obs[{self.config.state_key!r}] has {state.shape[-1]} entries; the policy "
+                    f"reads entries {self.config.state_indices}"
+                )
+            state = state[..., list(self.config.state_indices)]
+        elif state.shape[-1] != self.tokenizer_state.action_dim:
+            raise ValueError(
+                f"obs[{self.config.state_key!r}] has {state.shape[-1]} entries; the policy was "
+                f"built for {self.tokenizer_state.action_dim}"
+            )
+        return self.tokenizer_state.tokenize(state) + self.first_action_id
 
     def action_tokens(self, action: Any) -> list[int]:
         """One action's token ids (an SFT response)."""
@@ -391,15 +462,21 @@ class RT2Policy(Policy):
         return self.tokenizer_actions.tokenize(actions) + self.first_action_id
 
     def prompt_inputs(
-        self, instructions: Sequence[str], tails: Tensor | None = None
+        self, instructions: Sequence[str], tails: Tensor | None = None, states: Any = None
     ) -> tuple[Tensor, Tensor]:
         """Left-padded ``input_ids`` and ``attention_mask`` of each instruction's prompt
+        (with its row of ``states`` ``(B, state_dim)`` when the policy reads a state)
         followed by its row of ``tails`` ``(B, k)`` (none when None)."""
         from embodied_rl.utils.tokenizer import pad
 
         if tails is None:
             tails = torch.zeros(len(instructions), 0, dtype=torch.long)
-        rows = [self.prompt_ids(i) + t for i, t in zip(instructions, tails.tolist(), strict=True)]
+        if states is None:
+            states = [None] * len(instructions)
+        rows = [
+            self.prompt_ids(i, s) + t
+            for i, s, t in zip(instructions, states, tails.tolist(), strict=True)
+        ]
         input_ids = pad(rows, self.tokenizer.pad_token_id, side="left")
         mask = pad([[1] * len(r) for r in rows], 0, side="left")
         return input_ids, mask
@@ -444,8 +521,24 @@ class RT2Policy(Policy):
             )
         images = torch.as_tensor(batch["image"])
         actions = torch.as_tensor(batch["action"], dtype=torch.float32)
-        input_ids, mask = self.prompt_inputs(list(batch["instruction"]), self.action_ids(actions))
+        input_ids, mask = self.prompt_inputs(
+            list(batch["instruction"]), self.action_ids(actions), self.states_of(batch)
+        )
         return self._run(images, input_ids, mask, **kwargs)
+
+    def states_of(self, batch: Any) -> Any:
+        """``batch[config.state_key]``: the state rows of a batch or the state of an
+        observation (None when the policy reads no state)."""
+        key = self.config.state_key
+        if not key:
+            return None
+        if not isinstance(batch, dict) or key not in batch:
+            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(
+                f"the RT-2 policy reads {key!r} as state tokens (config.state_key); the input "
+                f"has {keys}"
+            )
+        return batch[key]
 
     def log_prob(self, batch: dict[str, Any], actions: Tensor) -> Tensor:
         """``(B,)`` log-probability of ``actions``' bins (``batch['action']`` is ``actions``)."""
@@ -460,8 +553,10 @@ class RT2Policy(Policy):
 
     # ------------------------------------------------------------------ acting
     def env_options(self) -> dict[str, Any]:
-        """Images of the trained size and the instruction as text."""
-        return {"obs_mode": "rgb", "image_size": self.config.image_size, "instruction_mode": "text"}
+        """Images of the trained size and the instruction as text (and the tabletop's full
+        state vector when the policy reads ``state``; ``proprio`` comes with every image)."""
+        mode = "rgb+state" if self.config.state_key == "state" else "rgb"
+        return {"obs_mode": mode, "image_size": self.config.image_size, "instruction_mode": "text"}
 
     @torch.no_grad()
     def generate_bins(
@@ -470,11 +565,12 @@ class RT2Policy(Policy):
         instructions: Sequence[str],
         deterministic: bool = True,
         generator: torch.Generator | None = None,
+        states: Any = None,
     ) -> Tensor:
         """Action bins ``(B, action_dim)`` decoded one dimension at a time with the KV cache,
         each chosen among the action ids only (``config.decoding``, or sampled when not
-        deterministic)."""
-        input_ids, mask = self.prompt_inputs(instructions)
+        deterministic); ``states`` ``(B, state_dim)`` when the policy reads a state."""
+        input_ids, mask = self.prompt_inputs(instructions, states=states)
         out = self._run(images, input_ids, mask, self.action_dim, use_cache=True)
         first, n = self.first_action_id, self.config.n_bins
         bins = []
@@ -550,8 +646,33 @@ class RT2Policy(Policy):
                 "the RT-2 policy needs a text obs['instruction'] (make the environment with "
                 f"instruction_mode='text'); got {type(instruction).__name__}"
             )
-        bins = self.generate_bins(torch.as_tensor(image)[None], [instruction], deterministic)
+        state = self.states_of(obs)
+        bins = self.generate_bins(
+            torch.as_tensor(image)[None], [instruction], deterministic,
+            states=None if state is None else np.asarray(state)[None],
+        )  # fmt: skip
         return self.tokenizer_actions.detokenize(bins)[0].numpy().astype(np.float32)
+
+
+def rt2_state_range(
+    data: Any, key: str = "proprio", indices: Sequence[int] = (), margin: float = 0.05
+) -> dict[str, Any]:
+    """The state fields of :class:`RT2Config` for reading ``obs[key]`` (entries ``indices``,
+    all when empty) as prompt tokens: each entry's range over ``data``'s observations, widened
+    by ``margin`` of it on both sides (by 1 for a constant entry)."""
+    if key not in data.observations:
+        raise ValueError(f"the dataset has no {key!r} observations: {sorted(data.observations)}")
+    values = np.asarray(data.observations[key], dtype=np.float64)
+    if indices:
+        values = values[:, list(indices)]
+    low, high = values.min(0), values.max(0)
+    pad = np.where(high > low, margin * (high - low), 1.0)
+    return {
+        "state_key": key,
+        "state_indices": tuple(int(i) for i in indices),
+        "state_low": tuple(float(x) for x in low - pad),
+        "state_high": tuple(float(x) for x in high + pad),
+    }
 
 
 def rt2_sft_examples(
@@ -559,8 +680,8 @@ def rt2_sft_examples(
 ) -> tuple[list[tuple[str, list[int]]], np.ndarray]:
     """Every transition of ``data`` (an :class:`~embodied_rl.datasets.OfflineDataset` with
     ``image`` and text ``instruction`` observations) as a (prompt, action-token response)
-    example (the response as token ids) and its image: behaviour cloning as supervised
-    fine-tuning,
+    example (the response as token ids; the prompt too when the policy reads a state) and its
+    image: behaviour cloning as supervised fine-tuning,
     ``SFTTrainer(policy.model, policy.tokenizer, config, image_processor=policy.pixel_values)
     .train(examples, images=images)``. ``labels="expert"`` imitates the expert's clean
     actions of a noise-injected dataset (``infos['expert_action']``), as BC's option does."""
@@ -580,8 +701,16 @@ def rt2_sft_examples(
         raise ValueError(f"labels={labels!r} must be 'action' or 'expert'")
     rows = data.obs_index
     instructions = data.observations["instruction"][rows]
+    key = policy.config.state_key
+    if key and key not in data.observations:
+        raise ValueError(
+            f"the policy reads {key!r} as state tokens; the dataset has observations "
+            f"{sorted(data.observations)}"
+        )
+    states = data.observations[key][rows] if key else [None] * len(rows)
     examples = [
-        (policy.prompt(str(text)), policy.action_tokens(action))
-        for text, action in zip(instructions, actions, strict=True)
-    ]
+        (policy.prompt_ids(str(text), state) if key else policy.prompt(str(text)),
+         policy.action_tokens(action))
+        for text, state, action in zip(instructions, states, actions, strict=True)
+    ]  # fmt: skip
     return examples, data.observations["image"][rows]

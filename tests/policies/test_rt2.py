@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from embodied_rl.policies import RT2Config, RT2Policy, load_policy, rt2_tokenizer
+from embodied_rl.policies import (
+    RT2Config,
+    RT2Policy,
+    load_policy,
+    rt2_state_range,
+    rt2_tokenizer,
+)
 
 INSTRUCTIONS = ["move to the red block", "move to the green block", "move to the blue block"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -441,3 +447,105 @@ def test_train_pixel_values_shift_each_image_by_at_most_the_configured_pixels(to
         assert matches  # some shift within the bound reproduces the image
     with pytest.raises(ValueError, match="random_shift=16"):
         small_policy(tokenizer_json, random_shift=16)
+
+
+def state_dataset(targets: dict[tuple[float, float], list[float]], episodes: int = 2):
+    """Episodes that all show the same red image; each has a constant 3-entry ``proprio``
+    (its key, then a distractor entry) and acts that key's target: only the state tells the
+    targets apart."""
+    from gymnasium import spaces
+
+    from embodied_rl.datasets import Episode, OfflineDataset
+
+    out, length = [], 4
+    for (a, b), target in list(targets.items()) * episodes:
+        flags = np.zeros(length, dtype=bool)
+        flags[-1] = True
+        proprio = np.tile(np.float32([a, 7.0, b]), (length + 1, 1))
+        out.append(Episode(
+            observations={"image": np.stack([images_of(["red"])[0].numpy()] * (length + 1)),
+                          "instruction": ["move to the block"] * (length + 1), "proprio": proprio},
+            actions=np.tile(np.float32(target), (length, 1)), rewards=np.zeros(length),
+            terminations=flags, truncations=~flags, infos={}, metadata={},
+        ))  # fmt: skip
+    obs_space = spaces.Dict({"image": spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                             "instruction": spaces.Text(max_length=40),
+                             "proprio": spaces.Box(-np.inf, np.inf, (3,), np.float32)})  # fmt: skip
+    return OfflineDataset.from_episodes(out, obs_space, spaces.Box(-1.0, 1.0, (4,), np.float32))
+
+
+STATE_TARGETS = {(-0.5, 0.2): [0.5, -0.5, 0.0, 1.0], (0.5, 0.2): [-0.8, 0.2, 0.6, -1.0],
+                 (0.5, -0.9): [0.1, 0.9, -0.7, 0.3]}  # fmt: skip
+
+
+def test_state_tokens_follow_the_question_and_condition_the_actions(tokenizer_json, tmp_path):
+    """``RT2Config(state_key=...)``: the chosen state entries, binned over the data's range
+    (``rt2_state_range``), are action ids between ``" State:"`` and ``"\\nOut:"`` (before the
+    image with ``image_position="after_text"``); behaviour cloning through the SFT trainer
+    learns actions that only the state tells apart, a saved policy acts the same, and the
+    teacher-forced log-probabilities read the same prompt as decoding."""
+    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.policies.rt2 import OUT, STATE, rt2_sft_examples
+
+    torch.manual_seed(0)
+    data = state_dataset(STATE_TARGETS)
+    fields = rt2_state_range(data, "proprio", (0, 2))
+    assert fields["state_low"] == pytest.approx((-0.55, -0.955))
+    assert fields["state_high"] == pytest.approx((0.55, 0.255))
+    policy = small_policy(tokenizer_json, **fields)
+    state = np.float32([0.5, 7.0, -0.9])
+    ids = policy.prompt_ids("move to the block", state)
+    bins = policy.tokenizer_state.tokenize(torch.tensor(state[[0, 2]])).tolist()
+    n_out = len(policy.tokenizer(OUT, add_special_tokens=False)["input_ids"])
+    assert ids[-n_out - 2 : -n_out] == [policy.first_action_id + b for b in bins]
+    assert policy.tokenizer.decode(ids[-n_out:]) == OUT
+    assert ids[:16] == [policy.image_token_id] * 16
+    assert policy.tokenizer.decode(ids[16 : -n_out - 2]).endswith("block?" + STATE)
+    late = small_policy(tokenizer_json, image_position="after_text", **fields)
+    late_ids = late.prompt_ids("move to the block", state)
+    assert late_ids[-n_out - 16 - 2 : -n_out - 16] == ids[-n_out - 2 : -n_out]
+    assert late_ids[-n_out - 16 : -n_out] == [late.image_token_id] * 16
+
+    examples, images = rt2_sft_examples(policy, data)
+    assert examples[0][0] == policy.prompt_ids("move to the block", data.observations["proprio"][0])
+    config = SFTConfig(steps=150, batch_size=12, learning_rate=2e-3, max_length=64,
+                       progress=False, tensorboard=False, log_every=50)  # fmt: skip
+    SFTTrainer(policy.model, policy.tokenizer, config, image_processor=policy.pixel_values).train(
+        examples, out=tmp_path / "sft", images=images
+    )
+    policy.eval()
+    red = images_of(["red"])[0].numpy()
+    for (a, b), target in STATE_TARGETS.items():
+        obs = {"image": red, "instruction": "move to the block", "proprio": np.float32([a, 7, b])}
+        np.testing.assert_allclose(policy.act(obs), target, atol=1 / 256 + 1e-6)
+    loaded = load_policy(policy.save(tmp_path / "rt2"))
+    assert loaded.input_keys == ("image", "instruction", "proprio")
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    # decoding and teacher forcing read the same prompt: greedy bins are the forced argmax
+    states = np.float32([[a, 0, b] for a, b in STATE_TARGETS])
+    bins = policy.generate_bins(images_of(["red"] * 3), ["move to the block"] * 3, states=states)
+    batch = {"image": images_of(["red"] * 3), "instruction": ["move to the block"] * 3,
+             "proprio": states, "action": policy.tokenizer_actions.detokenize(bins)}  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(policy(batch).argmax(-1), bins, rtol=0, atol=0)
+
+
+def test_state_settings_and_inputs_are_checked(tokenizer_json):
+    data = state_dataset(STATE_TARGETS, 1)
+    policy = small_policy(tokenizer_json, **rt2_state_range(data, "proprio", (0, 2)))
+    red = images_of(["red"])[0].numpy()
+    with pytest.raises(ValueError, match="reads 'proprio' as state tokens"):
+        policy.act({"image": red, "instruction": "go"})
+    with pytest.raises(ValueError, match="has 2 entries; the policy reads entries"):
+        policy.act({"image": red, "instruction": "go", "proprio": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="give each prompt its state"):
+        policy.prompt_ids("go")
+    with pytest.raises(ValueError, match="state_low and state_high of one length"):
+        RT2Config(tokenizer_json=tokenizer_json, state_key="proprio", state_low=(0.0,))
+    with pytest.raises(ValueError, match="must lie below"):
+        RT2Config(tokenizer_json=tokenizer_json, state_key="proprio", state_low=(1.0,),
+                  state_high=(0.0,))  # fmt: skip
+    with pytest.raises(ValueError, match="need state_key"):
+        RT2Config(tokenizer_json=tokenizer_json, state_low=(0.0,), state_high=(1.0,))
+    with pytest.raises(ValueError, match="no 'joints' observations"):
+        rt2_state_range(data, "joints")

@@ -86,6 +86,59 @@ def test_log_probs_are_of_the_distribution_over_action_ids():
         response_logprobs(policy.model, bad)
 
 
+class StateSideEnv(ColourSideEnv):
+    """ColourSideEnv with a ``proprio`` observation (the step count and a constant)."""
+
+    def __init__(self, length: int = 4) -> None:
+        super().__init__(length)
+        self.observation_space = gym.spaces.Dict(
+            {**self.observation_space.spaces,
+             "proprio": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)}
+        )  # fmt: skip
+
+    def _obs(self) -> dict:
+        return {**super()._obs(), "proprio": np.float32([self.t / self.length, 0.5])}
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed, options=options)
+
+
+def test_a_policy_reading_state_tokens_gets_them_in_rollouts_and_log_probs():
+    """With ``RT2Config(state_key="proprio")`` the rollout's prompts carry each step's state
+    tokens: the trainer's log-probs of the sampled actions are the policy's own
+    ``log_prob`` given the same observations' states, and the bootstrap value reads them."""
+    torch.manual_seed(0)
+    base = small_policy()
+    config = dataclasses.replace(base.config, state_key="proprio", state_low=(0.0, 0.0),
+                                 state_high=(1.0, 1.0))  # fmt: skip
+    policy = RT2Policy(config)
+    trainer = RT2PPOTrainer(policy, StateSideEnv(), ppo_config(batch_size=6, minibatch_size=3))
+    rollout = trainer.rollout()
+    ids = rollout.generation.prompt_ids
+    steps = torch.tensor([0, 1, 2, 3, 0, 1], dtype=torch.float32) / 4
+    state_ids = policy.state_ids(torch.stack([steps, torch.full((6,), 0.5)], -1))
+    n_out = len(policy.tokenizer("\nOut:", add_special_tokens=False)["input_ids"])
+    assert torch.equal(ids[:, -n_out - 2 : -n_out], state_ids)
+    assert torch.isfinite(rollout.scores).all()
+    # the trainer's per-token log-probs of given actions are the policy's own log_prob
+    images = [np.full((32, 32, 3), c, np.uint8) for c in (10, 200, 90)]
+    states = np.float32([[0.0, 0.5], [0.25, 0.5], [1.0, 0.0]])
+    bins = torch.tensor([[0, 255], [17, 128], [200, 3]])
+    generation = trainer._generation(images, [INSTRUCTION] * 3, bins, list(states))
+    with torch.no_grad():
+        logps, _ = response_logprobs(policy.model, generation)
+        batch = {"image": torch.as_tensor(np.stack(images)), "instruction": [INSTRUCTION] * 3,
+                 "proprio": states}  # fmt: skip
+        expected = policy.log_prob(batch, policy.tokenizer_actions.detokenize(bins))
+        other = policy.log_prob({**batch, "proprio": states[::-1].copy()},
+                                policy.tokenizer_actions.detokenize(bins))  # fmt: skip
+    torch.testing.assert_close(logps.sum(-1), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(other, expected)  # the state changes the distribution
+    with pytest.raises(ValueError, match="reads 'proprio' as state tokens"):
+        RT2PPOTrainer(policy, ColourSideEnv(), ppo_config(batch_size=2, minibatch_size=2)).rollout()
+
+
 def test_scores_are_the_environment_lambda_returns():
     """With lambda = 1 and discount 1 a step's score is the rest of its episode's reward plus
     the bootstrap value where the rollout cut it; with lambda = 0 it is r + V(s')."""
