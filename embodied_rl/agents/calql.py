@@ -5,6 +5,12 @@ behaviour policy's value: ``Q(s, a_pi)`` in the logsumexp becomes ``max(Q(s, a_p
 with ``V^mu(s)`` the discounted Monte-Carlo return of the dataset from ``s`` (the sampler
 adds it as ``mc_return``). Calibrated values keep the policy from unlearning when online
 fine-tuning begins. Everything else is :class:`~embodied_rl.agents.cql.CQLAgent`.
+
+Training logs ``bound_share``: the share of the penalty's policy-action Q-values that the
+bound replaced. While it is near 1 no gradient pushes those Q-values down and the critic is
+not conservative: it rises towards ``V^mu`` at the optimiser's pace, flat in the action
+(measured on Walker2d medium, ``benchmarks/results/locomotion_offline.md``). With returns in
+the hundreds that phase can outlast a short run; ``reward_scale`` shortens it.
 """
 
 from __future__ import annotations

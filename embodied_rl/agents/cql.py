@@ -171,7 +171,8 @@ class CQLAgent(Agent):
         actions = torch.cat([action.unsqueeze(1), random, pi_now, next_pi], dim=1)  # (B, 1+3n, A)
         q_all = self.critic(obs, actions)  # (E, B, 1 + 3n)
         q_data, q_random, q_policy = q_all[..., 0], q_all[..., 1 : 1 + n], q_all[..., 1 + n :]
-        q_sampled = torch.cat([q_random, self.calibrate(q_policy, batch)], dim=-1)  # (E, B, 3n)
+        q_calibrated = self.calibrate(q_policy, batch)
+        q_sampled = torch.cat([q_random, q_calibrated], dim=-1)  # (E, B, 3n)
         log_density = torch.cat(
             [torch.full_like(log_pi_now, self.log_uniform), log_pi_now, next_log_pi], dim=-1
         )  # (B, 3n)
@@ -186,8 +187,12 @@ class CQLAgent(Agent):
         losses["critic_loss"] = td + conservative
         self.optimize(self.optimizer, losses)
         polyak_update(self.target_critic, self.critic, c.tau)
+        metrics = {}
+        if q_calibrated is not q_policy:  # Cal-QL: how often the lower bound replaced Q
+            metrics["bound_share"] = (q_calibrated > q_policy).float().mean().item()
         return {
             **{k: v.item() for k, v in losses.items()},
+            **metrics,
             "td_loss": td.item(),
             "cql_gap": gap.mean().item(),
             "q_data": q_data.mean().item(),

@@ -43,3 +43,19 @@ def test_cql_still_trains_an_unsquashed_gaussian(tiny_data):
     agent = make_agent("cql", policy, CQLConfig(hidden=(32, 32)))
     metrics = agent.update(make_sampler(agent, tiny_data, batch_size=32, seed=0).sample())
     assert set(metrics) >= {"critic_loss", "actor_loss", "cql_gap"}
+
+
+def test_calql_logs_how_often_its_lower_bound_replaced_the_policy_q(tiny_data):
+    """``bound_share``: 1 when every Monte-Carlo return is above the critic's values (no
+    gradient reaches the policy actions' Q), 0 when every one is below; CQL has no bound."""
+    seed_everything(0)
+    shares = {}
+    for mc in (1e6, -1e6):
+        agent = make_agent("calql", default_policy("calql", tiny_data, hidden=(32, 32)))
+        batch = make_sampler(agent, tiny_data, batch_size=32, seed=0).sample()
+        shares[mc] = agent.update({**batch, "mc_return": torch.full_like(batch["mc_return"], mc)})[
+            "bound_share"
+        ]
+    assert shares == {1e6: 1.0, -1e6: 0.0}
+    cql = make_agent("cql", default_policy("cql", tiny_data, hidden=(32, 32)))
+    assert "bound_share" not in cql.update(make_sampler(cql, tiny_data, 32, seed=0).sample())
