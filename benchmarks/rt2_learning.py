@@ -14,7 +14,9 @@ acting with the expected bin, ``RT2Config(decoding="mean")``; ``rt2-tiny-late-im
 the image tokens after the question, ``RT2Config(image_position="after_text")``;
 ``rt2-tiny-state`` with the end effector's position and the gripper opening as four state
 tokens after the question, binned over the data's range, ``RT2Config(state_key="proprio")``,
-the entries the RT-1 row reads) and
+the entries the RT-1 row reads; ``rt2-tiny-oracle-state``, a diagnostic, with the end
+effector's position and the target's position relative to it from the simulator's state
+vector, so that the images are not needed) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
 ``rt2-tiny-late-image+cotrain``
@@ -52,6 +54,7 @@ RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
     "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
+    "rt2-tiny-oracle-state",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
@@ -151,11 +154,15 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
     stem = "conv" if variant.endswith("-conv") else "patch"
     hl_gauss = "-hlgauss" in variant
-    state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
+    state = {}
+    if variant.endswith("-oracle-state"):  # ee position and the target relative to it
+        d = data.observations["state"].shape[-1]
+        state = rt2_state_range(data, "state", (0, 1, 2, d - 6, d - 5, d - 4))
+    elif variant.endswith("-state"):
+        state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
     policy = rt2_policy(
         data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
-        image_position="after_text" if "-late-image" in variant else "first",
-        **(state if "-state" in variant else {}),
+        image_position="after_text" if "-late-image" in variant else "first", **state,
     )  # fmt: skip
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
