@@ -10,7 +10,9 @@ dataset's metadata) as a learning curve. Each library runs with the papers' loco
 settings, the same on both sides: IQL expectile 0.7, beta 3, rewards scaled by
 ``1000 / (max return - min return)`` over the dataset's episodes (IQL's appendix; computed
 here and given to d3rlpy as a ``MultiplyRewardScaler``);
-TD3+BC alpha 2.5, standardised states; CQL/Cal-QL weight 5, 10 sampled actions, learning
+TD3+BC alpha 2.5, standardised states; ``calql-r0.1`` is Cal-QL with rewards (and so its
+Monte-Carlo returns) scaled by 0.1, ours ``reward_scale=0.1``, d3rlpy a
+``MultiplyRewardScaler``; CQL/Cal-QL weight 5, 10 sampled actions, learning
 rates 1e-4 actor / 3e-4 critic, SAC's tanh-squashed Gaussian actor on both sides (ours since
 2026-12-04: ``default_policy``'s ``tanh_gaussian``); IQL's actor a Gaussian with
 state-independent std on both sides; BC a deterministic MSE policy, learning rate 3e-4.
@@ -40,7 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-ALGOS = ("bc", "td3bc", "iql", "cql", "calql")
+ALGOS = ("bc", "td3bc", "iql", "cql", "calql", "calql-r0.1")
+# rows that run an algorithm with its rewards scaled (Monte-Carlo returns alike, in both
+# libraries): Cal-QL with rewards x 0.1, so that its critic reaches the returns' scale early
+SCALED = {"calql-r0.1": ("calql", 0.1)}
 LIBS = ("ours", "d3rlpy")
 
 D3RLPY_SCRIPT = r"""
@@ -82,6 +87,10 @@ elif algo == "cql":
     config = d3rlpy.algos.CQLConfig(**cql)
 elif algo == "calql":
     config = d3rlpy.algos.CalQLConfig(**cql)
+elif algo == "calql-scaled":  # returns-to-go are scaled with the rewards (TorchMiniBatch)
+    config = d3rlpy.algos.CalQLConfig(
+        reward_scaler=d3rlpy.preprocessing.MultiplyRewardScaler(multiplier=reward_scale), **cql
+    )
 else:
     raise SystemExit(f"unknown algo {algo}")
 model = config.create(device="cpu:0")
@@ -143,7 +152,8 @@ def train_ours(
     from embodied_rl.agents.trainer import seed_everything
 
     torch.set_num_threads(1)
-    overrides = {"reward_scale": iql_reward_scale(data)} if algo == "iql" else {}
+    algo, scale = SCALED.get(algo, (algo, iql_reward_scale(data) if algo == "iql" else None))
+    overrides = {} if scale is None else {"reward_scale": scale}
     agent_config = agent_class(algo).config_class(**{**overrides, **(agent_overrides or {})})
     config = TrainerConfig(
         steps=args["steps"], batch_size=256, seed=seed, eval_every=args["eval_every"],
@@ -179,6 +189,11 @@ def run_d3rlpy(algo: str, body: str, kind: str, seed: int, args: dict, out: Path
 
     torch.set_num_threads(1)
     data = load_locomotion(body, kind, args["root"])
+    if algo in SCALED:  # the d3rlpy script's name for a Cal-QL with scaled rewards
+        scale = SCALED[algo][1]
+        algo = "calql-scaled"
+    else:
+        scale = iql_reward_scale(data)  # read by IQL only
     states = data.observations[OBS_KEY].astype(np.float64)
     npz = out / "data.npz"
     np.savez(
@@ -193,7 +208,7 @@ def run_d3rlpy(algo: str, body: str, kind: str, seed: int, args: dict, out: Path
     start = time.perf_counter()
     proc = subprocess.run(
         [args["d3rlpy_python"], "-c", D3RLPY_SCRIPT, str(npz), str(out), algo, str(args["steps"]),
-         str(args["eval_every"]), str(seed), str(iql_reward_scale(data))],
+         str(args["eval_every"]), str(seed), str(scale)],
         capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     if proc.returncode != 0:
