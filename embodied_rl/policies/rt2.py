@@ -363,7 +363,9 @@ class RT2Policy(Policy):
     # ------------------------------------------------------------------ inputs
     def prompt(self, instruction: str) -> str:
         """The prompt as text: OpenVLA's prompt and ``n_image_tokens`` image placeholders
-        (before it, or before its ``"\\nOut:"``: ``config.image_position``)."""
+        (before it, or before its ``"\\nOut:"``: ``config.image_position``). Without state
+        tokens: a policy that reads a state (``config.state_key``) builds its prompts with
+        :meth:`prompt_ids`."""
         return self._with_image(PROMPT.format(instruction=instruction))
 
     def question_prompt(self, question: str) -> str:
