@@ -16,7 +16,8 @@ the image tokens after the question, ``RT2Config(image_position="after_text")``;
 tokens after the question, binned over the data's range, ``RT2Config(state_key="proprio")``,
 the entries the RT-1 row reads; ``rt2-tiny-oracle-state``, a diagnostic, with the end
 effector's position and the target's position relative to it from the simulator's state
-vector, so that the images are not needed) and
+vector, so that the images are not needed; ``rt2-tiny-objects-state`` with every object's
+position instead, so that the image must say which one the instruction names) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
 ``rt2-tiny-late-image+cotrain``
@@ -54,7 +55,7 @@ RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
     "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
-    "rt2-tiny-oracle-state",
+    "rt2-tiny-oracle-state", "rt2-tiny-objects-state",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
@@ -158,6 +159,14 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     if variant.endswith("-oracle-state"):  # ee position and the target relative to it
         d = data.observations["state"].shape[-1]
         state = rt2_state_range(data, "state", (0, 1, 2, d - 6, d - 5, d - 4))
+    elif variant.endswith("-objects-state"):  # ee and every object's position, not which
+        from embodied_rl.envs.tabletop.scene import COLORS, SHAPES
+
+        per_object = 7 + len(COLORS) + len(SHAPES)  # position, quaternion, one-hots
+        d = data.observations["state"].shape[-1]
+        n = (d - 7 - 6 - 3 - 6 - 6) // (per_object + 2)  # TabletopEnv.state_dim, 6 families
+        objects = [7 + per_object * i + k for i in range(n) for k in range(3)]
+        state = rt2_state_range(data, "state", (0, 1, 2, *objects))
     elif variant.endswith("-state"):
         state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
     policy = rt2_policy(
