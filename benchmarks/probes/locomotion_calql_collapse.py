@@ -1,8 +1,9 @@
 """Why Cal-QL collapses on Walker2d `medium` (both libraries, `results/locomotion_offline.md`:
-ours 18.5 at 2k steps, then ~0; the collapsed policy's actions shrink and the walker falls).
+ours 18.5 at 2k steps, then ~0; the policy's actions stay small and the walker falls).
 Trains our CQL or Cal-QL with the benchmark's settings (batch 256, 2 x 256 networks, the
-agents' defaults) and every ``--every`` steps reads the critic on 2,000 fixed dataset
-transitions:
+agents' defaults) in its own loop rather than ``locomotion_offline.train_ours``, because the
+training loop's callbacks do not reach the agent, and every ``--every`` steps reads the
+critic on 2,000 fixed dataset transitions:
 
 - ``V_mc``: the mean Monte-Carlo return (of the agent's rewards, after ``reward_scale``) that
   Cal-QL's lower bound uses; ``bound``: the share of (state, policy sample) pairs in which
