@@ -17,7 +17,11 @@ tokens after the question, binned over the data's range, ``RT2Config(state_key="
 the entries the RT-1 row reads; ``rt2-tiny-oracle-state``, a diagnostic, with the end
 effector's position and the target's position relative to it from the simulator's state
 vector, so that the images are not needed; ``rt2-tiny-objects-state`` with every object's
-position instead, so that the image must say which one the instruction names) and
+position instead, so that the image must say which one the instruction names;
+``rt2-tiny-film`` with the RT-1 row's image path as the vision tower, a FiLM ConvNet that
+the question's pooled token embeddings modulate, coordinates and TokenLearner's 8 tokens,
+``RT2Config(vision_tower="film")`` (``policies.instructed_llava``), the image after the
+question; ``rt2-tiny-film-state`` the same with the ``-state`` row's proprioception tokens) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
 ``rt2-tiny-late-image+cotrain``
@@ -55,7 +59,7 @@ RT1 = "8px+shift+proprio+gaussian"  # vla_learning's tiny preset
 VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
     "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
-    "rt2-tiny-oracle-state", "rt2-tiny-objects-state",
+    "rt2-tiny-oracle-state", "rt2-tiny-objects-state", "rt2-tiny-film", "rt2-tiny-film-state",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo",
 )  # fmt: skip
@@ -169,9 +173,17 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         state = rt2_state_range(data, "state", (0, 1, 2, *objects))
     elif variant.endswith("-state"):
         state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
+    film = "-film" in variant
+    if film:  # RT-1's FiLM ConvNet (vla_learning's tiny preset) as the vision tower
+        from embodied_rl.policies.vla import vla_preset
+
+        preset = vla_preset("tiny")
+        state |= {"vision_tower": "film", "film_channels": preset.convnet_channels,
+                  "film_strides": preset.convnet_strides,
+                  "vision_tokens": preset.tokens_per_frame}  # fmt: skip
     policy = rt2_policy(
         data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
-        image_position="after_text" if "-late-image" in variant else "first", **state,
+        image_position="after_text" if "-late-image" in variant or film else "first", **state,
     )  # fmt: skip
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):

@@ -194,7 +194,10 @@ class FiLMConvNet(nn.Module):
         self.out = nn.Conv2d(c_in, out_channels, kernel_size=1)
 
     def forward(self, images: Tensor, cond: Tensor) -> Tensor:
-        x = images_to_float(images)  # (B, 3, H, W)
+        return self.features(images_to_float(images), cond)
+
+    def features(self, x: Tensor, cond: Tensor) -> Tensor:
+        """Float images ``(B, 3, H, W)``, already normalised, -> ``(B, out_channels, h, w)``."""
         for stage, film in zip(self.stages, self.films, strict=True):
             x = film(stage(x), cond)  # (B, C, H / stride product, W / stride product)
         return self.out(x)

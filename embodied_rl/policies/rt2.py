@@ -69,6 +69,15 @@ class RT2Config:
     # (Xiao et al. 2021), 3x3 stride-2 convolutions down to the patch grid, then 1x1 to the
     # width: the same tokens, an inductive bias for small data. patch_size a power of 2.
     vision_stem: str = "patch"
+    # "vit": LLaVA's CLIP vision transformer, which never sees the instruction (RT-2, OpenVLA);
+    # "film": RT-1's image path as the tower (policies.instructed_llava): a ConvNet of
+    # film_channels/film_strides whose stages the question's mean token embedding modulates
+    # (FiLM), coordinate channels, TokenLearner's vision_tokens (0: every cell); needs
+    # image_position="after_text" (the condition is the text before the image) and the tiny model
+    vision_tower: str = "vit"
+    film_channels: tuple[int, ...] = (32, 32, 64, 64)
+    film_strides: tuple[int, ...] = (2, 2, 2, 1)  # 64 px -> an 8 x 8 map
+    vision_tokens: int = 8
     vision_width: int = 64
     vision_layers: int = 2
     vision_heads: int = 4
@@ -137,6 +146,20 @@ class RT2Config:
                 f"vision_stem='conv' halves the image per convolution: patch_size="
                 f"{self.patch_size} must be a power of 2 (>= 2)"
             )
+        if self.vision_tower not in ("vit", "film"):
+            raise ValueError(f"vision_tower={self.vision_tower!r}; choose 'vit' or 'film'")
+        if self.vision_tower == "film":
+            if self.model_path or self.image_position != "after_text":
+                raise ValueError(
+                    "vision_tower='film' conditions the image on the text before it: it needs "
+                    "image_position='after_text' and the tiny model (tokenizer_json, no model_path)"
+                )
+            if len(self.film_strides) != len(self.film_channels) or self.vision_tokens < 0:
+                raise ValueError(
+                    f"film_strides={self.film_strides} needs one stride per stage of "
+                    f"film_channels={self.film_channels}; vision_tokens={self.vision_tokens} "
+                    "must be >= 0"
+                )
         if self.state_key:
             n = len(self.state_low)
             if (
@@ -221,10 +244,18 @@ class ConvStem(torch.nn.Module):
         return self.out(self.convs(pixels))
 
 
-def build_tiny_vlm(config: RT2Config, vocab_size: int, image_token_id: int, pad_token_id: int):
+def build_tiny_vlm(
+    config: RT2Config, vocab_size: int, image_token_id: int, pad_token_id: int,
+    first_non_text_id: int | None = None,
+):  # fmt: skip
     """A randomly initialised LLaVA: a CLIP vision transformer on ``patch_size`` patches (a
-    :class:`ConvStem` in place of the patchify with ``vision_stem="conv"``), a two-layer
-    projector and a GPT-2 language model, seeded by ``config.seed``."""
+    :class:`ConvStem` in place of the patchify with ``vision_stem="conv"``; with
+    ``vision_tower="film"`` the instruction-conditioned tower of
+    :mod:`~embodied_rl.policies.instructed_llava`, whose condition reads the ids below
+    ``first_non_text_id``), a two-layer projector and a GPT-2 language model, seeded by
+    ``config.seed``."""
+    if config.vision_tower == "film" and first_non_text_id is None:
+        raise ValueError("vision_tower='film' needs first_non_text_id (the first non-word id)")
     from transformers import (
         CLIPVisionConfig,
         GPT2Config,
@@ -254,6 +285,12 @@ def build_tiny_vlm(config: RT2Config, vocab_size: int, image_token_id: int, pad_
     with torch.random.fork_rng():
         torch.manual_seed(c.seed)
         model = LlavaForConditionalGeneration(llava)
+        if c.vision_tower == "film":
+            from embodied_rl.policies.instructed_llava import instructed_llava
+
+            return instructed_llava(
+                model, first_non_text_id, c.film_channels, c.film_strides, c.vision_tokens
+            )
         if c.vision_stem == "conv":
             embeddings = model.model.vision_tower.embeddings
             embeddings.patch_embedding = ConvStem(c.vision_width, c.patch_size)
@@ -349,10 +386,17 @@ class RT2Policy(Policy):
                     f"<act_0>..<act_{c.n_bins - 1}>; build it with rt2_tokenizer(instructions, n_bins)"
                 )
             self.first_action_id = ids[0]
-            self.n_image_tokens = (c.image_size // c.patch_size) ** 2
+            if c.vision_tower == "film":
+                from embodied_rl.policies.instructed_llava import film_output_side
+
+                side = film_output_side(c.image_size, c.film_strides)
+                self.n_image_tokens = c.vision_tokens or side * side
+            else:
+                self.n_image_tokens = (c.image_size // c.patch_size) ** 2
             self.model = build_tiny_vlm(
-                c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id
-            )
+                c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id,
+                first_non_text_id=min(self.image_token_id, self.first_action_id),
+            )  # fmt: skip
         self.input_keys = ("image", "instruction") + ((c.state_key,) if c.state_key else ())
         self.tokenizer_state = (
             ActionTokenizer(c.state_low, c.state_high, c.n_bins) if c.state_key else None

@@ -549,3 +549,115 @@ def test_state_settings_and_inputs_are_checked(tokenizer_json):
         RT2Config(tokenizer_json=tokenizer_json, state_low=(0.0,), state_high=(1.0,))
     with pytest.raises(ValueError, match="no 'joints' observations"):
         rt2_state_range(data, "joints")
+
+
+FILM = {"vision_tower": "film", "image_position": "after_text", "film_channels": (16, 16, 32),
+        "film_strides": (2, 2, 1), "vision_tokens": 4}  # fmt: skip
+
+
+def two_colour_images(pairs: list[tuple[str, str]]) -> torch.Tensor:
+    """32-px images whose left half is the first colour of each pair, the right half the second."""
+    rows = []
+    for left, right in pairs:
+        image = torch.empty(32, 32, 3, dtype=torch.uint8)
+        image[:, :16] = torch.tensor(COLOURS[left], dtype=torch.uint8)
+        image[:, 16:] = torch.tensor(COLOURS[right], dtype=torch.uint8)
+        rows.append(image)
+    return torch.stack(rows)
+
+
+def test_the_film_tower_reads_the_question_before_the_image(tokenizer_json):
+    """``vision_tower="film"``: the image tokens come from a FiLM ConvNet conditioned on the
+    question's tokens (before the image; padding and state/action ids excluded), pooled with a
+    learned query (at zero: their mean input embedding), so they change with the instruction and not with the batch's padding, and
+    cached decoding still equals the teacher-forced argmax."""
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json, **FILM).eval()
+    assert policy.n_image_tokens == 4
+    inner = policy.model.model
+    for film in inner.vision_tower.convnet.films:  # zero-initialised: make them act
+        torch.nn.init.normal_(film.proj.weight, std=3.0)
+    red, long = "move to the red block", "move to the green block " + "and the blue block " * 3
+    ids, mask = policy.prompt_inputs([red, long])
+    question = policy._encode("In: What action should the robot take to move to the red block?")
+    wte = inner.get_input_embeddings().weight
+    with torch.no_grad():
+        torch.testing.assert_close(inner.instruction_embedding(ids, mask)[0], wte[question].mean(0))
+        inner.text_query.data.normal_()
+        weights = (wte[question] @ inner.text_query / wte.shape[1] ** 0.5).softmax(0)
+        torch.testing.assert_close(
+            inner.instruction_embedding(ids, mask)[0], weights @ wte[question]
+        )
+
+        def image_tokens(instructions, colours):
+            ids, mask = policy.prompt_inputs(instructions)
+            out = policy._run(images_of(colours), ids, mask, output_hidden_states=True)
+            return out.hidden_states[0][ids == policy.image_token_id].view(len(ids), 4, -1)
+
+        alone = image_tokens([red], ["red"])[0]
+        torch.testing.assert_close(image_tokens([red, long], ["red", "red"])[0], alone)
+        blue = image_tokens(["move to the blue block"], ["red"])[0]
+        assert (alone - blue).abs().max() > 1e-4
+    colours, instructions = ["red", "green"], [red, long]
+    bins = policy.generate_bins(images_of(colours), instructions)
+    batch = {"image": images_of(colours), "instruction": instructions,
+             "action": policy.tokenizer_actions.detokenize(bins)}  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(policy(batch).argmax(-1), bins, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs image_position='after_text'"):
+        RT2Config(tokenizer_json=tokenizer_json, vision_tower="film")
+    with pytest.raises(ValueError, match="vision_tower='cnn'"):
+        RT2Config(tokenizer_json=tokenizer_json, vision_tower="cnn")
+    with pytest.raises(ValueError, match="one stride per stage"):
+        replace(policy.config, film_strides=(2, 2))
+    with pytest.raises(ValueError, match="pass input_ids with pixel_values"):
+        embeds = inner.get_input_embeddings()(ids)
+        policy.model(inputs_embeds=embeds, attention_mask=mask,
+                     pixel_values=policy.pixel_values(images_of(["red", "red"])))  # fmt: skip
+
+
+def test_sft_with_the_film_tower_binds_the_instruction_to_the_image(tokenizer_json, tmp_path):
+    """Two colours per image; the action's first entry says on which side the *named* colour
+    is, so neither the image nor the instruction alone gives it. The SFT trainer learns it
+    through the instruction-conditioned tower (its FiLM layers leave zero), and a saved policy
+    acts the same."""
+    from gymnasium import spaces
+
+    from embodied_rl.datasets import Episode, OfflineDataset
+    from embodied_rl.llm.sft import SFTConfig, SFTTrainer
+    from embodied_rl.policies.rt2 import rt2_sft_examples
+
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json, **FILM)
+    pairs = [(a, b) for a in COLOURS for b in COLOURS if a != b]
+    episodes, cases = [], []
+    for (left, right), image in zip(pairs, two_colour_images(pairs).numpy(), strict=True):
+        for named, side in ((left, -0.5), (right, 0.5)):
+            text = f"move to the {named} block"
+            cases.append((image, text, side))
+            episodes.append(Episode(
+                observations={"image": np.stack([image] * 3), "instruction": [text] * 3},
+                actions=np.tile(np.float32([side, 0.25, -0.25, 0.0]), (2, 1)),
+                rewards=np.zeros(2), terminations=np.array([False, True]),
+                truncations=np.array([False, False]), infos={}, metadata={},
+            ))  # fmt: skip
+    obs_space = spaces.Dict({"image": spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                             "instruction": spaces.Text(max_length=40)})  # fmt: skip
+    data = OfflineDataset.from_episodes(
+        episodes, obs_space, spaces.Box(-1.0, 1.0, (4,), np.float32)
+    )
+    examples, images = rt2_sft_examples(policy, data)
+    config = SFTConfig(steps=300, batch_size=12, learning_rate=2e-3, max_length=64,
+                       progress=False, tensorboard=False, log_every=100)  # fmt: skip
+    SFTTrainer(policy.model, policy.tokenizer, config, image_processor=policy.pixel_values).train(
+        examples, out=tmp_path / "sft", images=images
+    )
+    policy.eval()
+    films = policy.model.model.vision_tower.convnet.films
+    assert all(film.proj.weight.abs().max() > 0 for film in films)
+    for image, text, side in cases:
+        action = policy.act({"image": image, "instruction": text})
+        np.testing.assert_allclose(action, [side, 0.25, -0.25, 0.0], atol=1 / 256 + 1e-6)
+    loaded = load_policy(policy.save(tmp_path / "rt2"))
+    obs = {"image": cases[0][0], "instruction": cases[0][1]}
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
