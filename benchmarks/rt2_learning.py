@@ -32,7 +32,9 @@ policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-t
 (the same SFT policy, then DPO on its own trajectories: ``--dpo-episodes`` sampled rollouts
 on training scenes of the seen split, ``--dpo-pairs`` random pairs of ``--dpo-segment``-step
 segments labelled by B-Pref's oracle teacher on the dense reward, ``--dpo-steps`` DPO steps
-against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``). Demonstrations, held-out
+against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``);
+``rt2-tiny-film-state+cotrain``, ``+ppo`` and ``+dpo`` are the same three on the
+``rt2-tiny-film-state`` recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -61,7 +63,8 @@ VARIANTS = (
     "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
     "rt2-tiny-oracle-state", "rt2-tiny-objects-state", "rt2-tiny-film", "rt2-tiny-film-state",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
-    "rt2-tiny+ppo", "rt2-tiny+dpo",
+    "rt2-tiny+ppo", "rt2-tiny+dpo", "rt2-tiny-film-state+cotrain", "rt2-tiny-film-state+ppo",
+    "rt2-tiny-film-state+dpo",
 )  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
@@ -159,11 +162,12 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     shift = 0 if variant.endswith("-noshift") else args.rt2_shift
     stem = "conv" if variant.endswith("-conv") else "patch"
     hl_gauss = "-hlgauss" in variant
+    base = variant.removesuffix("+cotrain")
     state = {}
-    if variant.endswith("-oracle-state"):  # ee position and the target relative to it
+    if base.endswith("-oracle-state"):  # ee position and the target relative to it
         d = data.observations["state"].shape[-1]
         state = rt2_state_range(data, "state", (0, 1, 2, d - 6, d - 5, d - 4))
-    elif variant.endswith("-objects-state"):  # ee and every object's position, not which
+    elif base.endswith("-objects-state"):  # ee and every object's position, not which
         from embodied_rl.envs.tabletop.scene import COLORS, SHAPES
 
         per_object = 7 + len(COLORS) + len(SHAPES)  # position, quaternion, one-hots
@@ -171,7 +175,7 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         n = (d - 7 - 6 - 3 - 6 - 6) // (per_object + 2)  # TabletopEnv.state_dim, 6 families
         objects = [7 + per_object * i + k for i in range(n) for k in range(3)]
         state = rt2_state_range(data, "state", (0, 1, 2, *objects))
-    elif variant.endswith("-state"):
+    elif base.endswith("-state"):
         state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
     film = "-film" in variant
     if film:  # RT-1's FiLM ConvNet (vla_learning's tiny preset) as the vision tower
@@ -232,27 +236,30 @@ def mean_finite(values: list[float]) -> float | None:
 
 
 def fine_tune_run(args, variant: str, seed: int, sft_rows, last_step: int):
-    """``(out, cached rows, SFT policy directory)`` of a run that fine-tunes the finished
-    ``rt2-tiny`` run; the directory is None when the cached rows are all that is asked for."""
+    """``(out, cached rows, SFT policy directory)`` of a run that fine-tunes the finished SFT
+    run its name starts with (``rt2-tiny`` for ``rt2-tiny+ppo``); the directory is None when
+    the cached rows are all that is asked for."""
     out = Path(args.work) / "runs" / f"{variant}-s{seed}"
     record = out / "curve.json"
     rows = json.loads(record.read_text()) if record.exists() else []
     if args.table_only or (rows and rows[-1]["step"] >= last_step):
         return out, rows, None
-    sft = Path(args.work) / "runs" / f"rt2-tiny-s{seed}" / "policy"
+    base = variant.rsplit("+", 1)[0]
+    sft = Path(args.work) / "runs" / f"{base}-s{seed}" / "policy"
     if not sft_rows or sft_rows[-1]["step"] < args.steps or not sft.is_dir():
-        raise SystemExit(f"{variant} starts from the finished rt2-tiny run ({sft}): run it first")
+        raise SystemExit(f"{variant} starts from the finished {base} run ({sft}): run it first")
     return out, rows, sft
 
 
-def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """PPO with the environment's reward from the ``rt2-tiny`` run's final policy, in chunks
-    of ``--ppo-eval-every`` rollouts; the first row is the SFT policy's (step 0)."""
+def ppo_curve(args, variant: str, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict]:
+    """PPO with the environment's reward from the SFT run's final policy (``rt2-tiny`` for
+    ``rt2-tiny+ppo``), in chunks of ``--ppo-eval-every`` rollouts; the first row is the SFT
+    policy's (step 0)."""
     from embodied_rl.envs import make
     from embodied_rl.llm import PPORLHFConfig, RT2PPOConfig, RT2PPOTrainer
     from embodied_rl.policies import load_policy
 
-    out, rows, sft = fine_tune_run(args, "rt2-tiny+ppo", seed, sft_rows, args.ppo_iterations)
+    out, rows, sft = fine_tune_run(args, variant, seed, sft_rows, args.ppo_iterations)
     if sft is None:
         return rows
     record = out / "curve.json"
@@ -267,7 +274,7 @@ def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
         )
     )  # fmt: skip
     trainer = RT2PPOTrainer(policy, env, config)
-    rows = [{**sft_rows[-1], "variant": "rt2-tiny+ppo", "step": 0, "train_s": 0.0}]
+    rows = [{**sft_rows[-1], "variant": variant, "step": 0, "train_s": 0.0}]
     rows[0].pop("hz", None)
     seconds = 0.0
     for steps in range(args.ppo_eval_every, args.ppo_iterations + 1, args.ppo_eval_every):
@@ -276,7 +283,7 @@ def ppo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
         seconds += time.perf_counter() - started
         trainer.save(out / "policy")
         row = {
-            "variant": "rt2-tiny+ppo", "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            "variant": variant, "seed": seed, "step": steps, "train_s": round(seconds, 1),
             "train_success": mean_finite([r.get("train/success", np.nan) for r in logged]),
             "kl": logged[-1]["train/kl"],
             **{split: vla_learning.rollouts(args, policy, split) for split in ("seen", "unseen")},
@@ -303,9 +310,10 @@ class _Sampled:
         return self.policy.act(obs, deterministic=False)
 
 
-def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DPO from the ``rt2-tiny`` run's final policy on preferences over its own rollouts, in
-    chunks of ``--dpo-eval-every`` steps; the first row is the SFT policy's (step 0)."""
+def dpo_curve(args, variant: str, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict]:
+    """DPO from the SFT run's final policy (``rt2-tiny`` for ``rt2-tiny+dpo``) on preferences
+    over its own rollouts, in chunks of ``--dpo-eval-every`` steps; the first row is the SFT
+    policy's (step 0)."""
     from embodied_rl.datasets import collect, dataset_dir, load_dataset
     from embodied_rl.llm.dpo import DPOConfig, DPOTrainer
     from embodied_rl.llm.rt2 import rt2_segment_pairs
@@ -313,7 +321,7 @@ def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
     from embodied_rl.preference.data import random_pairs, sample_segments
     from embodied_rl.preference.labelers import ScriptedTeacher, TeacherConfig
 
-    out, rows, sft = fine_tune_run(args, "rt2-tiny+dpo", seed, sft_rows, args.dpo_steps)
+    out, rows, sft = fine_tune_run(args, variant, seed, sft_rows, args.dpo_steps)
     if sft is None:
         return rows
     record = out / "curve.json"
@@ -346,7 +354,7 @@ def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
     )
     prepared = trainer.prepare(pairs, images=images)
     successes = int(rollouts.terminations.sum())  # tabletop episodes terminate on success
-    rows = [{**sft_rows[-1], "variant": "rt2-tiny+dpo", "step": 0, "train_s": 0.0,
+    rows = [{**sft_rows[-1], "variant": variant, "step": 0, "train_s": 0.0,
              "pairs": len(pairs), "rollouts": rollouts.n_episodes,
              "rollout_successes": successes}]  # fmt: skip
     rows[0].pop("hz", None)
@@ -357,7 +365,7 @@ def dpo_curve(args, seed: int, sft_rows: list[dict[str, Any]]) -> list[dict[str,
         seconds += time.perf_counter() - started
         policy.save(out / "policy")
         row = {
-            "variant": "rt2-tiny+dpo", "seed": seed, "step": steps, "train_s": round(seconds, 1),
+            "variant": variant, "seed": seed, "step": steps, "train_s": round(seconds, 1),
             "dpo_accuracy": logged[-1].get("train/reward_accuracy"),
             **{split: vla_learning.rollouts(args, policy, split) for split in ("seen", "unseen")},
         }  # fmt: skip
@@ -426,14 +434,14 @@ def report(args, results: dict[tuple[str, int], list[dict[str, Any]]], minutes: 
                 f"| {variant} | " + " | ".join(f"{per.get(k, 0):.0%}" for k in names) + " |"
             )
     for (variant, seed), rows in results.items():
-        if variant == "rt2-tiny+dpo" and rows:
+        if variant.endswith("+dpo") and rows:
             first = rows[0]
             accuracy = ", ".join(
                 f"{r['dpo_accuracy']:.0%} at step {r['step']}"
                 for r in rows[1:]
                 if r.get("dpo_accuracy") is not None
             )
-            lines += ["", f"rt2-tiny+dpo seed {seed}: {first['pairs']} decided pairs of "
+            lines += ["", f"{variant} seed {seed}: {first['pairs']} decided pairs of "
                       f"{args.dpo_segment}-step segments from {first['rollouts']} sampled "
                       f"rollouts of the SFT policy ({first['rollout_successes']} succeeded); "
                       f"DPO's implicit-reward accuracy on its training pairs {accuracy}."]  # fmt: skip
@@ -486,12 +494,13 @@ def main() -> int:
         for seed in args.seeds:
             if variant == "rt1-tiny":
                 results[(variant, seed)] = rt1_curve(args, seed, data, held_out)
-            elif variant in ("rt2-tiny+ppo", "rt2-tiny+dpo"):
-                sft_rows = results.get(("rt2-tiny", seed)) or rt2_curve(
-                    args, "rt2-tiny", seed, data, qa, held_out_qa
+            elif variant.endswith(("+ppo", "+dpo")):
+                base = variant.rsplit("+", 1)[0]
+                sft_rows = results.get((base, seed)) or rt2_curve(
+                    args, base, seed, data, qa, held_out_qa
                 )
-                fine_tune = ppo_curve if variant == "rt2-tiny+ppo" else dpo_curve
-                results[(variant, seed)] = fine_tune(args, seed, sft_rows)
+                fine_tune = ppo_curve if variant.endswith("+ppo") else dpo_curve
+                results[(variant, seed)] = fine_tune(args, variant, seed, sft_rows)
             else:
                 results[(variant, seed)] = rt2_curve(args, variant, seed, data, qa, held_out_qa)
     text = report(args, results, (time.perf_counter() - started) / 60)
