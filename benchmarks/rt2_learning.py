@@ -21,7 +21,9 @@ position instead, so that the image must say which one the instruction names;
 ``rt2-tiny-film`` with the RT-1 row's image path as the vision tower, a FiLM ConvNet that
 the question's pooled token embeddings modulate, coordinates and TokenLearner's 8 tokens,
 ``RT2Config(vision_tower="film")`` (``policies.instructed_llava``), the image after the
-question; ``rt2-tiny-film-state`` the same with the ``-state`` row's proprioception tokens) and
+question; ``rt2-tiny-film-state`` the same with the ``-state`` row's proprioception tokens;
+``rt2-tiny-film-minilm`` with the RT-1 row's frozen MiniLM sentence embedding of the
+instruction as the FiLM condition instead, ``RT2Config(film_text="minilm")``) and
 ``rt2-tiny+cotrain`` (the same, every batch drawn from the robot examples and
 ``--qa-scenes`` x ``--qa-per-scene`` scene questions together; ``rt2-tiny-hlgauss+cotrain`` and
 ``rt2-tiny-late-image+cotrain``
@@ -33,8 +35,8 @@ policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-t
 on training scenes of the seen split, ``--dpo-pairs`` random pairs of ``--dpo-segment``-step
 segments labelled by B-Pref's oracle teacher on the dense reward, ``--dpo-steps`` DPO steps
 against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``);
-``rt2-tiny-film-state+cotrain``, ``+ppo`` and ``+dpo`` are the same three on the
-``rt2-tiny-film-state`` recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
+``rt2-tiny-film+cotrain``, ``+ppo`` and ``+dpo`` are the same three on the
+``rt2-tiny-film`` recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -62,9 +64,10 @@ VARIANTS = (
     "rt1-tiny", "rt2-tiny", "rt2-tiny-noshift", "rt2-tiny-conv", "rt2-tiny-hlgauss",
     "rt2-tiny-late-image", "rt2-tiny-late-image+cotrain", "rt2-tiny-state",
     "rt2-tiny-oracle-state", "rt2-tiny-objects-state", "rt2-tiny-film", "rt2-tiny-film-state",
+    "rt2-tiny-film-minilm",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
-    "rt2-tiny+ppo", "rt2-tiny+dpo", "rt2-tiny-film-state+cotrain", "rt2-tiny-film-state+ppo",
-    "rt2-tiny-film-state+dpo",
+    "rt2-tiny+ppo", "rt2-tiny+dpo", "rt2-tiny-film+cotrain", "rt2-tiny-film+ppo",
+    "rt2-tiny-film+dpo",
 )  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
@@ -184,7 +187,8 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         preset = vla_preset("tiny")
         state |= {"vision_tower": "film", "film_channels": preset.convnet_channels,
                   "film_strides": preset.convnet_strides,
-                  "vision_tokens": preset.tokens_per_frame}  # fmt: skip
+                  "vision_tokens": preset.tokens_per_frame,
+                  "film_text": "minilm" if "-minilm" in variant else "tokens"}  # fmt: skip
     policy = rt2_policy(
         data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
         image_position="after_text" if "-late-image" in variant or film else "first", **state,

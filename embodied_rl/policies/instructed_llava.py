@@ -17,6 +17,7 @@ LLaVA's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,23 +62,37 @@ class InstructedLlavaModel(LlavaModel):
 
     def __init__(
         self, config: LlavaConfig, first_non_text_id: int, channels: tuple[int, ...],
-        strides: tuple[int, ...], n_tokens: int,
+        strides: tuple[int, ...], n_tokens: int, sentence_encoder: nn.Module | None = None,
+        tokenizer: Any = None, instruction_of: Callable[[str], str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(config)
-        self.vision_tower = FiLMVisionTower(
-            config.text_config.hidden_size, config.vision_config.hidden_size, channels, strides,
-            n_tokens,
+        # a frozen pretrained sentence encoder (RT-1's) in place of the pooled embeddings: it
+        # embeds instruction_of(the decoded question), the instruction without the template
+        self.sentence_encoder = sentence_encoder
+        self.tokenizer, self.instruction_of = tokenizer, instruction_of
+        if sentence_encoder is not None and (tokenizer is None or instruction_of is None):
+            raise ValueError("a sentence_encoder needs the tokenizer and instruction_of")
+        cond_dim = (
+            sentence_encoder.embed_dim if sentence_encoder is not None
+            else config.text_config.hidden_size
         )  # fmt: skip
+        self.vision_tower = FiLMVisionTower(
+            cond_dim, config.vision_config.hidden_size, channels, strides, n_tokens
+        )
         # attention pooling over the text: zero, it starts as the mean and learns which words
         # matter (the prompt's template is most of the tokens and the same in every prompt)
-        self.text_query = nn.Parameter(torch.zeros(config.text_config.hidden_size))
+        self.text_query = (
+            nn.Parameter(torch.zeros(config.text_config.hidden_size))
+            if sentence_encoder is None else None
+        )  # fmt: skip
         self.first_non_text_id = first_non_text_id
         self._condition: Tensor | None = None
 
     def instruction_embedding(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """``(B, width)``: each row's text before its image, pooled: the input embeddings
         weighted by a softmax of their dot product with a learned query (the mean at
-        initialisation); zeros for a row without text."""
+        initialisation); zeros for a row without text. With a ``sentence_encoder``: its
+        embedding ``(B, E)`` of each row's decoded text passed through ``instruction_of``."""
         before_image = (input_ids == self.config.image_token_id).long().cumsum(-1) == 0
         text = before_image & (input_ids < self.first_non_text_id)
         pad = self.config.text_config.pad_token_id
@@ -85,6 +100,10 @@ class InstructedLlavaModel(LlavaModel):
             text &= input_ids != pad
         if attention_mask is not None:
             text &= attention_mask.bool()
+        if self.sentence_encoder is not None:
+            rows = [ids[keep].tolist() for ids, keep in zip(input_ids, text, strict=True)]
+            texts = [self.instruction_of(t) for t in self.tokenizer.batch_decode(rows)]
+            return self.sentence_encoder(texts).to(self.get_input_embeddings().weight.dtype)
         embeddings = self.get_input_embeddings()(input_ids)  # (B, T, width)
         scores = embeddings @ self.text_query / embeddings.shape[-1] ** 0.5  # (B, T)
         weights = scores.masked_fill(~text, float("-inf")).softmax(-1).nan_to_num(0.0)
@@ -122,11 +141,14 @@ class InstructedLlavaModel(LlavaModel):
 
 def instructed_llava(
     model: nn.Module, first_non_text_id: int, channels: tuple[int, ...],
-    strides: tuple[int, ...], n_tokens: int,
+    strides: tuple[int, ...], n_tokens: int, **text: Any,
 ) -> nn.Module:  # fmt: skip
     """``model`` (a ``LlavaForConditionalGeneration``) with its ``LlavaModel`` replaced by an
-    :class:`InstructedLlavaModel` of the same config (fresh weights)."""
-    model.model = InstructedLlavaModel(model.config, first_non_text_id, channels, strides, n_tokens)
+    :class:`InstructedLlavaModel` of the same config (fresh weights; ``text``: its
+    ``sentence_encoder``, ``tokenizer`` and ``instruction_of``)."""
+    model.model = InstructedLlavaModel(
+        model.config, first_non_text_id, channels, strides, n_tokens, **text
+    )
     return model
 
 

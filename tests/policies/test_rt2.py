@@ -661,3 +661,37 @@ def test_sft_with_the_film_tower_binds_the_instruction_to_the_image(tokenizer_js
     loaded = load_policy(policy.save(tmp_path / "rt2"))
     obs = {"image": cases[0][0], "instruction": cases[0][1]}
     np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+
+
+def test_the_film_tower_can_read_a_frozen_sentence_encoder(tokenizer_json, tmp_path):
+    """``film_text="minilm"``: the condition is the shipped all-MiniLM-L6-v2 embedding of the
+    instruction alone (the template and state marker removed from the decoded question); the
+    encoder is frozen and left out of the checkpoint, and a saved policy acts the same."""
+    from safetensors import safe_open
+
+    from embodied_rl.policies.encoders import SentenceEncoder
+    from embodied_rl.policies.rt2 import instruction_of
+
+    assert instruction_of("In: What action should the robot take to go left? State:") == "go left"
+    assert instruction_of("In: how many blocks?") == "how many blocks?"
+    torch.manual_seed(0)
+    policy = small_policy(tokenizer_json, **FILM, film_text="minilm").eval()
+    inner = policy.model.model
+    for film in inner.vision_tower.convnet.films:
+        torch.nn.init.normal_(film.proj.weight, std=0.3)
+    instructions = ["move to the red block", "move to the blue block"]
+    ids, mask = policy.prompt_inputs(instructions)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            inner.instruction_embedding(ids, mask), SentenceEncoder()(instructions)
+        )
+    assert not any(p.requires_grad for p in inner.sentence_encoder.parameters())
+    obs = {"image": images_of(["red"])[0].numpy(), "instruction": instructions[0]}
+    path = policy.save(tmp_path / "rt2")
+    with safe_open(str(path / "model.safetensors"), "pt") as saved:
+        assert not any("sentence_encoder" in key for key in saved.keys())
+        assert any("vision_tower.convnet" in key for key in saved.keys())
+    loaded = load_policy(path)
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    with pytest.raises(ValueError, match="film_text='bert'"):
+        replace(policy.config, film_text="bert")
