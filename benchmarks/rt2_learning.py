@@ -35,8 +35,8 @@ policy: ``llm.RT2PPOTrainer``, on training scenes of the seen split) and ``rt2-t
 on training scenes of the seen split, ``--dpo-pairs`` random pairs of ``--dpo-segment``-step
 segments labelled by B-Pref's oracle teacher on the dense reward, ``--dpo-steps`` DPO steps
 against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``);
-``rt2-tiny-film+cotrain``, ``+ppo`` and ``+dpo`` are the same three on the
-``rt2-tiny-film`` recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
+``rt2-tiny-film+cotrain``, ``+ppo`` and ``+dpo`` (and ``rt2-tiny-film-minilm+...``) are the
+same three on the ``rt2-tiny-film`` (``-minilm``) recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -67,7 +67,8 @@ VARIANTS = (
     "rt2-tiny-film-minilm",
     "rt2-tiny+cotrain", "rt2-tiny-hlgauss+cotrain",
     "rt2-tiny+ppo", "rt2-tiny+dpo", "rt2-tiny-film+cotrain", "rt2-tiny-film+ppo",
-    "rt2-tiny-film+dpo",
+    "rt2-tiny-film+dpo", "rt2-tiny-film-minilm+cotrain", "rt2-tiny-film-minilm+ppo",
+    "rt2-tiny-film-minilm+dpo",
 )  # fmt: skip
 PPO_SEED = 4_000_000  # the PPO environment's first reset: apart from demos and held-out scenes
 DPO_SEED = 5_000_000  # the DPO rollouts' resets: apart from every other episode
