@@ -7,10 +7,11 @@ with a ConvNet whose features the instruction modulates (FiLM, Perez et al. 2018
 token is formed. :class:`InstructedLlavaModel` is transformers' ``LlavaModel`` with that
 tower: the prompt's text tokens before the image placeholders (the question, with
 ``image_position="after_text"``) are embedded with the language model's own input
-embeddings and pooled (attention with a learned query, the mean at initialisation), the
-pooled vector conditions every stage of a :class:`FiLMConvNet`,
-coordinate maps are appended and TokenLearner pools the map into a few image tokens, which
-the LLaVA projector maps into the language model as before. Everything else (prompts, action
+embeddings and pooled (attention with a learned query, the mean at initialisation), or,
+given a frozen sentence encoder, decoded and embedded by it (RT-1's MiniLM); that vector
+conditions every stage of a :class:`FiLMConvNet`, coordinate maps are appended and
+TokenLearner pools the map into a few image tokens, which the LLaVA projector maps into the
+language model as before. Everything else (prompts, action
 tokens, the trainers' forward with ``input_ids`` and ``pixel_values``, the KV cache) is
 LLaVA's.
 """

@@ -81,9 +81,10 @@ class RT2Config:
     vision_stem: str = "patch"
     # "vit": LLaVA's CLIP vision transformer, which never sees the instruction (RT-2, OpenVLA);
     # "film": RT-1's image path as the tower (policies.instructed_llava): a ConvNet of
-    # film_channels/film_strides whose stages the question's mean token embedding modulates
-    # (FiLM), coordinate channels, TokenLearner's vision_tokens (0: every cell); needs
-    # image_position="after_text" (the condition is the text before the image) and the tiny model
+    # film_channels/film_strides whose stages the question modulates (FiLM; film_text says
+    # how it is embedded), coordinate channels, TokenLearner's vision_tokens (0: every cell);
+    # needs image_position="after_text" (the condition is the text before the image) and the
+    # tiny model
     vision_tower: str = "vit"
     film_channels: tuple[int, ...] = (32, 32, 64, 64)
     film_strides: tuple[int, ...] = (2, 2, 2, 1)  # 64 px -> an 8 x 8 map
@@ -164,6 +165,8 @@ class RT2Config:
             )
         if self.vision_tower not in ("vit", "film"):
             raise ValueError(f"vision_tower={self.vision_tower!r}; choose 'vit' or 'film'")
+        if self.vision_tower != "film" and (self.film_text != "tokens" or self.film_text_path):
+            raise ValueError("film_text/film_text_path condition vision_tower='film' only")
         if self.vision_tower == "film":
             if self.model_path or self.image_position != "after_text":
                 raise ValueError(
@@ -270,8 +273,8 @@ def build_tiny_vlm(
     :class:`ConvStem` in place of the patchify with ``vision_stem="conv"``; with
     ``vision_tower="film"`` the instruction-conditioned tower of
     :mod:`~embodied_rl.policies.instructed_llava`, whose condition reads the ids below
-    ``first_non_text_id``, decoded with ``tokenizer`` for ``film_text="minilm"``), a two-layer projector and a GPT-2 language model, seeded by
-    ``config.seed``."""
+    ``first_non_text_id``, decoded with ``tokenizer`` for ``film_text="minilm"``), a
+    two-layer projector and a GPT-2 language model, seeded by ``config.seed``."""
     if config.vision_tower == "film" and first_non_text_id is None:
         raise ValueError("vision_tower='film' needs first_non_text_id (the first non-word id)")
     from transformers import (

@@ -695,3 +695,5 @@ def test_the_film_tower_can_read_a_frozen_sentence_encoder(tokenizer_json, tmp_p
     np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
     with pytest.raises(ValueError, match="film_text='bert'"):
         replace(policy.config, film_text="bert")
+    with pytest.raises(ValueError, match="condition vision_tower='film' only"):
+        RT2Config(tokenizer_json=tokenizer_json, film_text="minilm")
