@@ -36,7 +36,8 @@ on training scenes of the seen split, ``--dpo-pairs`` random pairs of ``--dpo-se
 segments labelled by B-Pref's oracle teacher on the dense reward, ``--dpo-steps`` DPO steps
 against the frozen SFT policy; ``llm.rt2.rt2_segment_pairs`` + ``DPOTrainer``);
 ``rt2-tiny-film+cotrain``, ``+ppo`` and ``+dpo`` (and ``rt2-tiny-film-minilm+...``) are the
-same three on the ``rt2-tiny-film`` (``-minilm``) recipe (``X+ppo`` and ``X+dpo`` start from run ``X``). Demonstrations, held-out
+same three on the ``rt2-tiny-film`` (``-minilm``) recipe (``X+ppo`` and ``X+dpo`` start from
+run ``X``). Demonstrations, held-out
 scenes (reset seeds from 1,000,000) and Wilson intervals are ``vla_learning.py``'s; the scene
 questions come from reset seeds 2,000,000 on (training) and 3,000,000 on (held out), apart
 from every robot episode. Inference: ``act`` at batch 1 on one thread, after a warm-up.
@@ -167,10 +168,10 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
     stem = "conv" if variant.endswith("-conv") else "patch"
     hl_gauss = "-hlgauss" in variant
     base = variant.removesuffix("+cotrain")
-    state = {}
+    options = {}  # RT2Config fields of the variant
     if base.endswith("-oracle-state"):  # ee position and the target relative to it
         d = data.observations["state"].shape[-1]
-        state = rt2_state_range(data, "state", (0, 1, 2, d - 6, d - 5, d - 4))
+        options = rt2_state_range(data, "state", (0, 1, 2, d - 6, d - 5, d - 4))
     elif base.endswith("-objects-state"):  # ee and every object's position, not which
         from embodied_rl.envs.tabletop.scene import COLORS, SHAPES
 
@@ -178,21 +179,21 @@ def rt2_curve(args, variant: str, seed: int, data, qa, held_out_qa) -> list[dict
         d = data.observations["state"].shape[-1]
         n = (d - 7 - 6 - 3 - 6 - 6) // (per_object + 2)  # TabletopEnv.state_dim, 6 families
         objects = [7 + per_object * i + k for i in range(n) for k in range(3)]
-        state = rt2_state_range(data, "state", (0, 1, 2, *objects))
+        options = rt2_state_range(data, "state", (0, 1, 2, *objects))
     elif base.endswith("-state"):
-        state = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
+        options = rt2_state_range(data, "proprio", vla_learning.PROPRIO["proprio_indices"])
     film = "-film" in variant
     if film:  # RT-1's FiLM ConvNet (vla_learning's tiny preset) as the vision tower
         from embodied_rl.policies.vla import vla_preset
 
         preset = vla_preset("tiny")
-        state |= {"vision_tower": "film", "film_channels": preset.convnet_channels,
+        options |= {"vision_tower": "film", "film_channels": preset.convnet_channels,
                   "film_strides": preset.convnet_strides,
                   "vision_tokens": preset.tokens_per_frame,
                   "film_text": "minilm" if "-minilm" in variant else "tokens"}  # fmt: skip
     policy = rt2_policy(
         data, questions, seed, shift, stem, decoding="mean" if hl_gauss else "argmax",
-        image_position="after_text" if "-late-image" in variant or film else "first", **state,
+        image_position="after_text" if "-late-image" in variant or film else "first", **options,
     )  # fmt: skip
     examples, images = rt2_sft_examples(policy, data, labels=args.labels)
     if variant.endswith("+cotrain"):
